@@ -1,0 +1,53 @@
+"""The `robot-compress` command: one entry point, one module per subcommand.
+
+Each subcommand module defines `add_arguments(parser)` and `run(args) -> int`, and keeps heavy
+imports (torch, rclpy, grpc) inside `run`. Only the chosen subcommand's module is imported, so
+`robot-compress --help` and the robot-side commands work without torch installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help). Keep in the order a new user meets them.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "doctor": ("robot_compress.doctor", "check which parts of robot_compress can run on this machine"),
+    "classify": ("robot_compress.runtime.classify_command", "classify image files with a model directory"),
+    "convert": ("robot_compress.compress.convert", "turn a pretrained CIFAR ResNet checkpoint into a model directory"),
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="robot-compress",
+        description="Compressed on-robot vision with edge failover for ROS 2. "
+                    "Run `robot-compress COMMAND --help` for a command's options.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        sub_parser = sub.add_parser(name, help=help_text, description=help_text)
+        if name == command:
+            importlib.import_module(module).add_arguments(sub_parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command if command in COMMANDS else None)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    module = importlib.import_module(COMMANDS[args.command][0])
+    try:
+        return int(module.run(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

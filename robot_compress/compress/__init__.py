@@ -1,0 +1,1 @@
+"""Offline compression pipeline (imports torch). Never imported by the robot-side runtime or node."""

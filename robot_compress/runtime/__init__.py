@@ -1,0 +1,1 @@
+"""ROS-free, torch-free online core: model contract, preprocessing, backends, router, edge server."""

@@ -1,0 +1,77 @@
+"""On-robot inference with ONNX Runtime on a verified model directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from robot_compress.runtime.classification import Prediction, predictions
+from robot_compress.runtime.errors import ImageError, ModelError
+from robot_compress.runtime.model_contract import ModelDir
+from robot_compress.runtime.preprocess import preprocess_batch
+
+# Accelerated providers tried in this order with providers="auto" (Jetson: TensorRT/CUDA).
+PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+def make_session(onnx_path: str | Path, threads: int = 1, providers: str | list[str] = "cpu"):
+    """An ONNX Runtime session with a fixed thread count (latency numbers depend on it)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    if providers == "cpu":
+        chosen = ["CPUExecutionProvider"]
+    elif providers == "auto":
+        available = set(ort.get_available_providers())
+        chosen = [p for p in PREFERRED_PROVIDERS if p in available]
+    else:
+        chosen = list(providers)
+    try:
+        return ort.InferenceSession(str(onnx_path), sess_options=options, providers=chosen)
+    except Exception as exc:  # onnxruntime raises several private exception types
+        raise ModelError(f"{onnx_path} could not be loaded by ONNX Runtime (corrupt or not an ONNX "
+                         f"model?): {str(exc).splitlines()[0]}") from exc
+
+
+class LocalBackend:
+    """Runs a model directory's ONNX file in-process. Checks the sha256 before loading it."""
+
+    name = "local"
+
+    def __init__(self, model: ModelDir | str | Path, threads: int = 1, providers: str | list[str] = "cpu"):
+        self.model = model if isinstance(model, ModelDir) else ModelDir.load(model)
+        self.session = make_session(self.model.onnx_path, threads=threads, providers=providers)
+        spec = self.model.manifest.input
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        if spec.name not in inputs:
+            raise ModelError(f"{self.model.onnx_path} has inputs {sorted(inputs)}, manifest expects "
+                             f"'{spec.name}'")
+        self._expected_shape = tuple(spec.shape)
+        self._dtype = np.dtype(spec.dtype)
+
+    @property
+    def manifest(self):
+        return self.model.manifest
+
+    def infer(self, batch: np.ndarray, timeout_s: float | None = None) -> np.ndarray:
+        """Logits for a preprocessed batch. `timeout_s` is accepted for the Backend protocol and
+        ignored: local inference cannot be abandoned half-way."""
+        if not isinstance(batch, np.ndarray) or batch.dtype != self._dtype or batch.shape[1:] != self._expected_shape:
+            raise ImageError(f"input batch must be {self._dtype} of shape (N, {', '.join(map(str, self._expected_shape))}), "
+                             f"got {getattr(batch, 'dtype', type(batch).__name__)} {getattr(batch, 'shape', '')}")
+        spec = self.model.manifest
+        (logits,) = self.session.run([spec.output.name], {spec.input.name: batch})
+        return logits
+
+    def classify(self, images: np.ndarray, encoding: str = "rgb8", k: int = 5) -> list[Prediction]:
+        """Raw uint8 images (NxHxWxC) -> predictions, using the manifest's preprocessing."""
+        batch = preprocess_batch(images, encoding, self.model.manifest.preprocessing)
+        return predictions(self.infer(batch), self.model.manifest.labels, k=k)
+
+    def close(self) -> None:
+        self.session = None
