@@ -1,0 +1,54 @@
+"""Fixtures shared by every test area (tests/<area>/ each have their own conftest.py too)."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+MODELS = REPO / "models"
+EDGE_MODEL = MODELS / "cifar10_resnet56"
+SMALL_MODEL = MODELS / "cifar10_resnet20"
+
+_domain_counter = itertools.count()
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def next_ros_domain_id() -> int:
+    """A ROS_DOMAIN_ID for one test: distinct across tests in this run and, by pid, across runs
+    that happen at the same time on this machine (Fast DDS accepts 0..232)."""
+    return 1 + (os.getpid() * 13 + next(_domain_counter)) % 200
+
+
+@pytest.fixture
+def ros_domain_id(monkeypatch) -> int:
+    """Give the test (and the subprocesses it starts) its own ROS_DOMAIN_ID."""
+    domain = next_ros_domain_id()
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(domain))
+    return domain
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data (real CIFAR-10 and pretrained weights). Missing data is a failure, not a skip."""
+    if not (SHARED_DATA / "cifar10" / "test_dev.npz").is_file():
+        pytest.fail(f"{SHARED_DATA} is missing: clone the project with ../shared beside it")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def cifar_test_dev(shared_data):
+    from robot_compress.runtime.datasets import load_cifar10_npz
+
+    return load_cifar10_npz(shared_data / "cifar10" / "test_dev.npz")
