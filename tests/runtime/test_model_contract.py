@@ -1,0 +1,130 @@
+"""The model contract: reading, writing and every way a model directory can be wrong."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from robot_compress.runtime.errors import ManifestError, ModelError
+from robot_compress.runtime.model_contract import (
+    ModelDir,
+    list_models,
+    read_config,
+    sha256_of,
+    write_model_dir,
+)
+from tests.conftest import EDGE_MODEL, MODELS, SMALL_MODEL
+
+
+def _edit_manifest(model_dir, edit):
+    path = model_dir / "manifest.json"
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+
+
+def test_shipped_models_load_and_match_their_hash():
+    for path in (SMALL_MODEL, EDGE_MODEL):
+        model = ModelDir.load(path)
+        assert model.onnx_path == path / "1" / "model.onnx"
+        assert model.manifest.onnx_sha256 == sha256_of(model.onnx_path)
+        assert model.manifest.labels[0] == "airplane" and len(model.manifest.labels) == 10
+        assert model.config.platform == "onnxruntime_onnx"
+        assert model.max_batch_size > 0
+        assert model.manifest.license, "shipped weights must carry their licence"
+
+
+def test_list_models_finds_every_model_directory():
+    names = [p.name for p in list_models(MODELS)]
+    assert "cifar10_resnet20" in names and "cifar10_resnet56" in names
+
+
+def test_write_then_load_round_trips(model_copy, tmp_path):
+    original = ModelDir.load(model_copy)
+    original.manifest.metrics["note"] = "round trip"
+    written = write_model_dir(tmp_path / "copy", original.manifest, original.onnx_path, max_batch_size=8)
+    again = ModelDir.load(tmp_path / "copy")
+    assert again.manifest == written.manifest
+    assert again.manifest.metrics["note"] == "round trip"
+    assert again.max_batch_size == 8
+    assert read_config(tmp_path / "copy" / "config.pbtxt").dynamic_batching.default_queue_policy.max_queue_size > 0
+
+
+def test_missing_directory(tmp_path):
+    with pytest.raises(ModelError, match="does not exist"):
+        ModelDir.load(tmp_path / "nope")
+
+
+def test_missing_onnx_file(model_copy):
+    (model_copy / "1" / "model.onnx").unlink()
+    with pytest.raises(ModelError, match=r"model\.onnx is missing"):
+        ModelDir.load(model_copy)
+
+
+def test_corrupt_onnx_file_fails_the_hash(model_copy):
+    path = model_copy / "1" / "model.onnx"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="sha256 mismatch"):
+        ModelDir.load(model_copy)
+
+
+def test_missing_manifest(model_copy):
+    (model_copy / "manifest.json").unlink()
+    with pytest.raises(ManifestError, match=r"manifest\.json is missing"):
+        ModelDir.load(model_copy)
+
+
+def test_manifest_not_json(model_copy):
+    (model_copy / "manifest.json").write_text("{ not json")
+    with pytest.raises(ManifestError, match="not valid JSON"):
+        ModelDir.load(model_copy)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d.pop("labels"), "missing field 'labels'"),
+        (lambda d: d["preprocessing"].pop("mean"), "missing field 'preprocessing.mean'"),
+        (lambda d: d.update(labels="cat"), "field 'labels' must be list, got str"),
+        (lambda d: d.update(labels=[]), "non-empty list of strings"),
+        (lambda d: d["preprocessing"].update(mean=[0.5, "a", 0.5]), "'preprocessing.mean' must be a list of 3 numbers"),
+        (lambda d: d["preprocessing"].update(std=[0.2, 0.0, 0.2]), "'preprocessing.std' must be positive"),
+        (lambda d: d["preprocessing"].update(input_size=[32]), "'preprocessing.input_size' must be a list of 2"),
+        (lambda d: d["preprocessing"].update(layout="CHW"), "'preprocessing.layout' must be one of"),
+        (lambda d: d["preprocessing"].update(channel_order="RGBA"), "'preprocessing.channel_order' must be one of"),
+        (lambda d: d["input"].update(dtype="float64"), "'input.dtype' must be one of"),
+        (lambda d: d["input"].update(shape=[3, -1, 32]), "'input.shape' must be a list of positive integers"),
+        (lambda d: d["output"].update(shape=[11]), "does not match the 10 labels"),
+        (lambda d: d.update(version=True), "field 'version' must be int, got bool"),
+        (lambda d: d.update(onnx_sha256=123), "field 'onnx_sha256' must be str"),
+        (lambda d: d.update(format_version=99), "newer than this"),
+        (lambda d: d.update(input="x"), "field 'input' must be dict"),
+    ],
+)
+def test_bad_manifest_fields_are_named(model_copy, edit, message):
+    _edit_manifest(model_copy, edit)
+    with pytest.raises(ManifestError, match=message.replace("(", r"\(").replace("[", r"\[")):
+        ModelDir.load(model_copy)
+
+
+def test_hash_mismatch_names_both_hashes(model_copy):
+    _edit_manifest(model_copy, lambda d: d.update(onnx_sha256="0" * 64))
+    with pytest.raises(ModelError, match="manifest says 0000") as info:
+        ModelDir.load(model_copy)
+    assert sha256_of(model_copy / "1" / "model.onnx") in str(info.value)
+
+
+def test_config_must_agree_with_manifest(model_copy):
+    config = model_copy / "config.pbtxt"
+    config.write_text(config.read_text().replace('name: "input"', 'name: "images"'))
+    with pytest.raises(ManifestError, match="differ from manifest"):
+        ModelDir.load(model_copy)
+
+
+def test_corrupt_config(model_copy):
+    (model_copy / "config.pbtxt").write_text("max_batch_size: banana")
+    with pytest.raises(ManifestError, match="not a valid Triton model configuration"):
+        ModelDir.load(model_copy)
