@@ -1,0 +1,398 @@
+"""Edge/local failover for one stream of frames: a per-frame deadline and a circuit breaker.
+
+States (see DESIGN.md):
+  EDGE     frames go to the edge; a frame whose edge answer fails or misses `deadline_ms` is
+           answered by the local model at once. `failure_threshold` consecutive failures -> LOCAL.
+  LOCAL    circuit open: frames are answered locally; the edge is probed every `probe_period_ms`.
+           A healthy probe -> PROBING.
+  PROBING  half-open: frames still answered locally; `recovery_probes` consecutive healthy probes
+           (each within `max_edge_latency_ms` when set) -> EDGE, an unhealthy one -> LOCAL.
+The router starts in LOCAL (reason "startup"): the link is trusted only once probes say so.
+
+Every `classify` call returns exactly one `RouteResult`. An edge answer that arrives after its
+frame was answered locally is dropped and counted. No ROS here: the node is a thin shell over this.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from robot_compress.runtime.backend import Backend, BackendError, FailureKind
+from robot_compress.runtime.latency_stats import LatencyWindow
+from robot_compress.runtime.perception_config import RouterConfig
+
+
+class RouterState(str, enum.Enum):
+    EDGE = "edge"
+    LOCAL = "local"
+    PROBING = "probing"
+
+
+# Event reasons besides the FailureKind values (timeout, unreachable, overloaded, bad_answer).
+STARTUP = "startup"
+NO_EDGE = "no_edge"
+SLOW = "slow"  # a probe answered, but slower than max_edge_latency_ms
+HEALTHY_PROBE = "healthy_probe"
+RECOVERED = "recovered"
+FORCED_LOCAL = "forced_local"
+
+EDGE, LOCAL, NONE = "edge", "local", "none"  # RouteResult.backend values
+
+
+class EdgeBackend(Backend, Protocol):
+    """The router's view of the edge: a Backend that can also be probed cheaply."""
+
+    def probe(self, timeout_s: float) -> float: ...
+
+
+@dataclass(frozen=True)
+class RouterEvent:
+    """A state change: when (wall clock, for logs and messages), from what, to what, and why."""
+
+    time: float
+    previous: RouterState | None
+    state: RouterState
+    reason: str
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class RouteResult:
+    """The one answer for one frame."""
+
+    seq: int
+    stamp: Any  # the caller's frame stamp, passed through untouched
+    backend: str  # "edge", "local", or "none" when no backend could answer (then `error` says why)
+    state: RouterState  # router state when the frame was answered
+    logits: np.ndarray | None
+    latency_ms: float  # from classify() being called to the answer
+    inference_ms: float  # the answering backend's own call; latency_ms - inference_ms = routing cost
+    edge_failure: str | None = None  # why the edge did not answer this frame, when it was asked
+    hedged: bool = False  # the local model was started early for this frame
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class RouterStats:
+    state: RouterState
+    forced_local: bool
+    frames: int
+    answers: dict[str, int]
+    failovers: int
+    late_edge_dropped: int
+    hedged: int
+    edge_failures: dict[str, int]
+    edge_rtt_p50_ms: float | None
+    edge_rtt_p99_ms: float | None
+    local_p50_ms: float | None
+    local_p99_ms: float | None
+    last_probe_ms: float | None
+    last_event: RouterEvent | None
+    events: list[RouterEvent] = field(default_factory=list)
+
+
+class _Claim:
+    """Who answered a frame. Whichever of (edge finished, local claimed the frame) happens second
+    decides whether a late edge answer was dropped, so the count is exact under any interleaving."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.owner: str | None = None
+        self.edge_ok: bool | None = None  # None while the edge call is running
+
+
+class Router:
+    """Routes frames to the edge or the local backend. `classify` is blocking and meant for one
+    worker thread; state changes come from it and from a background prober thread."""
+
+    def __init__(self, local: Backend, edge: EdgeBackend | None = None, config: RouterConfig | None = None,
+                 on_event: Callable[[RouterEvent], None] | None = None, clock: Callable[[], float] = time.monotonic):
+        self.local, self.edge = local, edge
+        self.config = config or RouterConfig()
+        self._on_event = on_event
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._closed = False
+        self._state = RouterState.LOCAL
+        self._forced = False
+        self._consecutive_failures = 0
+        self._healthy_probes = 0
+        self._inflight = 0
+        self._seq = itertools.count()
+        self._frames = 0
+        self._answers: Counter[str] = Counter()
+        self._edge_failures: Counter[str] = Counter()
+        self._failovers = 0
+        self._late_dropped = 0
+        self._hedged = 0
+        self._edge_rtt = LatencyWindow()
+        self._local_ms = LatencyWindow()
+        self._last_probe_ms: float | None = None
+        self._events: deque[RouterEvent] = deque(maxlen=50)
+        self._local_pool = ThreadPoolExecutor(1, thread_name_prefix="router-local")
+        self._edge_pool: ThreadPoolExecutor | None = None
+        self._prober: threading.Thread | None = None
+        self._record(RouterEvent(time.time(), None, RouterState.LOCAL, STARTUP if edge else NO_EDGE))
+        if edge is not None:
+            self._edge_pool = ThreadPoolExecutor(self.config.edge_max_inflight, thread_name_prefix="router-edge")
+            self._prober = threading.Thread(target=self._probe_loop, name="router-prober", daemon=True)
+            self._prober.start()
+
+    # --- frames -------------------------------------------------------------------------------
+
+    def classify(self, batch: np.ndarray, stamp: Any = None) -> RouteResult:
+        """Exactly one result for this frame, by the deadline plus local inference time at worst."""
+        start = self._clock()
+        seq = next(self._seq)
+        with self._lock:
+            state = self._state
+        if state is RouterState.EDGE:
+            result = self._via_edge(batch, seq, stamp, start)
+        else:
+            result = self._answer_locally(batch, seq, stamp, start, None)
+        with self._lock:
+            self._frames += 1
+            self._answers[result.backend] += 1
+        return result
+
+    def _via_edge(self, batch: np.ndarray, seq: int, stamp: Any, start: float) -> RouteResult:
+        cfg = self.config
+        deadline = start + cfg.deadline_ms / 1000.0
+        with self._lock:
+            room = self._inflight < cfg.edge_max_inflight
+            if room:
+                self._inflight += 1
+        if not room:
+            self._edge_failed(FailureKind.OVERLOADED, f"{cfg.edge_max_inflight} edge requests already in flight")
+            return self._answer_locally(batch, seq, stamp, start, FailureKind.OVERLOADED.value)
+        claim = _Claim()
+        edge_future = self._edge_pool.submit(self._edge_call, batch, cfg.deadline_ms / 1000.0)
+        edge_future.add_done_callback(lambda f: self._edge_finished(f, claim))
+        hedge_at = start + cfg.hedge_after_ms / 1000.0 if cfg.hedge_after_ms else None
+        local_future: Future | None = None
+        failure: BackendError | None = None
+        while True:
+            if edge_future.done():
+                error = edge_future.exception()
+                if error is None:
+                    logits, rtt_ms = edge_future.result()
+                    with claim.lock:
+                        claim.owner = EDGE
+                    self._edge_succeeded(rtt_ms)
+                    return self._result(seq, stamp, EDGE, logits, start, rtt_ms, hedged=local_future is not None)
+                failure = error
+                break
+            if local_future is not None and local_future.done():
+                break  # the hedge won; the edge's eventual answer is late
+            now = self._clock()
+            if now >= deadline:
+                failure = BackendError(FailureKind.TIMEOUT, f"no edge answer within {cfg.deadline_ms:g} ms")
+                break
+            if hedge_at is not None and local_future is None and now >= hedge_at:
+                local_future = self._local_pool.submit(self._local_call, batch)
+                with self._lock:
+                    self._hedged += 1
+            wake = deadline if hedge_at is None or local_future is not None else hedge_at
+            waiting = [f for f in (edge_future, local_future) if f is not None]
+            wait(waiting, timeout=max(0.0, wake - now), return_when=FIRST_COMPLETED)
+        with claim.lock:
+            claim.owner = LOCAL
+            late = claim.edge_ok is True
+        if late:
+            self._count_late()
+        if failure is not None:
+            self._edge_failed(failure.kind, failure.message)
+        kind = failure.kind.value if failure is not None else None
+        return self._answer_locally(batch, seq, stamp, start, kind, local_future)
+
+    def _edge_call(self, batch: np.ndarray, timeout_s: float) -> tuple[np.ndarray, float]:
+        t0 = self._clock()
+        try:
+            logits = self.edge.infer(batch, timeout_s=timeout_s)
+        except BackendError:
+            raise
+        except Exception as exc:  # a client bug must not take the frame down with it
+            raise BackendError(FailureKind.BAD_ANSWER, f"edge client raised {type(exc).__name__}: {exc}") from exc
+        logits = np.asarray(logits)
+        if logits.ndim != 2 or logits.shape[0] != batch.shape[0] or not np.isfinite(logits).all():
+            raise BackendError(FailureKind.BAD_ANSWER, f"edge logits of shape {logits.shape} (finite: "
+                               f"{bool(np.isfinite(logits).all())}) for a batch of {batch.shape[0]}")
+        return logits, (self._clock() - t0) * 1000.0
+
+    def _edge_finished(self, future: Future, claim: _Claim) -> None:
+        with self._lock:
+            self._inflight -= 1
+        with claim.lock:
+            claim.edge_ok = not future.cancelled() and future.exception() is None
+            late = claim.edge_ok and claim.owner == LOCAL
+        if late:
+            self._count_late()
+
+    def _count_late(self) -> None:
+        with self._lock:
+            self._late_dropped += 1
+
+    def _local_call(self, batch: np.ndarray) -> tuple[np.ndarray, float]:
+        t0 = self._clock()
+        logits = self.local.infer(batch)
+        return logits, (self._clock() - t0) * 1000.0
+
+    def _answer_locally(self, batch: np.ndarray, seq: int, stamp: Any, start: float, edge_failure: str | None,
+                        local_future: Future | None = None) -> RouteResult:
+        hedged = local_future is not None
+        try:
+            logits, ms = local_future.result() if hedged else self._local_call(batch)
+        except Exception as exc:  # the frame still gets its one result, with the reason
+            return self._result(seq, stamp, NONE, None, start, 0.0, edge_failure, hedged,
+                                error=f"local backend failed: {type(exc).__name__}: {exc}")
+        with self._lock:
+            self._local_ms.add(ms)
+        return self._result(seq, stamp, LOCAL, logits, start, ms, edge_failure, hedged)
+
+    def _result(self, seq: int, stamp: Any, backend: str, logits: np.ndarray | None, start: float,
+                inference_ms: float, edge_failure: str | None = None, hedged: bool = False,
+                error: str | None = None) -> RouteResult:
+        with self._lock:
+            state = self._state
+        return RouteResult(seq, stamp, backend, state, logits, (self._clock() - start) * 1000.0, inference_ms,
+                           edge_failure, hedged, error)
+
+    # --- health -------------------------------------------------------------------------------
+
+    def _edge_succeeded(self, rtt_ms: float) -> None:
+        with self._lock:
+            self._consecutive_failures = 0
+            self._edge_rtt.add(rtt_ms)
+
+    def _edge_failed(self, kind: FailureKind, message: str) -> None:
+        with self._lock:
+            self._edge_failures[kind.value] += 1
+            self._consecutive_failures += 1
+            event = None
+            if self._state is RouterState.EDGE and self._consecutive_failures >= self.config.failure_threshold:
+                event = self._transition(RouterState.LOCAL, kind.value, message)
+        self._emit(event)
+
+    def _probe_loop(self) -> None:
+        period = self.config.probe_period_ms / 1000.0
+        next_probe = self._clock() + period
+
+        def should_probe() -> bool:
+            return self._closed or (self._state is not RouterState.EDGE and not self._forced)
+
+        while True:
+            with self._wake:
+                if not should_probe():
+                    self._wake.wait_for(should_probe)
+                    next_probe = self._clock() + period  # first probe one period after the failover
+                if self._closed:
+                    return
+                delay = next_probe - self._clock()
+                if delay > 0:
+                    self._wake.wait(delay)  # woken early only by close() or a state change
+                    continue
+            next_probe = max(next_probe + period, self._clock())
+            self._probe_once()
+
+    def _probe_once(self) -> None:
+        t0 = self._clock()
+        try:
+            self.edge.probe(timeout_s=self.config.probe_timeout_ms / 1000.0)
+            ms = (self._clock() - t0) * 1000.0
+            limit = self.config.max_edge_latency_ms
+            reason, detail = (SLOW, f"probe took {ms:.1f} ms > {limit:g} ms") if limit and ms > limit else (None, "")
+        except BackendError as exc:
+            ms, reason, detail = None, exc.kind.value, exc.message
+        except Exception as exc:  # an unhealthy probe, whatever the client raised
+            ms, reason, detail = None, FailureKind.UNREACHABLE.value, f"{type(exc).__name__}: {exc}"
+        events = []
+        with self._lock:
+            self._last_probe_ms = ms
+            if self._forced or self._state is RouterState.EDGE or self._closed:
+                return
+            if reason is None:
+                self._healthy_probes += 1
+                if self._state is RouterState.LOCAL:
+                    events.append(self._transition(RouterState.PROBING, HEALTHY_PROBE, f"probe {ms:.1f} ms"))
+                if self._healthy_probes >= self.config.recovery_probes:
+                    events.append(self._transition(RouterState.EDGE, RECOVERED,
+                                                   f"{self._healthy_probes} healthy probes, last {ms:.1f} ms"))
+            else:
+                self._healthy_probes = 0
+                if self._state is RouterState.PROBING:
+                    events.append(self._transition(RouterState.LOCAL, reason, detail))
+        for event in events:
+            self._emit(event)
+
+    def _transition(self, state: RouterState, reason: str, detail: str = "") -> RouterEvent | None:
+        """Change state (caller holds the lock); the event is emitted by the caller after unlocking."""
+        previous = self._state
+        if state is previous:
+            return None
+        self._state = state
+        self._healthy_probes = 0 if state is not RouterState.PROBING else self._healthy_probes
+        self._consecutive_failures = 0
+        if previous is RouterState.EDGE:
+            self._failovers += 1
+        event = RouterEvent(time.time(), previous, state, reason, detail)
+        self._events.append(event)
+        self._wake.notify_all()
+        return event
+
+    def _record(self, event: RouterEvent) -> None:
+        self._events.append(event)
+        self._emit(event)
+
+    def _emit(self, event: RouterEvent | None) -> None:
+        if event is not None and self._on_event is not None:
+            self._on_event(event)
+
+    # --- operator and introspection -------------------------------------------------------------
+
+    def force_local(self, enabled: bool) -> None:
+        """Operator override: stay LOCAL and stop probing until released; then probing resumes and
+        the edge must earn `recovery_probes` healthy probes again."""
+        with self._lock:
+            self._forced = enabled
+            event = self._transition(RouterState.LOCAL, FORCED_LOCAL, "operator request") if enabled else None
+            self._healthy_probes = 0
+            self._wake.notify_all()
+        self._emit(event)
+
+    @property
+    def state(self) -> RouterState:
+        with self._lock:
+            return self._state
+
+    def stats(self) -> RouterStats:
+        with self._lock:
+            return RouterStats(
+                state=self._state, forced_local=self._forced, frames=self._frames, answers=dict(self._answers),
+                failovers=self._failovers, late_edge_dropped=self._late_dropped, hedged=self._hedged,
+                edge_failures=dict(self._edge_failures),
+                edge_rtt_p50_ms=self._edge_rtt.percentile(50), edge_rtt_p99_ms=self._edge_rtt.percentile(99),
+                local_p50_ms=self._local_ms.percentile(50), local_p99_ms=self._local_ms.percentile(99),
+                last_probe_ms=self._last_probe_ms, last_event=self._events[-1] if self._events else None,
+                events=list(self._events))
+
+    def close(self) -> None:
+        """Stop the prober and the worker pools (the backends stay open: their owner closes them)."""
+        with self._lock:
+            self._closed = True
+            self._wake.notify_all()
+        if self._prober is not None:
+            self._prober.join(timeout=5.0)
+        if self._edge_pool is not None:
+            self._edge_pool.shutdown(wait=False, cancel_futures=True)
+        self._local_pool.shutdown(wait=False, cancel_futures=True)

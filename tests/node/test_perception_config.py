@@ -1,0 +1,52 @@
+"""Perception settings: config/perception.yaml is the defaults, and every bad value is a clear error."""
+
+from __future__ import annotations
+
+import pytest
+
+from robot_compress.runtime.perception_config import (
+    CONFIG_FILE,
+    ConfigError,
+    PerceptionConfig,
+    RouterConfig,
+    load_yaml,
+    settings,
+)
+
+
+def test_yaml_file_holds_exactly_the_defaults():
+    assert load_yaml(CONFIG_FILE) == PerceptionConfig()
+    assert set(load_yaml(CONFIG_FILE).flat()) == {f.name for f in settings()}
+
+
+def test_every_setting_has_a_description():
+    assert all(f.metadata["description"] for f in settings())
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"deadline_ms": 0.0}, "'deadline_ms' = 0.0 is out of range [1, 60000]"),
+    ({"recovery_probes": 0}, "'recovery_probes' = 0 is out of range"),
+    ({"queue_size": 1000}, "'queue_size' = 1000 is out of range [1, 100]"),
+    ({"top_k": "three"}, "'top_k' must be int, got str"),
+    ({"failure_threshold": True}, "'failure_threshold' must be int, got bool"),
+    ({"hedge_after_ms": 80.0, "deadline_ms": 50.0}, "hedge_after_ms (80) must be below deadline_ms (50)"),
+    ({"deadline": 50}, "unknown perception setting(s) ['deadline']"),
+])
+def test_bad_values_are_named(values, message):
+    with pytest.raises(ConfigError) as info:
+        PerceptionConfig.from_flat(values)
+    assert message in str(info.value)
+
+
+def test_ints_are_accepted_for_float_settings():
+    assert RouterConfig(deadline_ms=50).deadline_ms == 50.0
+
+
+def test_yaml_errors_name_the_file(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("perception_node:\n  ros__parameters:\n    probe_period_ms: -1.0\n")
+    with pytest.raises(ConfigError, match=f"{path}: setting 'probe_period_ms'"):
+        load_yaml(path)
+    path.write_text("[not, a, mapping")
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_yaml(path)

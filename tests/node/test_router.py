@@ -1,0 +1,229 @@
+"""The router's state machine, with scripted backends (tests/node/doubles.py)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from robot_compress.runtime.backend import FailureKind
+from robot_compress.runtime.perception_config import RouterConfig
+from robot_compress.runtime.router import Router, RouterState
+from tests.node.doubles import EDGE_CLASS, LOCAL_CLASS, ScriptedEdge, SlowLocal
+
+BATCH = np.zeros((1, 3, 32, 32), dtype=np.float32)
+FAST = dict(probe_period_ms=20.0, probe_timeout_ms=50.0, recovery_probes=2, deadline_ms=100.0)
+
+
+def wait_for(predicate, timeout=3.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.005)
+    return predicate()
+
+
+@pytest.fixture
+def make_router():
+    routers = []
+
+    def make(edge=None, local=None, **config):
+        events = []
+        router = Router(local or SlowLocal(), edge, RouterConfig(**{**FAST, **config}), on_event=events.append)
+        router.events = events
+        routers.append(router)
+        return router
+
+    yield make
+    for router in routers:
+        router.close()
+
+
+def at_edge(make_router, edge, **config):
+    router = make_router(edge, **config)
+    assert wait_for(lambda: router.state is RouterState.EDGE), router.stats()
+    return router
+
+
+def test_without_edge_everything_is_local(make_router):
+    router = make_router(None)
+    results = [router.classify(BATCH, stamp=i) for i in range(3)]
+    assert [r.backend for r in results] == ["local"] * 3
+    assert [r.stamp for r in results] == [0, 1, 2]
+    assert router.state is RouterState.LOCAL and router.events[0].reason == "no_edge"
+
+
+def test_starts_local_then_recovers_through_probing(make_router):
+    edge = ScriptedEdge()
+    router = make_router(edge, probe_period_ms=50.0, recovery_probes=3)
+    assert router.classify(BATCH).backend == "local"
+    t0 = time.monotonic()
+    assert wait_for(lambda: router.state is RouterState.EDGE)
+    assert time.monotonic() - t0 < 0.05 * 3 + 0.5
+    assert [(e.previous, e.state, e.reason) for e in router.events] == [
+        (None, RouterState.LOCAL, "startup"),
+        (RouterState.LOCAL, RouterState.PROBING, "healthy_probe"),
+        (RouterState.PROBING, RouterState.EDGE, "recovered"),
+    ]
+    assert edge.probes >= 3
+    assert all(e.time > 0 for e in router.events)
+
+
+def test_healthy_edge_answers_every_frame_once(make_router):
+    router = at_edge(make_router, ScriptedEdge(delay_s=0.001))
+    results = [router.classify(BATCH, stamp=("s", i)) for i in range(20)]
+    assert [r.backend for r in results] == ["edge"] * 20
+    assert [r.seq for r in results] == sorted(r.seq for r in results)
+    assert all(int(np.argmax(r.logits)) == EDGE_CLASS and r.state is RouterState.EDGE for r in results)
+    assert all(r.latency_ms >= r.inference_ms > 0 for r in results)
+    stats = router.stats()
+    assert stats.answers == {"edge": 20}
+    assert stats.edge_rtt_p50_ms is not None and stats.failovers == 0
+
+
+@pytest.mark.parametrize("kind", [FailureKind.UNREACHABLE, FailureKind.OVERLOADED])
+def test_edge_failure_answers_the_same_frame_locally_and_opens_the_circuit(make_router, kind):
+    edge = ScriptedEdge()
+    router = at_edge(make_router, edge)
+    edge.mode, edge.probe_ok = kind, False
+    result = router.classify(BATCH, stamp=7)
+    assert (result.backend, result.edge_failure, result.stamp) == ("local", kind.value, 7)
+    assert int(np.argmax(result.logits)) == LOCAL_CLASS
+    assert router.state is RouterState.LOCAL
+    last = router.events[-1]
+    assert (last.previous, last.state, last.reason) == (RouterState.EDGE, RouterState.LOCAL, kind.value)
+    calls = edge.calls
+    assert router.classify(BATCH).backend == "local" and edge.calls == calls  # circuit open: edge not asked
+    assert router.stats().failovers == 1
+
+
+def test_failure_threshold_counts_consecutive_failures(make_router):
+    edge = ScriptedEdge()
+    router = at_edge(make_router, edge, failure_threshold=3)
+    edge.mode, edge.probe_ok = FailureKind.UNREACHABLE, False
+    assert [router.classify(BATCH).backend for _ in range(2)] == ["local", "local"]
+    assert router.state is RouterState.EDGE
+    edge.mode = "ok"
+    assert router.classify(BATCH).backend == "edge"  # a success resets the count
+    edge.mode = FailureKind.UNREACHABLE
+    router.classify(BATCH), router.classify(BATCH)
+    assert router.state is RouterState.EDGE
+    router.classify(BATCH)
+    assert router.state is RouterState.LOCAL
+    assert router.stats().edge_failures == {"unreachable": 5}
+
+
+def test_deadline_miss_is_answered_locally_and_the_late_answer_dropped(make_router):
+    edge = ScriptedEdge(delay_s=0.0)
+    router = at_edge(make_router, edge, deadline_ms=40.0)
+    edge.delay_s, edge.probe_ok = 0.4, False  # answers, but far too late
+    edge.finished.clear()
+    result = router.classify(BATCH)
+    assert (result.backend, result.edge_failure) == ("local", "timeout")
+    assert result.latency_ms < 400  # answered before the edge's answer existed
+    assert router.state is RouterState.LOCAL and router.events[-1].reason == "timeout"
+    assert router.stats().late_edge_dropped == 0
+    assert edge.finished.wait(2.0)
+    assert wait_for(lambda: router.stats().late_edge_dropped == 1)
+
+
+def test_black_hole_edge_times_out_at_the_deadline(make_router):
+    edge = ScriptedEdge()
+    router = at_edge(make_router, edge, deadline_ms=50.0)
+    edge.mode, edge.probe_ok = "hang", False
+    result = router.classify(BATCH)
+    assert (result.backend, result.edge_failure) == ("local", "timeout")
+    assert 50 <= result.latency_ms < 1000
+
+
+def test_bad_edge_answer_is_rejected(make_router):
+    edge = ScriptedEdge()
+    router = at_edge(make_router, edge)
+    edge.mode, edge.probe_ok = "garbage", False
+    result = router.classify(BATCH)
+    assert (result.backend, result.edge_failure) == ("local", "bad_answer")
+
+
+def test_failed_probe_while_probing_goes_back_to_local(make_router):
+    edge = ScriptedEdge()
+    router = make_router(edge, probe_period_ms=30.0, recovery_probes=1000)
+    assert wait_for(lambda: router.state is RouterState.PROBING)
+    assert router.classify(BATCH).backend == "local"  # half-open: frames still local
+    edge.probe_ok = False
+    assert wait_for(lambda: router.state is RouterState.LOCAL)
+    assert router.events[-1].reason == "unreachable"
+    edge.probe_ok = True
+    assert wait_for(lambda: router.state is RouterState.PROBING)
+
+
+def test_slow_probes_do_not_bring_the_edge_back(make_router):
+    edge = ScriptedEdge(probe_delay_s=0.03)
+    router = make_router(edge, probe_period_ms=10.0, max_edge_latency_ms=10.0, recovery_probes=1)
+    assert wait_for(lambda: edge.probes >= 5)
+    assert router.state is RouterState.LOCAL
+    assert router.stats().last_probe_ms > 10.0
+    edge.probe_delay_s = 0.0
+    assert wait_for(lambda: router.state is RouterState.EDGE)
+
+
+def test_hedge_takes_the_local_answer_when_the_edge_is_late(make_router):
+    edge = ScriptedEdge()
+    router = at_edge(make_router, edge, deadline_ms=500.0, hedge_after_ms=20.0)
+    edge.delay_s = 0.3
+    edge.finished.clear()
+    result = router.classify(BATCH)
+    assert (result.backend, result.hedged, result.edge_failure) == ("local", True, None)
+    assert result.latency_ms < 300
+    assert router.state is RouterState.EDGE  # late is not failed: the deadline was not missed
+    assert edge.finished.wait(2.0)
+    assert wait_for(lambda: router.stats().late_edge_dropped == 1)
+    assert router.stats().hedged == 1
+
+
+def test_hedge_keeps_the_edge_answer_when_it_wins(make_router):
+    local = SlowLocal(delay_s=0.3)
+    router = at_edge(make_router, ScriptedEdge(delay_s=0.04), local=local, deadline_ms=500.0, hedge_after_ms=10.0)
+    result = router.classify(BATCH)
+    assert (result.backend, result.hedged) == ("edge", True)
+    assert int(np.argmax(result.logits)) == EDGE_CLASS
+
+
+def test_fast_edge_is_never_hedged(make_router):
+    local = SlowLocal()
+    router = at_edge(make_router, ScriptedEdge(), local=local, deadline_ms=500.0, hedge_after_ms=200.0)
+    calls = local.calls
+    assert router.classify(BATCH).backend == "edge"
+    assert local.calls == calls and router.stats().hedged == 0
+
+
+def test_inflight_limit_answers_locally_instead_of_queueing(make_router):
+    edge = ScriptedEdge()
+    router = at_edge(make_router, edge, deadline_ms=500.0, hedge_after_ms=5.0, edge_max_inflight=1,
+                     failure_threshold=10)
+    edge.delay_s = 0.4
+    first = router.classify(BATCH)  # hedge wins; the edge call stays in flight
+    second = router.classify(BATCH)
+    assert first.backend == "local" and second.edge_failure == "overloaded"
+
+
+def test_force_local_stops_probing_until_released(make_router):
+    edge = ScriptedEdge()
+    router = at_edge(make_router, edge)
+    router.force_local(True)
+    assert router.state is RouterState.LOCAL and router.events[-1].reason == "forced_local"
+    probes = edge.probes
+    time.sleep(0.15)
+    assert edge.probes == probes and router.state is RouterState.LOCAL
+    assert router.classify(BATCH).backend == "local"
+    router.force_local(False)
+    assert wait_for(lambda: router.state is RouterState.EDGE)
+
+
+def test_a_failing_local_backend_still_gives_one_result(make_router):
+    router = make_router(None, local=SlowLocal(fail=True))
+    result = router.classify(BATCH, stamp=3)
+    assert (result.backend, result.stamp, result.logits) == ("none", 3, None)
+    assert "scripted local failure" in result.error
+    assert router.stats().answers == {"none": 1}
