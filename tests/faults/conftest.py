@@ -45,3 +45,18 @@ def echo_server() -> Iterator[EchoServer]:
     server = EchoServer()
     yield server
     server.close()
+
+
+@pytest.fixture
+def bed() -> Iterator:
+    """A robot and an edge namespace joined by veth, removed after the test whatever happens.
+
+    Without root or the tools this FAILS rather than skips: CI runs as root, and a skipped fault
+    suite would look green while proving nothing. Deselect with `-m "not root"` on purpose."""
+    from robot_compress.faults.netns import missing_requirements, net_testbed
+
+    problems = missing_requirements()
+    if problems:
+        pytest.fail("network fault harness unavailable: " + "; ".join(problems))
+    with net_testbed() as testbed:
+        yield testbed
