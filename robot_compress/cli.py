@@ -16,6 +16,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("robot_compress.doctor", "check which parts of robot_compress can run on this machine"),
     "classify": ("robot_compress.runtime.classify_command", "classify image files with a model directory"),
     "convert": ("robot_compress.compress.convert", "turn a pretrained CIFAR ResNet checkpoint into a model directory"),
+    "compress": ("robot_compress.compress.command", "prune, distil and quantize a model with a recipe (recipes/*.yaml)"),
+    "edge-serve": ("robot_compress.runtime.edge_serve_command", "serve a model repository over OIP v2 gRPC (Triton-compatible)"),
 }
 
 

@@ -1,0 +1,91 @@
+"""Load every model directory of a Triton-layout repository for the edge server.
+
+Each model is read with `ModelDir.load` (manifest, config.pbtxt, sha256) and run by the same
+`LocalBackend` the robot uses, behind a `DynamicBatcher` configured from its config.pbtxt.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from robot_compress.runtime.edge_batcher import BatchingConfig, DynamicBatcher
+from robot_compress.runtime.errors import ModelError
+from robot_compress.runtime.local_backend import LocalBackend
+from robot_compress.runtime.model_contract import ModelDir, list_models
+
+log = logging.getLogger("robot_compress.edge")
+
+
+@dataclass
+class ServedModel:
+    """One loaded model: its contract, its ONNX Runtime backend and its request queue."""
+
+    model: ModelDir
+    backend: LocalBackend
+    batcher: DynamicBatcher
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    @property
+    def version(self) -> str:
+        return str(self.model.version)
+
+
+def batching_config(model: ModelDir, default_queue_size: int, adaptive_delay: bool = True) -> BatchingConfig:
+    """Triton's semantics: no `dynamic_batching` block -> one request per execution;
+    max_queue_size 0 (Triton: unbounded) -> `default_queue_size`, because the queue must be bounded."""
+    config = model.config
+    if config.max_batch_size < 1:
+        raise ModelError(f"{model.root}/config.pbtxt: max_batch_size {config.max_batch_size} is not supported "
+                         f"by this server (models must have a batch dimension, max_batch_size >= 1)")
+    dynamic = config.HasField("dynamic_batching")
+    queue_size = config.dynamic_batching.default_queue_policy.max_queue_size if dynamic else 0
+    instances = sum(group.count or 1 for group in config.instance_group) or 1
+    return BatchingConfig(
+        max_batch_size=int(config.max_batch_size),
+        max_queue_size=int(queue_size) or default_queue_size,
+        max_queue_delay_s=config.dynamic_batching.max_queue_delay_microseconds / 1e6 if dynamic else 0.0,
+        dynamic=dynamic,
+        instances=instances,
+        adaptive_delay=adaptive_delay,
+    )
+
+
+def load_repository(repository: str | Path, threads: int = 1, default_queue_size: int = 64,
+                    adaptive_delay: bool = True) -> dict[str, ServedModel]:
+    """All models under `repository`, by name. Any model that fails to load stops the start, as
+    Triton does by default: serving a partial repository would hide the error from the robot."""
+    paths = list_models(repository)
+    if not paths:
+        raise ModelError(f"model repository {repository} holds no model directories "
+                         f"(<name>/manifest.json + config.pbtxt + <version>/model.onnx)")
+    served: dict[str, ServedModel] = {}
+    try:
+        for path in paths:
+            model = ModelDir.load(path)
+            if model.name in served:
+                raise ModelError(f"{path}: model name '{model.name}' is already served from "
+                                 f"{served[model.name].model.root}")
+            backend = LocalBackend(model, threads=threads)
+            config = batching_config(model, default_queue_size, adaptive_delay)
+            served[model.name] = ServedModel(model, backend, DynamicBatcher(model.name, backend.infer, config))
+            log.info("event=model_loaded model=%s version=%s path=%s max_batch_size=%d dynamic=%s "
+                     "max_queue_delay_us=%d adaptive_delay=%s max_queue_size=%d instances=%d", model.name, model.version,
+                     path, config.max_batch_size, config.dynamic, round(config.max_queue_delay_s * 1e6),
+                     config.adaptive_delay, config.max_queue_size, config.instances)
+    except Exception:
+        stop_all(served)
+        raise
+    return served
+
+
+def stop_all(served: dict[str, ServedModel], timeout_s: float | None = None) -> None:
+    """Finish queued requests and stop every model's executor threads."""
+    for entry in served.values():
+        entry.batcher.stop(timeout_s)
+        log.info("event=model_stopped model=%s executions=%d rows=%d rejected=%d", entry.name,
+                 entry.batcher.executions, entry.batcher.executed_rows, entry.batcher.rejected)
