@@ -1,0 +1,44 @@
+"""`robot-compress compress RECIPE.yaml --out models/<name>`: run a compression recipe."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import shutil
+import sys
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("recipe", type=Path, help="recipe YAML (see recipes/)")
+    parser.add_argument("--out", required=True, type=Path, help="model directory to write (models/<name>)")
+    parser.add_argument("--work-dir", type=Path, help="stage artefacts, metrics and resume state "
+                        "(default: runs/<out name>)")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--resume", action="store_true", help="continue an interrupted run in --work-dir")
+    group.add_argument("--fresh", action="store_true", help="delete --work-dir first and start over")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from robot_compress.compress.pipeline import RunStateError, run_pipeline
+    from robot_compress.compress.recipe import RecipeError, load_recipe
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    work_dir = args.work_dir or Path("runs") / args.out.name
+    try:
+        recipe = load_recipe(args.recipe)
+        if args.fresh and work_dir.exists():
+            shutil.rmtree(work_dir)
+        command = "robot-compress " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["compress"] else \
+            f"robot-compress compress {args.recipe} --out {args.out}"
+        model_dir = run_pipeline(recipe, args.out, work_dir, resume=args.resume, command=command)
+    except (RecipeError, RunStateError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {model_dir.root}: top-1 {model_dir.manifest.metrics['top1']:.2%}, "
+          f"{model_dir.manifest.metrics['params']:,} parameters; report {model_dir.root / 'report.md'}")
+    return 0

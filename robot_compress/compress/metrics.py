@@ -1,0 +1,85 @@
+"""Measure an artefact the way the robot will run it: top-1 through the runtime's preprocessing and
+ONNX Runtime, parameters (total and non-zero), file bytes (raw and gzip), MACs, and ONNX Runtime
+CPU latency at batch 1 for each thread count."""
+
+from __future__ import annotations
+
+import gzip
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from robot_compress.compress.recipe import MetricsConfig
+from robot_compress.runtime.datasets import LabelledImages
+from robot_compress.runtime.evaluate import top1_accuracy
+from robot_compress.runtime.local_backend import make_session
+from robot_compress.runtime.model_contract import Preprocessing
+
+
+class OnnxFileBackend:
+    """LocalBackend's inference on a bare ONNX file (stage artefacts have no model directory yet)."""
+
+    name = "onnxruntime"
+
+    def __init__(self, path: Path, threads: int = 2):
+        self.session = make_session(path, threads=threads)
+        self.input_name = self.session.get_inputs()[0].name
+
+    def infer(self, batch: np.ndarray, timeout_s: float | None = None) -> np.ndarray:
+        return self.session.run(None, {self.input_name: batch})[0]
+
+
+def count_params(model: nn.Module) -> tuple[int, int]:
+    """(total, non-zero) parameters, frozen ones included."""
+    total = sum(p.numel() for p in model.parameters())
+    nonzero = sum(int(torch.count_nonzero(p)) for p in model.parameters())
+    return total, nonzero
+
+
+def count_macs(model: nn.Module, input_size: tuple[int, int]) -> int | None:
+    """Multiply-accumulates of one image (torch-pruning's counter); None for TorchScript models."""
+    import torch_pruning as tp
+
+    try:
+        macs, _ = tp.utils.count_ops_and_params(model.cpu().eval(), torch.zeros(1, 3, *input_size))
+    except Exception:  # TorchScript and exotic modules cannot be hooked
+        return None
+    return int(macs)
+
+
+def latency_ms(path: Path, input_shape: tuple[int, ...], threads: int, warmup: int, runs: int) -> dict[str, float]:
+    """p50/p95 wall time of single-image inference with a fixed ONNX Runtime thread count."""
+    session = make_session(path, threads=threads)
+    name = session.get_inputs()[0].name
+    x = np.random.default_rng(0).standard_normal((1, *input_shape)).astype(np.float32)
+    for _ in range(warmup):
+        session.run(None, {name: x})
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        session.run(None, {name: x})
+        times.append((time.perf_counter() - start) * 1e3)
+    return {"p50": float(np.percentile(times, 50)), "p95": float(np.percentile(times, 95))}
+
+
+def measure(model: nn.Module, onnx_path: Path, eval_data: LabelledImages, spec: Preprocessing,
+            config: MetricsConfig) -> dict[str, Any]:
+    total, nonzero = count_params(model)
+    raw = onnx_path.read_bytes()
+    metrics: dict[str, Any] = {
+        "top1": top1_accuracy(OnnxFileBackend(onnx_path), eval_data, spec),
+        "eval_images": len(eval_data),
+        "params": total,
+        "params_nonzero": nonzero,
+        "macs": count_macs(model, spec.input_size),
+        "bytes": len(raw),
+        "bytes_gzip": len(gzip.compress(raw, compresslevel=9)),
+    }
+    for threads in config.latency_threads:
+        result = latency_ms(onnx_path, (3, *spec.input_size), threads, config.latency_warmup, config.latency_runs)
+        metrics[f"latency_ms_{threads}t"] = result
+    return metrics

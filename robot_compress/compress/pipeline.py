@@ -1,0 +1,205 @@
+"""Run a recipe's stages on its teacher and write a model directory in the model contract.
+
+Work directory layout (runs/<name>/ by default, gitignored):
+    run.json                       the run manifest: recipe + sha256, seed, versions, command, timings
+    00_teacher/                    model.onnx + metrics.json of the starting point
+    NN_<stage>/model.pt            the stage's torch model (whole module: pruning changes shapes)
+    NN_<stage>/model.onnx          its ONNX file (measured like the final model)
+    NN_<stage>/metrics.json        written last: a stage with metrics.json is done and is reused on
+                                   --resume while its settings (and all earlier ones) are unchanged
+    NN_<stage>/train_state.pt      per-epoch training state of a stage that is still running
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import platform
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+
+from robot_compress.compress.data import load_splits
+from robot_compress.compress.metrics import measure
+from robot_compress.compress.recipe import ExportOnnx, Recipe
+from robot_compress.compress.report import write_report
+from robot_compress.compress.stages import Artefact, Context, runner
+from robot_compress.compress.stages.export_onnx import export_checked
+from robot_compress.compress.teachers import build_teacher
+from robot_compress.compress.train import device
+from robot_compress.runtime.model_contract import Manifest, ModelDir, TensorSpec, write_model_dir
+
+RUN_FILE = "run.json"
+METRICS_FILE = "metrics.json"
+console = Console(stderr=True)
+
+
+class RunStateError(RuntimeError):
+    """The work directory does not fit the request (a previous run without --resume, another recipe)."""
+
+
+def versions() -> dict[str, str]:
+    import onnx
+    import onnxruntime
+    import torch_pruning
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "torch_pruning": torch_pruning.__version__,
+            "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__, "numpy": np.__version__}
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    tmp.replace(path)
+
+
+def _open_run(recipe: Recipe, work_dir: Path, resume: bool, command: str) -> dict[str, Any]:
+    run_file = work_dir / RUN_FILE
+    if run_file.is_file():
+        previous = json.loads(run_file.read_text())
+        if not resume:
+            raise RunStateError(f"{work_dir} holds a previous run (status {previous.get('status')}); pass "
+                                f"--resume to continue it, or --fresh to start over")
+        if previous.get("recipe_sha256") != recipe.digest:
+            console.print("[yellow]the recipe changed since this run started: stages whose settings (or "
+                          "earlier stages' settings) changed run again[/]")
+        previous.update(recipe=recipe.source, recipe_sha256=recipe.digest, command=command, status="running",
+                        resumed=previous.get("resumed", 0) + 1)
+        return previous
+    work_dir.mkdir(parents=True, exist_ok=True)
+    return {"recipe_name": recipe.name, "recipe": recipe.source, "recipe_sha256": recipe.digest,
+            "seed": recipe.seed, "command": command, "versions": versions(), "device": str(device()),
+            "cpu": platform.processor() or platform.machine(), "torch_threads": torch.get_num_threads(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "stages": {}, "status": "running"}
+
+
+def stage_key(recipe: Recipe, index: int) -> str:
+    """Identifies what stage `index` computes: teacher, data, seed and every stage up to it. A
+    finished stage is reused on --resume only while its key is unchanged."""
+    source = recipe.source
+    content = {key: source.get(key) for key in ("teacher", "data", "seed")}
+    content["stages"] = [(stage.name, dataclasses.asdict(stage.params)) for stage in recipe.stages[:index]]
+    return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def run_pipeline(recipe: Recipe, out: Path, work_dir: Path, resume: bool = False,
+                 command: str = "robot-compress compress") -> ModelDir:
+    """Every stage in order (finished ones are loaded from `work_dir` when resuming), then the
+    final ONNX artefact becomes the model directory `out` with report.md and pareto.png."""
+    run = _open_run(recipe, work_dir, resume, command)
+    teacher = build_teacher(recipe.teacher)  # bad checkpoints fail here, before any training
+    splits = load_splits(recipe.data, recipe.seed)
+    console.print(f"[bold]{recipe.name}[/]: {len(splits.train)} training, {len(splits.val)} validation, "
+                  f"{len(splits.eval)} evaluation images; device {device()}")
+    try:
+        rows, final = _run_stages(recipe, run, teacher, splits, work_dir)
+    except KeyboardInterrupt:
+        run["status"] = "interrupted"
+        _write_json(work_dir / RUN_FILE, run)
+        console.print(f"[yellow]interrupted; finished stages and the last finished epoch are kept in "
+                      f"{work_dir}. Continue with the same command plus --resume[/]")
+        raise
+    run["status"] = "finished"
+    run["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    _write_json(work_dir / RUN_FILE, run)
+    model_dir = _write_model(recipe, run, splits, rows, final, out)
+    notes = [f"teacher: {recipe.teacher.kind} {recipe.teacher.arch or recipe.teacher.path}",
+             f"top-1 on {recipe.data.eval} ({rows[0][1]['eval_images']} images) with ONNX Runtime and the "
+             f"manifest's preprocessing; latency is ONNX Runtime CPU at batch 1",
+             "prune_unstructured keeps zeros in dense tensors: only gzip bytes shrink; "
+             "weight_share's coded bytes assume b-bit indices + a float32 codebook per layer",
+             f"recipe sha256 {recipe.digest}; command: {run['command']}"]
+    for directory in (work_dir, out):
+        write_report(directory, recipe.name, rows, rows[0][1]["top1"], notes)
+    return model_dir
+
+
+def _run_stages(recipe: Recipe, run: dict, teacher, splits, work_dir: Path):
+    teacher_dir = work_dir / "00_teacher"
+    teacher_dir.mkdir(exist_ok=True)
+    ctx = Context(recipe, teacher, splits, teacher_dir, recipe.seed)
+    metrics_file = teacher_dir / METRICS_FILE
+    if not metrics_file.is_file() or json.loads(metrics_file.read_text()).get("stage_key") != stage_key(recipe, 0):
+        diff = export_checked(teacher, teacher_dir / "model.onnx", ctx, ExportOnnx().check_images, 1e-3)
+        metrics = measure(teacher, teacher_dir / "model.onnx", splits.eval, splits.spec, recipe.metrics)
+        _write_json(metrics_file, {**metrics, "max_abs_diff": diff, "stage_key": stage_key(recipe, 0)})
+    rows = [("teacher", json.loads((teacher_dir / METRICS_FILE).read_text()))]
+    console.print(f"teacher top-1 {rows[0][1]['top1']:.2%}, {rows[0][1]['params']:,} parameters")
+    artefact = Artefact(copy.deepcopy(teacher))
+    for index, stage in enumerate(recipe.stages, start=1):
+        stage_dir = work_dir / f"{index:02d}_{stage.name}"
+        label = f"{index:02d}_{stage.name}"
+        key = stage_key(recipe, index)
+        if (stage_dir / METRICS_FILE).is_file() and json.loads((stage_dir / METRICS_FILE).read_text()).get(
+                "stage_key") != key:
+            console.print(f"stage {label}: settings changed, running it again")
+            shutil.rmtree(stage_dir)
+        if (stage_dir / METRICS_FILE).is_file():
+            artefact = Artefact(torch.load(stage_dir / "model.pt", map_location="cpu", weights_only=False),
+                                onnx=stage_dir / "model.onnx" if stage.produces_onnx else None)
+            rows.append((label, json.loads((stage_dir / METRICS_FILE).read_text())))
+            console.print(f"stage {label}: done in a previous run, loaded")
+            continue
+        console.rule(f"stage {index}/{len(recipe.stages)}: {stage.name}")
+        stage_dir.mkdir(exist_ok=True)
+        _seed(recipe.seed + index)
+        start = time.time()
+        artefact = runner(stage.name)(stage.params, artefact, Context(recipe, teacher, splits, stage_dir, recipe.seed))
+        seconds = time.time() - start
+        torch.save(artefact.model, stage_dir / "model.pt")
+        onnx = artefact.onnx or stage_dir / "model.onnx"
+        if artefact.onnx is None:
+            artefact.info["max_abs_diff"] = export_checked(artefact.model, onnx, ctx, ExportOnnx().check_images,
+                                                           ExportOnnx().max_abs_diff)
+        metrics = {**measure(artefact.model, onnx, splits.eval, splits.spec, recipe.metrics),
+                   **artefact.info, "seconds": seconds, "stage_key": key}
+        _write_json(stage_dir / METRICS_FILE, metrics)
+        rows.append((label, metrics))
+        run["stages"][label] = {"seconds": seconds, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        _write_json(work_dir / RUN_FILE, run)
+        console.print(f"stage {label}: top-1 {metrics['top1']:.2%}, {metrics['params']:,} parameters, "
+                      f"{metrics['bytes']:,} bytes, {seconds:.0f} s")
+    return rows, artefact
+
+
+def _write_model(recipe: Recipe, run: dict, splits, rows, final: Artefact, out: Path) -> ModelDir:
+    from robot_compress.compress.cifar_resnet import WEIGHTS_LICENSE
+
+    teacher_metrics, final_metrics = rows[0][1], rows[-1][1]
+    summary = {k: v for k, v in final_metrics.items() if k != "history"}
+    summary.update({"top1_eval_data": f"{Path(recipe.data.eval).name} ({final_metrics['eval_images']} images)",
+                    "teacher_top1": teacher_metrics["top1"], "teacher_params": teacher_metrics["params"],
+                    "params_removed_vs_teacher": 1 - final_metrics["params"] / teacher_metrics["params"],
+                    "stages": {label: {k: v for k, v in m.items() if k != "history"} for label, m in rows}})
+    num_classes = len(splits.train.label_names)
+    manifest = Manifest(
+        name=out.name,
+        labels=list(splits.train.label_names),
+        input=TensorSpec("input", "float32", (3, *splits.spec.input_size)),
+        output=TensorSpec("logits", "float32", (num_classes,)),
+        preprocessing=splits.spec,
+        source={"teacher": {"kind": recipe.teacher.kind, "arch": recipe.teacher.arch,
+                            "checkpoint": recipe.teacher.checkpoint, "path": recipe.teacher.path},
+                "training_data": recipe.data.train,
+                "validation": f"{recipe.data.val_size} images of the training data, held out by seed {recipe.seed}"},
+        license=WEIGHTS_LICENSE if recipe.teacher.kind == "cifar_resnet" and recipe.teacher.checkpoint else "",
+        recipe=recipe.source,
+        metrics=summary,
+        created={key: run[key] for key in ("command", "recipe_sha256", "seed", "versions", "device", "cpu",
+                                           "torch_threads", "started", "finished", "stages")},
+    )
+    return write_model_dir(out, manifest, final.onnx)

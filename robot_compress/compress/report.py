@@ -1,0 +1,64 @@
+"""report.md and the Pareto plot (accuracy vs size and vs latency) from stage metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+COLUMNS = ("artefact", "top-1", "Δ vs teacher", "params", "non-zero", "MACs", "ONNX bytes", "gzip bytes",
+           "coded bytes", "p50/p95 ms 1 thread", "p50/p95 ms 2 threads")
+
+
+def _latency(m: dict[str, Any], threads: int) -> str:
+    value = m.get(f"latency_ms_{threads}t")
+    return f"{value['p50']:.2f} / {value['p95']:.2f}" if value else "–"
+
+
+def table_row(label: str, m: dict[str, Any], teacher_top1: float) -> str:
+    coded = m.get("coded_bytes")
+    cells = [label, f"{m['top1']:.2%}", f"{(m['top1'] - teacher_top1) * 100:+.2f} pt", f"{m['params']:,}",
+             f"{m['params_nonzero']:,}", f"{m['macs'] / 1e6:.1f} M" if m.get("macs") else "–", f"{m['bytes']:,}",
+             f"{m['bytes_gzip']:,}", f"{coded:,}" if coded else "–", _latency(m, 1), _latency(m, 2)]
+    return "| " + " | ".join(cells) + " |"
+
+
+def markdown_table(rows: list[tuple[str, dict[str, Any]]], teacher_top1: float) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    return "\n".join(lines + [table_row(label, m, teacher_top1) for label, m in rows])
+
+
+def pareto_plot(rows: list[tuple[str, dict[str, Any]]], path: Path, title: str) -> Path:
+    """Two panels: top-1 vs ONNX file size (log) and vs 1-thread p50 latency."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    for ax, key, xlabel in ((axes[0], "bytes", "ONNX file size (bytes, log)"),
+                            (axes[1], "latency", "ORT CPU latency p50, batch 1, 1 thread (ms)")):
+        for label, m in rows:
+            x = m["bytes"] if key == "bytes" else m.get("latency_ms_1t", {}).get("p50")
+            if x is None:
+                continue
+            ax.scatter(x, m["top1"] * 100)
+            ax.annotate(label, (x, m["top1"] * 100), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("top-1 (%)")
+        ax.grid(alpha=0.3)
+    axes[0].set_xscale("log")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_report(directory: Path, name: str, rows: list[tuple[str, dict[str, Any]]], teacher_top1: float,
+                 notes: list[str]) -> Path:
+    plot = pareto_plot(rows, directory / "pareto.png", f"{name}: accuracy vs size and latency")
+    text = [f"# Compression report: {name}", "", markdown_table(rows, teacher_top1), "",
+            f"![Pareto plot]({plot.name})", "", *[f"- {note}" for note in notes], ""]
+    path = directory / "report.md"
+    path.write_text("\n".join(text))
+    return path

@@ -1,0 +1,31 @@
+"""ONNX export (opset 17, dynamic batch) checked against PyTorch on real validation images."""
+
+from __future__ import annotations
+
+from robot_compress.compress.onnx_export import export_onnx, max_abs_diff
+from robot_compress.compress.recipe import ExportOnnx
+from robot_compress.compress.stages import Artefact, Context
+from robot_compress.runtime.preprocess import preprocess_batch
+
+
+class ExportMismatch(RuntimeError):
+    """The exported graph does not compute what the PyTorch model computes."""
+
+
+def export_checked(model, path, ctx: Context, check_images: int, bound: float) -> float:
+    """Export `model` to `path`; returns max |ONNX Runtime - PyTorch| over real images, or raises."""
+    spec = ctx.splits.spec
+    export_onnx(model.cpu().eval(), path, (3, *spec.input_size))
+    inputs = preprocess_batch(ctx.splits.val.images[:check_images], "rgb8", spec)
+    diff = max_abs_diff(model, path, inputs)
+    if diff > bound:
+        raise ExportMismatch(f"{path}: ONNX Runtime differs from PyTorch by {diff:.2e} (> {bound:.0e}) "
+                             f"on {len(inputs)} validation images")
+    return diff
+
+
+def run(params: ExportOnnx, artefact: Artefact, ctx: Context) -> Artefact:
+    path = ctx.stage_dir / "model.onnx"
+    diff = export_checked(artefact.model, path, ctx, params.check_images, params.max_abs_diff)
+    print(f"export_onnx: max |ONNX - PyTorch| on {params.check_images} validation images: {diff:.2e}")
+    return Artefact(artefact.model, onnx=path, info={"max_abs_diff": diff})

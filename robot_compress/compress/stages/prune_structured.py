@@ -1,0 +1,110 @@
+"""Channel pruning with torch-pruning's dependency graph: the result is an ordinary dense model
+with fewer channels (residual additions and depthwise convolutions keep consistent shapes).
+
+torch-pruning's graph cannot follow the CIFAR ResNets' option-A shortcut (a strided slice plus
+zero-padding of the channel dimension): the pad would be treated as an element-wise op and the
+pruned model would add tensors of different widths. The shortcut is therefore first replaced by
+an exactly equivalent frozen 1x1 stride-2 convolution whose weight is the 0/1 selection matrix;
+the graph prunes its rows and columns together with the blocks it joins.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from robot_compress.compress.cifar_resnet import ShortcutA
+from robot_compress.compress.recipe import PruneStructured
+from robot_compress.compress.stages import Artefact, Context
+from robot_compress.compress.train import train
+
+SEARCH_STEPS = 12  # bisection steps for the channel ratio that meets the parameter/MAC target
+
+
+def selection_conv(shortcut: ShortcutA, in_planes: int) -> nn.Conv2d:
+    """The 1x1 stride-2 convolution computing exactly F.pad(x[:, :, ::2, ::2], channels +-pad)."""
+    planes = in_planes + 2 * shortcut.pad
+    conv = nn.Conv2d(in_planes, planes, 1, stride=2, bias=False)
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.weight[torch.arange(in_planes) + shortcut.pad, torch.arange(in_planes), 0, 0] = 1.0
+    conv.weight.requires_grad_(False)
+    return conv
+
+
+def replace_zero_pad_shortcuts(model: nn.Module) -> list[nn.Conv2d]:
+    """Swap every option-A shortcut for its selection convolution; returns the new convolutions."""
+    convs = []
+    for module in list(model.modules()):
+        if isinstance(module, ShortcutA):
+            continue
+        for name, child in module.named_children():
+            if isinstance(child, ShortcutA):
+                in_planes = module.conv1.in_channels  # a BasicBlock: the shortcut sees the block input
+                convs.append(selection_conv(child, in_planes))
+                setattr(module, name, convs[-1])
+    return convs
+
+
+def _importance(name: str):
+    if name == "bn_scale":
+        return tp.importance.BNScaleImportance()
+    return tp.importance.MagnitudeImportance(p=1 if name == "l1" else 2)
+
+
+def _pruner(model: nn.Module, params: PruneStructured, example: torch.Tensor, channel_ratio: float,
+            steps: int) -> tp.pruner.MetaPruner:
+    head = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]  # keep the class count
+    return tp.pruner.MetaPruner(
+        model, example, importance=_importance(params.importance), global_pruning=params.scope == "global",
+        pruning_ratio=channel_ratio, max_pruning_ratio=params.max_layer_ratio, iterative_steps=steps,
+        ignored_layers=[head])
+
+
+def _cost(model: nn.Module, example: torch.Tensor, target: str) -> float:
+    macs, n_params = tp.utils.count_ops_and_params(model, example)
+    return float(n_params if target == "params" else macs)
+
+
+def channel_ratio_for(model: nn.Module, params: PruneStructured, example: torch.Tensor) -> float:
+    """Bisect the channel pruning ratio whose one-shot result removes `params.ratio` of the
+    parameters (or MACs) of `model`; torch-pruning's own ratio is per channel, not per weight."""
+    goal = (1 - params.ratio) * _cost(model, example, params.target)
+    low, high = 0.0, params.max_layer_ratio
+    for _ in range(SEARCH_STEPS):
+        middle = (low + high) / 2
+        trial = copy.deepcopy(model)
+        _pruner(trial, params, example, middle, 1).step()
+        if _cost(trial, example, params.target) > goal:
+            low = middle
+        else:
+            high = middle
+    return high
+
+
+def run(params: PruneStructured, artefact: Artefact, ctx: Context) -> Artefact:
+    model = copy.deepcopy(artefact.model).cpu().eval()
+    replaced = replace_zero_pad_shortcuts(model)
+    size = ctx.recipe.data.input_size
+    example = torch.zeros(1, 3, *size)
+    before = _cost(model, example, params.target)
+    ratio = channel_ratio_for(model, params, example)
+    pruner = _pruner(model, params, example, ratio, params.steps)
+    history = []
+    for step in range(params.steps):
+        pruner.step()
+        for conv in replaced:  # pruning rebuilt their weights as trainable Parameters
+            conv.weight.requires_grad_(False)
+        print(f"prune_structured step {step + 1}/{params.steps}: {_cost(model, example, params.target):,.0f} "
+              f"{params.target} (from {before:,.0f})", flush=True)
+        if params.epochs:
+            model, steps_history = train(model, params, ctx.splits, ctx.teacher, ctx.seed + step,
+                                         ctx.recipe.data.batch_size, ctx.recipe.data.augment,
+                                         label=f"prune step {step + 1} finetune")
+            history.append(steps_history)
+    after = _cost(model, example, params.target)
+    return Artefact(model.eval(), info={"channel_ratio": ratio, "replaced_shortcuts": len(replaced),
+                                        f"{params.target}_removed": 1 - after / before, "history": history})

@@ -1,0 +1,47 @@
+"""INT8 with ONNX Runtime's quantization tool. Static: QDQ format, per-channel int8 weights,
+uint8 activations calibrated on training images (never on evaluation images). Dynamic: only
+MatMul/Gemm, because dynamic quantization of convolutions makes them slower on CPU."""
+
+from __future__ import annotations
+
+import numpy as np
+from onnxruntime import quantization as q
+
+from robot_compress.compress.recipe import QuantizeInt8
+from robot_compress.compress.stages import Artefact, Context
+from robot_compress.runtime.preprocess import preprocess_batch
+
+METHODS = {"minmax": q.CalibrationMethod.MinMax, "entropy": q.CalibrationMethod.Entropy,
+           "percentile": q.CalibrationMethod.Percentile}
+
+
+class CalibrationImages(q.CalibrationDataReader):
+    """Preprocessed training images, fed in batches of 32 through the runtime's preprocessing."""
+
+    def __init__(self, images: np.ndarray, spec, input_name: str = "input", batch: int = 32):
+        self.batches = iter([preprocess_batch(images[i:i + batch], "rgb8", spec)
+                             for i in range(0, len(images), batch)])
+        self.input_name = input_name
+
+    def get_next(self) -> dict | None:
+        batch = next(self.batches, None)
+        return None if batch is None else {self.input_name: batch}
+
+
+def run(params: QuantizeInt8, artefact: Artefact, ctx: Context) -> Artefact:
+    source = artefact.onnx
+    prepared = ctx.stage_dir / "preprocessed.onnx"
+    q.quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+    output = ctx.stage_dir / "model.onnx"
+    if params.mode == "static":
+        order = np.random.default_rng(ctx.seed).permutation(len(ctx.splits.train))[:params.calibration_images]
+        reader = CalibrationImages(ctx.splits.train.images[np.sort(order)], ctx.splits.spec)
+        q.quantize_static(str(prepared), str(output), reader, quant_format=q.QuantFormat.QDQ,
+                          per_channel=params.per_channel, activation_type=q.QuantType.QUInt8,
+                          weight_type=q.QuantType.QInt8, calibrate_method=METHODS[params.calibrate_method])
+    else:
+        q.quantize_dynamic(str(prepared), str(output), op_types_to_quantize=["MatMul", "Gemm"],
+                           per_channel=params.per_channel, weight_type=q.QuantType.QInt8)
+    prepared.unlink()
+    return Artefact(artefact.model, onnx=output, info={"mode": params.mode, "calibration_images":
+                                                        params.calibration_images if params.mode == "static" else 0})

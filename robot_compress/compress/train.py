@@ -1,0 +1,134 @@
+"""The one training loop: (distilled) fine-tuning with SGD + cosine LR, best epoch by validation
+accuracy, and a checkpoint after every epoch so an interrupted run resumes where it stopped."""
+
+from __future__ import annotations
+
+import copy
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from robot_compress.compress.data import Splits, augment, loader, normalize
+from robot_compress.compress.recipe import TrainConfig
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
+            temperature: float, alpha: float) -> torch.Tensor:
+    """Hinton et al. (2015): alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE."""
+    hard = F.cross_entropy(student_logits, labels)
+    if alpha == 0:
+        return hard
+    soft = F.kl_div(F.log_softmax(student_logits / temperature, dim=1),
+                    F.log_softmax(teacher_logits / temperature, dim=1), reduction="batchmean", log_target=True)
+    return alpha * temperature ** 2 * soft + (1 - alpha) * hard
+
+
+class FeatureTap:
+    """Captures the input of a model's last Linear layer (the penultimate features)."""
+
+    def __init__(self, model: nn.Module):
+        head = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+        self.features: torch.Tensor | None = None
+        self.dim = head.in_features
+        self.handle = head.register_forward_pre_hook(self._hook)
+
+    def _hook(self, module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        self.features = inputs[0]
+
+    def close(self) -> None:
+        self.handle.remove()
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, data, spec, batch_size: int = 500) -> float:
+    """Top-1 of a torch model on LabelledImages (validation during training; reports use ORT)."""
+    model.eval()
+    dev = next(model.parameters()).device
+    correct = 0
+    for images, labels in loader(data, batch_size, shuffle=False):
+        correct += int((model(normalize(images, spec).to(dev)).argmax(1).cpu() == labels).sum())
+    return correct / len(data)
+
+
+def train(model: nn.Module, config: TrainConfig, splits: Splits, teacher: nn.Module | None, seed: int,
+          batch_size: int, augment_images: bool = True, checkpoint: Path | None = None,
+          label: str = "train") -> tuple[nn.Module, list[dict]]:
+    """Train `model` for config.epochs; returns the best-validation model and per-epoch history.
+
+    With `checkpoint`, state is saved after every epoch and picked up again if the file exists.
+    The teacher runs only when alpha > 0 or feature_weight > 0 (plain fine-tuning skips it)."""
+    dev = device()
+    model = model.to(dev)
+    use_teacher = teacher is not None and (config.alpha > 0 or config.feature_weight > 0)
+    teacher = teacher.to(dev).eval() if use_teacher else None
+    taps = (FeatureTap(model), FeatureTap(teacher)) if use_teacher and config.feature_weight > 0 else None
+    adapter = nn.Linear(taps[0].dim, taps[1].dim).to(dev) if taps else None
+    trainable = [p for p in model.parameters() if p.requires_grad] + (list(adapter.parameters()) if adapter else [])
+    optimizer = torch.optim.SGD(trainable, lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0,
+                                weight_decay=config.weight_decay)
+    steps_per_epoch = -(-len(splits.train) // batch_size)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, config.epochs * steps_per_epoch))
+    start, history = 0, []
+    best_acc, best_state = accuracy(model, splits.val, splits.spec), copy.deepcopy(model.state_dict())
+    if checkpoint is not None and checkpoint.is_file():
+        state = torch.load(checkpoint, map_location=dev, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        if adapter is not None:
+            adapter.load_state_dict(state["adapter"])
+        start, history, best_acc, best_state = state["epoch"], state["history"], state["best_acc"], state["best_state"]
+        print(f"{label}: resuming after epoch {start}/{config.epochs} (best val {best_acc:.2%})")
+    generator = torch.Generator()
+    for epoch in range(start, config.epochs):
+        generator.manual_seed(seed * 1000 + epoch)
+        model.train()
+        t0, total, seen = time.time(), 0.0, 0
+        batches = tqdm(loader(splits.train, batch_size, shuffle=True, seed=seed * 1000 + epoch),
+                       desc=f"{label} epoch {epoch + 1}/{config.epochs}", leave=False,
+                       mininterval=1 if sys.stderr.isatty() else 60, file=sys.stderr)
+        for images, labels in batches:
+            if augment_images:
+                images = augment(images, generator)
+            x, y = normalize(images, splits.spec).to(dev), labels.to(dev)
+            logits = model(x)
+            if use_teacher:
+                with torch.no_grad():
+                    teacher_logits = teacher(x)
+                loss = kd_loss(logits, teacher_logits, y, config.temperature, config.alpha)
+                if taps:
+                    loss = loss + config.feature_weight * F.mse_loss(adapter(taps[0].features), taps[1].features)
+            else:
+                loss = F.cross_entropy(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            total, seen = total + loss.item() * len(y), seen + len(y)
+            batches.set_postfix(loss=f"{total / seen:.3f}", refresh=False)
+        val = accuracy(model, splits.val, splits.spec)
+        history.append({"epoch": epoch + 1, "loss": total / seen, "val_top1": val, "seconds": time.time() - t0})
+        print(f"{label} epoch {epoch + 1}/{config.epochs}: loss {total / seen:.4f}, val top-1 {val:.2%}, "
+              f"{time.time() - t0:.0f} s", flush=True)
+        if val >= best_acc:
+            best_acc, best_state = val, copy.deepcopy(model.state_dict())
+        if checkpoint is not None:
+            torch.save({"epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "schedule": schedule.state_dict(), "adapter": adapter.state_dict() if adapter else None,
+                        "history": history, "best_acc": best_acc, "best_state": best_state},
+                       checkpoint.with_suffix(".tmp"))
+            checkpoint.with_suffix(".tmp").replace(checkpoint)
+    if taps:
+        for tap in taps:
+            tap.close()
+    model.load_state_dict(best_state)
+    return model.cpu().eval(), history
