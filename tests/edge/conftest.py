@@ -16,10 +16,11 @@ MAX_MESSAGE_MB = 1.0
 
 @pytest.fixture(scope="session")
 def edge_repository(tmp_path_factory) -> Path:
-    """ResNet-56 with its shipped batching settings, plus the tiny 3-output model."""
+    """ResNet-56 with its shipped batching settings, plus two tiny 3-output models."""
     repository = tmp_path_factory.mktemp("edge_repository")
     link_model(EDGE_MODEL, repository, max_batch_size=32, max_queue_delay_us=500, max_queue_size=64)
     tiny_model(repository, max_batch_size=8)
+    tiny_model(repository, "tiny_logits", output="logits", max_batch_size=8)
     return repository
 
 

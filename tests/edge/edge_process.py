@@ -95,21 +95,22 @@ def link_model(source: Path, repository: Path, **config_options) -> Path:
     return model.root
 
 
-def tiny_model(repository: Path, name: str = "tiny", **config_options) -> Path:
+def tiny_model(repository: Path, name: str = "tiny", output: str = "scores", **config_options) -> Path:
     """A real, fast ONNX model with the CIFAR input but a different output ('scores', 3 classes):
-    the per-channel mean of the image. For answers that do not match the edge model's contract."""
+    the per-channel mean of the image. For answers that do not match the edge model's contract;
+    with output="logits" it answers under the edge model's output name, but with the wrong shape."""
     import onnx
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
-        [helper.make_node("ReduceMean", ["input"], ["scores"], axes=[2, 3], keepdims=0)], name,
+        [helper.make_node("ReduceMean", ["input"], [output], axes=[2, 3], keepdims=0)], name,
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 32, 32])],
-        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", 3])])
+        [helper.make_tensor_value_info(output, TensorProto.FLOAT, ["batch", 3])])
     onnx_path = repository / f"{name}.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), onnx_path)
     manifest = Manifest(name=name, labels=["red", "green", "blue"],
                         input=TensorSpec("input", "float32", (3, 32, 32)),
-                        output=TensorSpec("scores", "float32", (3,)),
+                        output=TensorSpec(output, "float32", (3,)),
                         preprocessing=Preprocessing(input_size=(32, 32), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)))
     root = write_model_dir(repository / name, manifest, onnx_path, **config_options).root
     onnx_path.unlink()
