@@ -3,6 +3,7 @@ their base images and commands are the ones the project promises, and no torch g
 
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 import sys
@@ -252,3 +253,46 @@ def test_images_carry_the_models_the_default_parameters_name():
     assert Path(params["local_model"]).name == robot_model, (
         f"config/perception.yaml local_model {params['local_model']} but the robot image installs {robot_model}")
     assert parse("edge.Dockerfile").args["EDGE_MODEL"] == params["edge_model"]
+
+
+# What the robot image provides for each top-level import of the robot-side code.
+FROM_PIP = {"onnxruntime": "onnxruntime", "grpc": "grpcio", "google": "protobuf", "tritonclient": "tritonclient",
+            "rich": "rich"}  # docker/robot-requirements.txt
+FROM_ROSDEP = {"numpy": "python3-numpy", "cv2": "python3-opencv", "yaml": "python3-yaml", "rclpy": "rclpy",
+               "sensor_msgs": "sensor_msgs", "std_msgs": "std_msgs", "diagnostic_msgs": "diagnostic_msgs",
+               "std_srvs": "std_srvs", "vision_msgs": "vision_msgs", "cv_bridge": "cv_bridge"}  # package.xml
+WITH_RCLPY = {"rcl_interfaces", "ament_index_python", "builtin_interfaces"}  # rclpy's own dependencies
+
+
+def test_robot_image_provides_every_import_of_the_robot_side_code():
+    """Every third-party module that robot_compress.runtime / .ros / the CLI import (at any depth,
+    lazily or not) is installed in the robot image by pip or by rosdep; torch is none of them."""
+    files = [*(REPO / "robot_compress" / "runtime").rglob("*.py"), *(REPO / "robot_compress" / "ros").rglob("*.py"),
+             REPO / "robot_compress" / "cli.py", REPO / "robot_compress" / "__init__.py"]
+    imports: dict[str, set[str]] = {}
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else []
+            for name in names:
+                top = name.split(".")[0]
+                if top not in sys.stdlib_module_names and top != "robot_compress":
+                    imports.setdefault(top, set()).add(path.relative_to(REPO).as_posix())
+    assert "numpy" in imports and "onnxruntime" in imports, "the scan found no imports at all"
+    assert "torch" not in imports, f"robot-side code imports torch: {sorted(imports['torch'])}"
+    requirements = {normalize(re.split(r"[=<>!~]", r, maxsplit=1)[0])
+                    for r in requirement_lines(DOCKER / "robot-requirements.txt")}
+    package = ET.parse(REPO / "package.xml").getroot()
+    rosdep_keys = {e.text.strip() for e in package if e.tag in ("depend", "exec_depend") and e.text}
+    problems = []
+    for top, users in sorted(imports.items()):
+        if top in FROM_PIP:
+            if FROM_PIP[top] not in requirements:
+                problems.append(f"{top}: add {FROM_PIP[top]} to docker/robot-requirements.txt")
+        elif top in FROM_ROSDEP:
+            if FROM_ROSDEP[top] not in rosdep_keys:
+                problems.append(f"{top}: add <exec_depend>{FROM_ROSDEP[top]}</exec_depend> to package.xml")
+        elif top not in WITH_RCLPY:
+            problems.append(f"{top} (imported by {sorted(users)}) is not installed in the robot image: add it to "
+                            f"package.xml or docker/robot-requirements.txt, and to this test's tables")
+    assert not problems, "\n".join(problems)
