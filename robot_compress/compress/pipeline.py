@@ -28,17 +28,19 @@ import torch
 from rich.console import Console
 
 from robot_compress.compress.data import load_splits
-from robot_compress.compress.metrics import measure
-from robot_compress.compress.recipe import ExportOnnx, Recipe
+from robot_compress.compress.metrics import OnnxFileBackend, measure
+from robot_compress.compress.recipe import ExportOnnx, Recipe, RecipeError
 from robot_compress.compress.report import write_report
 from robot_compress.compress.stages import Artefact, Context, runner
 from robot_compress.compress.stages.export_onnx import export_checked
 from robot_compress.compress.teachers import build_teacher
 from robot_compress.compress.train import device
+from robot_compress.runtime.evaluate import top1_accuracy
 from robot_compress.runtime.model_contract import Manifest, ModelDir, TensorSpec, write_model_dir
 
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.json"
+SPOT_CHECK_IMAGES = 200  # the manifest also records top-1 on the first 200 evaluation images: a quick check
 console = Console(stderr=True)
 
 
@@ -100,9 +102,12 @@ def run_pipeline(recipe: Recipe, out: Path, work_dir: Path, resume: bool = False
                  command: str = "robot-compress compress") -> ModelDir:
     """Every stage in order (finished ones are loaded from `work_dir` when resuming), then the
     final ONNX artefact becomes the model directory `out` with report.md and pareto.png."""
+    teacher = build_teacher(recipe.teacher)  # bad checkpoints fail here, before anything is written
+    try:
+        splits = load_splits(recipe.data, recipe.seed)
+    except (ValueError, FileNotFoundError) as exc:
+        raise RecipeError(f"data: {exc}") from exc
     run = _open_run(recipe, work_dir, resume, command)
-    teacher = build_teacher(recipe.teacher)  # bad checkpoints fail here, before any training
-    splits = load_splits(recipe.data, recipe.seed)
     console.print(f"[bold]{recipe.name}[/]: {len(splits.train)} training, {len(splits.val)} validation, "
                   f"{len(splits.eval)} evaluation images; device {device()}")
     try:
@@ -185,6 +190,8 @@ def _write_model(recipe: Recipe, run: dict, splits, rows, final: Artefact, out: 
                     "teacher_top1": teacher_metrics["top1"], "teacher_params": teacher_metrics["params"],
                     "params_removed_vs_teacher": 1 - final_metrics["params"] / teacher_metrics["params"],
                     "stages": {label: {k: v for k, v in m.items() if k != "history"} for label, m in rows}})
+    head = splits.eval.subset(np.arange(min(SPOT_CHECK_IMAGES, len(splits.eval))))
+    summary[f"top1_first_{SPOT_CHECK_IMAGES}"] = top1_accuracy(OnnxFileBackend(final.onnx), head, splits.spec)
     num_classes = len(splits.train.label_names)
     manifest = Manifest(
         name=out.name,

@@ -21,7 +21,8 @@ from robot_compress.compress.recipe import PruneStructured
 from robot_compress.compress.stages import Artefact, Context
 from robot_compress.compress.train import train
 
-SEARCH_STEPS = 12  # bisection steps for the channel ratio that meets the parameter/MAC target
+SEARCH_STEPS = 8  # bisection steps for the channel ratio that meets the parameter/MAC target
+TOLERANCE = 0.05  # iterative pruning re-ranks channels after fine-tuning, so it lands near the target
 
 
 def selection_conv(shortcut: ShortcutA, in_planes: int) -> nn.Conv2d:
@@ -106,5 +107,9 @@ def run(params: PruneStructured, artefact: Artefact, ctx: Context) -> Artefact:
                                          label=f"prune step {step + 1} finetune")
             history.append(steps_history)
     after = _cost(model, example, params.target)
+    if 1 - after / before < params.ratio - TOLERANCE:
+        raise ValueError(f"prune_structured removed only {1 - after / before:.1%} of the {params.target} "
+                         f"(asked {params.ratio:.0%}): the importance scores tie (e.g. bn_scale on an untrained "
+                         f"model) or max_layer_ratio {params.max_layer_ratio} is too low")
     return Artefact(model.eval(), info={"channel_ratio": ratio, "replaced_shortcuts": len(replaced),
                                         f"{params.target}_removed": 1 - after / before, "history": history})

@@ -1,0 +1,104 @@
+"""The whole pipeline through the CLI on synthetic data: model directory, report, manifest, and
+resume after a real SIGINT in the middle of training."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from robot_compress.runtime.local_backend import LocalBackend
+from robot_compress.runtime.model_contract import ModelDir
+
+STAGES = [
+    {"stage": "prune_structured", "ratio": 0.5, "steps": 2, "epochs": 1, "lr": 0.02},
+    {"stage": "distill", "epochs": 2, "lr": 0.02},
+    {"stage": "prune_unstructured", "sparsity": 0.3},
+    {"stage": "export_onnx"},
+    {"stage": "quantize_int8", "calibration_images": 64},
+]
+
+
+def compress(recipe: Path, out: Path, work: Path, *extra: str, **popen) -> subprocess.Popen:
+    command = [sys.executable, "-m", "robot_compress.cli", "compress", str(recipe), "--out", str(out),
+               "--work-dir", str(work), "--threads", "2", *extra]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
+
+
+def finish(process: subprocess.Popen, timeout: float = 240) -> tuple[int, str]:
+    output, _ = process.communicate(timeout=timeout)
+    return process.returncode, output
+
+
+def test_whole_pipeline_writes_a_loadable_model_directory(tiny_recipe, tmp_path):
+    recipe, source = tiny_recipe(STAGES)
+    out, work = tmp_path / "models" / "tiny_robot", tmp_path / "work"
+    code, output = finish(compress(recipe, out, work))
+    assert code == 0, output
+    model = ModelDir.load(out)  # checks sha256 and config.pbtxt
+    manifest = model.manifest
+    assert manifest.recipe == source and manifest.created["recipe_sha256"]
+    assert manifest.created["versions"]["torch"] and manifest.created["seed"] == 0
+    stages = manifest.metrics["stages"]
+    assert list(stages) == ["teacher", "01_prune_structured", "02_distill", "03_prune_unstructured",
+                            "04_export_onnx", "05_quantize_int8"]
+    assert stages["01_prune_structured"]["params"] < 0.55 * stages["teacher"]["params"]
+    assert stages["03_prune_unstructured"]["params_nonzero"] < 0.75 * stages["03_prune_unstructured"]["params"]
+    assert stages["05_quantize_int8"]["bytes"] < stages["04_export_onnx"]["bytes"] / 2.5
+    assert manifest.metrics["top1"] == stages["05_quantize_int8"]["top1"]
+    for name in ("report.md", "pareto.png"):
+        assert (out / name).stat().st_size > 500
+    assert "05_quantize_int8" in (out / "report.md").read_text()
+    backend = LocalBackend(model)
+    images = np.zeros((2, 16, 16, 3), dtype=np.uint8)
+    assert len(backend.classify(images)) == 2
+    run = json.loads((work / "run.json").read_text())
+    assert run["status"] == "finished" and set(run["stages"]) == set(stages) - {"teacher"}
+
+
+def test_interrupted_run_resumes_from_the_last_epoch(tiny_recipe, tmp_path):
+    recipe, _ = tiny_recipe([{"stage": "prune_structured", "ratio": 0.5},
+                             {"stage": "distill", "epochs": 12, "lr": 0.02}])
+    out, work = tmp_path / "out", tmp_path / "work"
+    process = compress(recipe, out, work)
+    state = work / "02_distill" / "train_state.pt"
+    deadline = time.time() + 180
+    while not state.is_file() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    assert state.is_file(), "no epoch finished"
+    process.send_signal(signal.SIGINT)
+    code, output = finish(process)
+    assert code == 130, output
+    assert "--resume" in output and not out.exists()
+    assert json.loads((work / "run.json").read_text())["status"] == "interrupted"
+    prune_metrics = (work / "01_prune_structured" / "metrics.json").read_text()
+
+    code, output = finish(compress(recipe, out, work))
+    assert code == 2 and "pass --resume" in output
+
+    code, output = finish(compress(recipe, out, work, "--resume"))
+    assert code == 0, output
+    assert "01_prune_structured: done in a previous run" in output
+    assert "distill: resuming after epoch" in output
+    assert (work / "01_prune_structured" / "metrics.json").read_text() == prune_metrics
+    history = json.loads((work / "02_distill" / "metrics.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == list(range(1, 13))
+    assert ModelDir.load(out).manifest.created["stages"]
+
+
+def test_resume_reruns_only_stages_whose_settings_changed(tiny_recipe, tmp_path):
+    stages = [{"stage": "prune_structured", "ratio": 0.5}, {"stage": "distill", "epochs": 1, "lr": 0.02}]
+    recipe, _ = tiny_recipe(stages)
+    out, work = tmp_path / "out", tmp_path / "work"
+    assert finish(compress(recipe, out, work))[0] == 0
+    stages[1]["lr"] = 0.03
+    recipe, _ = tiny_recipe(stages)
+    code, output = finish(compress(recipe, out, work, "--resume"))
+    assert code == 0, output
+    assert "01_prune_structured: done in a previous run" in output
+    assert "02_distill: settings changed, running it again" in output

@@ -1,0 +1,110 @@
+"""Bad recipes fail at load time with a message naming the field; nothing is trained or written."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from robot_compress.compress.recipe import RecipeError, load_recipe, parse_recipe
+from tests.compress.conftest import recipe_dict
+
+
+@pytest.fixture
+def good(synthetic_npz) -> dict:
+    return recipe_dict(*synthetic_npz, [{"stage": "prune_structured", "ratio": 0.5},
+                                        {"stage": "distill", "epochs": 1}, {"stage": "export_onnx"},
+                                        {"stage": "quantize_int8"}])
+
+
+def test_good_recipe_parses_with_types_and_defaults(good):
+    recipe = parse_recipe(good)
+    assert [s.name for s in recipe.stages] == ["prune_structured", "distill", "export_onnx", "quantize_int8"]
+    assert recipe.stages[0].params.ratio == 0.5 and recipe.stages[1].params.alpha == 0.9
+    assert recipe.data.input_size == (16, 16)
+    assert len(recipe.digest) == 64 and recipe.digest == parse_recipe(copy.deepcopy(good)).digest
+
+
+def test_export_is_appended_when_missing(good):
+    good["stages"] = [{"stage": "low_rank", "rank_ratio": 0.5}]
+    assert [s.name for s in parse_recipe(good).stages] == ["low_rank", "export_onnx"]
+
+
+def edit(recipe: dict, path: str, value) -> dict:
+    recipe = copy.deepcopy(recipe)
+    *parents, last = path.split(".")
+    node = recipe
+    for key in parents:
+        node = node[int(key)] if key.isdigit() else node[key]
+    node[last] = value
+    return recipe
+
+
+@pytest.mark.parametrize("path, value, message", [
+    ("stages.0.stage", "prune_everything", "unknown stage 'prune_everything'"),
+    ("teacher.arch", "resnet57", "unknown CIFAR ResNet 'resnet57'"),
+    ("stages.0.ratio", 1.5, "ratio must be in (0, 1)"),
+    ("stages.0.ratio", 0.0, "ratio must be in (0, 1)"),
+    ("stages.1.epochs", "ten", "stages[1] (distill).epochs must be int, got str"),
+    ("stages.1.alpha", 2.0, "alpha must be in [0, 1]"),
+    ("stages.0.importance", "random", "importance must be one of ['l1', 'l2', 'bn_scale']"),
+    ("stages.1.tempreature", 4, "unknown key(s) ['tempreature']"),
+    ("data.train", "/nonexistent/cifar", "data.train: /nonexistent/cifar does not exist"),
+    ("data.batch_size", True, "batch_size must be int, got bool"),
+    ("teacher.checkpoint", "/nonexistent.th", "file '/nonexistent.th' does not exist"),
+    ("stages.3.mode", "int4", "mode must be one of ['static', 'dynamic']"),
+])
+def test_bad_field_is_named(good, path, value, message):
+    with pytest.raises(RecipeError) as error:
+        parse_recipe(edit(good, path, value))
+    assert message in str(error.value)
+
+
+def test_quantize_before_export_is_refused(good):
+    good["stages"] = [{"stage": "quantize_int8"}, {"stage": "export_onnx"}]
+    with pytest.raises(RecipeError, match="quantize_int8 needs an export_onnx stage before it"):
+        parse_recipe(good)
+
+
+def test_torch_stage_after_export_is_refused(good):
+    good["stages"] = [{"stage": "export_onnx"}, {"stage": "distill"}]
+    with pytest.raises(RecipeError, match="distill works on the PyTorch model and must come before export_onnx"):
+        parse_recipe(good)
+
+
+def test_low_rank_needs_exactly_one_target(good):
+    good["stages"] = [{"stage": "low_rank", "rank_ratio": 0.5, "energy": 0.9}]
+    with pytest.raises(RecipeError, match="exactly one of rank_ratio or energy"):
+        parse_recipe(good)
+
+
+def test_unknown_torchvision_model(good):
+    good["teacher"] = {"kind": "torchvision", "arch": "resnet1000"}
+    with pytest.raises(RecipeError, match="unknown torchvision classifier 'resnet1000'"):
+        parse_recipe(good)
+
+
+def test_invalid_yaml_and_missing_file(tmp_path):
+    (tmp_path / "bad.yaml").write_text("stages: [unclosed")
+    with pytest.raises(RecipeError, match="not valid YAML"):
+        load_recipe(tmp_path / "bad.yaml")
+    with pytest.raises(RecipeError, match="does not exist"):
+        load_recipe(tmp_path / "missing.yaml")
+
+
+def test_corrupt_checkpoint_fails_before_training(good, tmp_path):
+    """Through the CLI: exit status 2, the file named, and no work directory created."""
+    checkpoint = tmp_path / "corrupt.th"
+    checkpoint.write_bytes(b"\x80\x02 this is not a checkpoint")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(edit(good, "teacher.checkpoint", str(checkpoint))))
+    work = tmp_path / "work"
+    result = subprocess.run([sys.executable, "-m", "robot_compress.cli", "compress", str(recipe),
+                             "--out", str(tmp_path / "out"), "--work-dir", str(work)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert "corrupt.th could not be read" in result.stderr
+    assert not work.exists() and not (tmp_path / "out").exists()

@@ -1,0 +1,31 @@
+"""Every robot model shipped under models/ loads (sha256 checked), and its accuracy on the first
+200 test_dev images matches the figure its manifest recorded for those images within 1 point."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from robot_compress.runtime.evaluate import top1_accuracy
+from robot_compress.runtime.local_backend import LocalBackend
+from robot_compress.runtime.model_contract import ModelDir
+from tests.conftest import MODELS
+
+SHIPPED = sorted(p.name for p in MODELS.glob("robot_*") if (p / "manifest.json").is_file())
+IMAGES = 200
+
+
+def test_robot_models_are_shipped():
+    assert {"robot_small", "robot_balanced"} <= set(SHIPPED)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_model_loads_and_classifies(name, cifar_test_dev):
+    model = ModelDir.load(MODELS / name)  # raises on a sha256 mismatch
+    manifest = model.manifest
+    assert manifest.recipe and manifest.created["command"].startswith("robot-compress compress")
+    assert manifest.source["training_data"].endswith("train.npz")
+    head = cifar_test_dev.subset(np.arange(IMAGES))
+    accuracy = top1_accuracy(LocalBackend(model), head, manifest.preprocessing)
+    assert abs(accuracy - manifest.metrics[f"top1_first_{IMAGES}"]) <= 0.01
+    assert abs(accuracy - manifest.metrics["top1"]) <= 0.08  # 200 images vs 5000: sampling noise only

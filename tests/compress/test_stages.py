@@ -1,0 +1,184 @@
+"""Every stage for real on a random-init ResNet-20 and 16x16 synthetic images (no mocks)."""
+
+from __future__ import annotations
+
+import copy
+import gzip
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from torch import nn
+
+from robot_compress.compress.cifar_resnet import ShortcutA, cifar_resnet
+from robot_compress.compress.metrics import OnnxFileBackend, count_params, measure
+from robot_compress.compress.recipe import (
+    Distill,
+    ExportOnnx,
+    LowRank,
+    MetricsConfig,
+    PruneStructured,
+    PruneUnstructured,
+    QuantizeInt8,
+    WeightShare,
+)
+from robot_compress.compress.stages import Artefact, runner
+from robot_compress.compress.train import accuracy, kd_loss
+from robot_compress.runtime.evaluate import top1_accuracy
+from robot_compress.runtime.preprocess import preprocess_batch
+
+X = torch.randn(8, 3, 16, 16)
+
+
+def outputs(model: nn.Module, x: torch.Tensor = X) -> torch.Tensor:
+    with torch.no_grad():
+        return model.eval()(x)
+
+
+def test_shortcut_replacement_is_exact():
+    from robot_compress.compress.stages.prune_structured import replace_zero_pad_shortcuts
+
+    model = cifar_resnet("resnet20").eval()
+    before = outputs(model)
+    convs = replace_zero_pad_shortcuts(model)
+    assert len(convs) == 2 and not any(isinstance(m, ShortcutA) for m in model.modules())
+    assert torch.equal(outputs(model), before)
+    assert not any(c.weight.requires_grad for c in convs)
+
+
+@pytest.mark.parametrize("scope, importance, target", [("uniform", "l2", "params"), ("global", "bn_scale", "macs")])
+def test_prune_structured_gives_a_smaller_dense_model(context, scope, importance, target):
+    params = PruneStructured(ratio=0.6, scope=scope, importance=importance, target=target, steps=2)
+    teacher = copy.deepcopy(context.teacher)
+    with torch.no_grad():  # trained networks have unequal BN scales; a fresh one has all ones
+        for bn in (m for m in teacher.modules() if isinstance(m, nn.BatchNorm2d)):
+            bn.weight.uniform_(0.1, 1.0)
+    result = runner("prune_structured")(params, Artefact(copy.deepcopy(teacher)), context)
+    assert result.info[f"{target}_removed"] >= 0.57
+    total, nonzero = count_params(result.model)
+    assert total < 0.8 * count_params(teacher)[0]
+    if target == "macs":
+        with pytest.raises(ValueError, match="removed only"):  # ties: nothing to rank channels by
+            runner("prune_structured")(params, Artefact(copy.deepcopy(context.teacher)), context)
+    convs = [m for m in result.model.modules() if isinstance(m, nn.Conv2d)]
+    assert min(c.out_channels for c in convs) >= 1 and convs[1].out_channels < 16
+    assert nonzero > 0.95 * total - sum(c.weight.numel() for c in convs if not c.weight.requires_grad)
+    assert outputs(result.model).shape == (8, 10)
+    assert not any(isinstance(m, ShortcutA) for m in result.model.modules())
+
+
+def test_pruned_model_exports_and_matches_torch(context):
+    from robot_compress.compress.stages.export_onnx import export_checked
+
+    pruned = runner("prune_structured")(PruneStructured(ratio=0.5), Artefact(copy.deepcopy(context.teacher)),
+                                        context).model
+    diff = export_checked(pruned, context.stage_dir / "pruned.onnx", context, 32, 1e-4)
+    assert diff < 1e-4
+
+
+def test_prune_structured_handles_depthwise_torchvision_model(context):
+    from robot_compress.compress.teachers import torchvision_classifier
+
+    model = torchvision_classifier("mobilenet_v3_small", pretrained=False, num_classes=10).eval()
+    result = runner("prune_structured")(PruneStructured(ratio=0.4, scope="uniform"), Artefact(model), context)
+    assert result.info["params_removed"] >= 0.39
+    depthwise = [m for m in result.model.modules() if isinstance(m, nn.Conv2d) and m.groups > 1]
+    assert depthwise and all(m.groups == m.in_channels == m.out_channels for m in depthwise)
+    assert outputs(result.model, torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_prune_unstructured_reaches_sparsity_and_only_gzip_shrinks(context):
+    result = runner("prune_unstructured")(PruneUnstructured(sparsity=0.7), Artefact(context.teacher), context)
+    assert result.info["weight_sparsity"] == pytest.approx(0.7, abs=1e-4)
+    assert not any(hasattr(m, "weight_orig") for m in result.model.modules())  # made permanent
+    dense = gzip.compress(b"".join(p.detach().numpy().tobytes() for p in context.teacher.parameters()))
+    sparse = gzip.compress(b"".join(p.detach().numpy().tobytes() for p in result.model.parameters()))
+    assert len(sparse) < 0.6 * len(dense)
+
+
+def test_low_rank_factorises_and_high_energy_stays_close(context):
+    loose = runner("low_rank")(LowRank(rank_ratio=0.25, min_params=1000), Artefact(context.teacher), context)
+    assert loose.info["factorised_layers"] > 0
+    assert count_params(loose.model)[0] < count_params(context.teacher)[0]
+    tight = runner("low_rank")(LowRank(energy=0.9999, min_params=0), Artefact(context.teacher), context)
+    assert tight.info["factorised_layers"] == 0 or torch.allclose(outputs(tight.model), outputs(context.teacher),
+                                                                  atol=1e-2)
+    linear = nn.Linear(64, 64)
+    nn.init.orthogonal_(linear.weight)
+    with torch.no_grad():
+        linear.weight[:, 16:] = 0  # rank 16
+    model = nn.Sequential(linear)
+    exact = runner("low_rank")(LowRank(energy=0.99999, min_params=0), Artefact(model), context).model
+    x = torch.randn(4, 64)
+    assert isinstance(exact[0], nn.Sequential) and exact[0][0].out_features == 16
+    assert torch.allclose(exact(x), model(x), atol=1e-5)
+
+
+def test_weight_share_uses_2_pow_bits_values_per_layer(context):
+    result = runner("weight_share")(WeightShare(bits=3), Artefact(context.teacher), context)
+    layers = [m for m in result.model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    assert all(len(torch.unique(m.weight)) <= 8 for m in layers)
+    raw_bytes = 4 * count_params(context.teacher)[0]
+    assert result.info["coded_bytes"] < raw_bytes / 5
+
+
+def test_kd_loss_alpha_zero_is_cross_entropy_and_kd_pulls_towards_teacher():
+    student, teacher, labels = torch.randn(16, 10), torch.randn(16, 10), torch.randint(0, 10, (16,))
+    assert torch.allclose(kd_loss(student, teacher, labels, 4.0, 0.0),
+                          nn.functional.cross_entropy(student, labels))
+    assert kd_loss(teacher, teacher, labels, 4.0, 1.0).abs() < 1e-5
+    assert kd_loss(student, teacher, labels, 4.0, 1.0) > 0.01
+
+
+def test_distill_learns_the_synthetic_task(context):
+    """A random ResNet-20 distilled (with a feature term) from a briefly trained teacher beats chance."""
+    params = Distill(epochs=3, lr=0.05, alpha=0.5, feature_weight=0.1)
+    result = runner("distill")(params, Artefact(cifar_resnet("resnet20")), context)
+    assert len(result.info["history"]) == 3 and (context.stage_dir / "train_state.pt").is_file()
+    assert accuracy(result.model, context.splits.eval, context.splits.spec) > 0.3
+
+
+def test_export_and_int8_static_run_in_onnxruntime(context):
+    model = runner("distill")(Distill(epochs=2, lr=0.05, alpha=0.0), Artefact(cifar_resnet("resnet20")),
+                              context).model
+    exported = runner("export_onnx")(ExportOnnx(), Artefact(model), context)
+    assert exported.info["max_abs_diff"] < 1e-3
+    fp32 = exported.onnx.read_bytes()
+    (context.stage_dir / "fp32.onnx").write_bytes(fp32)
+    fp32_path = context.stage_dir / "fp32.onnx"
+    int8 = runner("quantize_int8")(QuantizeInt8(calibration_images=64), Artefact(model, onnx=fp32_path), context)
+    ops = {node.op_type for node in onnx.load(int8.onnx).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert int8.onnx.stat().st_size < len(fp32) / 3
+    spec, data = context.splits.spec, context.splits.eval
+    fp32_top1 = top1_accuracy(OnnxFileBackend(fp32_path), data, spec)
+    int8_top1 = top1_accuracy(OnnxFileBackend(int8.onnx), data, spec)
+    assert fp32_top1 > 0.3 and abs(int8_top1 - fp32_top1) < 0.1
+    batch = preprocess_batch(data.images[:4], "rgb8", spec)
+    assert OnnxFileBackend(int8.onnx).infer(batch).shape == (4, 10)
+
+
+def test_dynamic_int8_quantizes_only_matmul_gemm(context):
+    model = cifar_resnet("resnet20").eval()
+    exported = runner("export_onnx")(ExportOnnx(), Artefact(model), context)
+    fp32_path = context.stage_dir / "fp32.onnx"
+    exported.onnx.rename(fp32_path)
+    int8 = runner("quantize_int8")(QuantizeInt8(mode="dynamic"), Artefact(model, onnx=fp32_path), context)
+    ops = {node.op_type for node in onnx.load(int8.onnx).graph.node}
+    assert "ConvInteger" not in ops and "Conv" in ops
+    assert ops & {"MatMulInteger", "DynamicQuantizeLinear", "DynamicQuantizeMatMul"}
+
+
+def test_measure_reports_every_metric(context):
+    exported = runner("export_onnx")(ExportOnnx(), Artefact(context.teacher), context)
+    metrics = measure(context.teacher, exported.onnx, context.splits.eval, context.splits.spec,
+                      MetricsConfig(latency_threads=(1, 2), latency_warmup=1, latency_runs=5))
+    assert 0 <= metrics["top1"] <= 1 and metrics["eval_images"] == 160
+    assert metrics["params"] == sum(p.numel() for p in context.teacher.parameters())
+    assert metrics["bytes"] == exported.onnx.stat().st_size > metrics["bytes_gzip"] > 0
+    assert metrics["macs"] > 1e6
+    for threads in (1, 2):
+        latency = metrics[f"latency_ms_{threads}t"]
+        assert 0 < latency["p50"] <= latency["p95"]
+    assert np.isfinite(metrics["top1"])
