@@ -76,6 +76,9 @@ class EdgeBackend:
             ("grpc.max_receive_message_length", limit),
             ("grpc.keepalive_time_ms", int(s.keepalive_s * 1000)),
             ("grpc.keepalive_timeout_ms", int(s.keepalive_timeout_s * 1000)),
+            # grpcio 1.85 drops a connection with an unanswered ping only after ping_timeout
+            # (default 60 s): without this a silently dead link goes unnoticed far longer.
+            ("grpc.http2.ping_timeout_ms", int(s.keepalive_timeout_s * 1000)),
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.max_pings_without_data", 0),
             ("grpc.initial_reconnect_backoff_ms", min(1000, int(s.max_reconnect_backoff_s * 1000))),
@@ -180,8 +183,9 @@ def failure_from_rpc(exc: grpc.RpcError, what: str) -> BackendError:
     message = f"{what}: {code.name} {details}"
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return BackendError(FailureKind.TIMEOUT, message)
-    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-        return BackendError(FailureKind.OVERLOADED, message)
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:  # gRPC also says so for a message over its size limit
+        too_big = "larger than max" in details
+        return BackendError(FailureKind.BAD_ANSWER if too_big else FailureKind.OVERLOADED, message)
     if code == grpc.StatusCode.UNAVAILABLE:
         overloaded = any(hint in details.lower() for hint in _OVERLOAD_HINTS)
         return BackendError(FailureKind.OVERLOADED if overloaded else FailureKind.UNREACHABLE, message)

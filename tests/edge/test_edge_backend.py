@@ -6,12 +6,13 @@ import signal
 import threading
 import time
 
+import grpc
 import numpy as np
 import pytest
 from tritonclient.grpc import service_pb2
 
 from robot_compress.runtime.backend import BackendError, FailureKind
-from robot_compress.runtime.edge_client import EdgeBackend
+from robot_compress.runtime.edge_client import ChannelSettings, EdgeBackend, failure_from_rpc
 from robot_compress.runtime.errors import ImageError
 from robot_compress.runtime.local_backend import LocalBackend
 from robot_compress.runtime.preprocess import preprocess_batch
@@ -83,6 +84,39 @@ def test_wrong_model_is_a_bad_answer(edge_server, edge_manifest, frames, model_n
     assert error.kind == FailureKind.BAD_ANSWER and problem in error.message
 
 
+def test_message_over_the_size_limit_is_a_bad_answer_not_overload(edge_server, edge_manifest, frames):
+    """gRPC reports an oversized message as RESOURCE_EXHAUSTED too; retrying later would not help."""
+    with EdgeBackend(edge_server.url, edge_manifest, channel=ChannelSettings(max_message_mb=0.01)) as backend:
+        backend.probe(5)
+        error = failure(lambda: backend.infer(frames[:2], timeout_s=5))
+    assert error.kind == FailureKind.BAD_ANSWER and "larger than max" in error.message
+
+
+class Status(grpc.RpcError):
+    """A status as grpc raises it (code + details), for codes our server never sends."""
+
+    def __init__(self, code: grpc.StatusCode, details: str):
+        self._code, self._details = code, details
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+
+@pytest.mark.parametrize("code, details, kind", [
+    (grpc.StatusCode.UNAVAILABLE, "Exceeds maximum queue size", FailureKind.OVERLOADED),  # Triton's queue full
+    (grpc.StatusCode.UNAVAILABLE, "Socket closed", FailureKind.UNREACHABLE),
+    (grpc.StatusCode.CANCELLED, "Channel closed", FailureKind.UNREACHABLE),
+    (grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded", FailureKind.TIMEOUT),
+    (grpc.StatusCode.INTERNAL, "onnxruntime failed", FailureKind.BAD_ANSWER),
+    (grpc.StatusCode.UNIMPLEMENTED, "", FailureKind.BAD_ANSWER)])
+def test_status_codes_map_to_failure_kinds(code, details, kind):
+    error = failure_from_rpc(Status(code, details), "ModelInfer m@host")
+    assert error.kind == kind and code.name in error.message and details in error.message
+
+
 def answer(model="cifar10_resnet56", version="1", name="logits", datatype="FP32", shape=(1, 10), nbytes=40):
     tensor = service_pb2.ModelInferResponse.InferOutputTensor(name=name, datatype=datatype, shape=shape)
     return service_pb2.ModelInferResponse(model_name=model, model_version=version, outputs=[tensor],
@@ -110,9 +144,34 @@ def test_frozen_server_times_out_within_the_deadline(edge_repository, start_edge
         error = failure(lambda: backend.infer(frames[:1], timeout_s=DEADLINE_S))
         elapsed = time.monotonic() - started
         assert error.kind == FailureKind.TIMEOUT and elapsed < DEADLINE_S + SLACK_S
-        assert failure(lambda: backend.probe(DEADLINE_S)).kind == FailureKind.TIMEOUT
+        # Once keepalive has declared the silent link dead, calls fail at once as UNREACHABLE.
+        started = time.monotonic()
+        error = failure(lambda: backend.probe(DEADLINE_S))
+        assert error.kind in (FailureKind.TIMEOUT, FailureKind.UNREACHABLE)
+        assert time.monotonic() - started < DEADLINE_S + SLACK_S
         server.signal(signal.SIGCONT)
         assert backend.infer(frames[:1], timeout_s=10).shape == (1, 10)
+
+
+def test_keepalive_notices_a_frozen_server_between_calls(edge_repository, start_edge_server, edge_manifest):
+    """No call in flight, the link silently dead: keepalive pings (2 s, 1 s timeout) drop the
+    connection, so the next call does not wait on a dead socket."""
+    server = start_edge_server(edge_repository)
+    states: list[grpc.ChannelConnectivity] = []
+    dropped = threading.Event()
+
+    def watch(state: grpc.ChannelConnectivity) -> None:
+        states.append(state)
+        if grpc.ChannelConnectivity.READY in states and state != grpc.ChannelConnectivity.READY:
+            dropped.set()
+
+    settings = ChannelSettings(keepalive_s=1.0, keepalive_timeout_s=0.5)
+    with EdgeBackend(server.url, edge_manifest, channel=settings) as backend:
+        backend.probe(5)
+        backend._channel.subscribe(watch)  # the channel's own view of the connection
+        server.signal(signal.SIGSTOP)
+        assert dropped.wait(10), f"connection still considered alive; states seen: {states}"
+        server.signal(signal.SIGCONT)
 
 
 def test_restarted_server_is_used_again_without_a_new_backend(edge_repository, start_edge_server,
