@@ -1,0 +1,201 @@
+"""From a run's records to the numbers issue 6 asks for, and a timeline plot.
+
+Frames are joined by their camera stamp: sim_camera's ground truth and the images it published
+say which frames exist, the node's results say which were answered, by whom and how fast.
+Times: `latency_ms` is the router's (classify called -> answer), `e2e_ms` is camera stamp ->
+result received by the recorder (includes DDS transport and the node's queue).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from robot_compress.faults.experiment import RunRecord
+from robot_compress.faults.scenarios import BLACKHOLE, FLAPPING, REFUSED
+
+
+def _stamp(record: dict) -> float:
+    return record["stamp"]["sec"] + record["stamp"]["nanosec"] * 1e-9
+
+
+def _key(record: dict) -> tuple[int, int]:
+    return record["stamp"]["sec"], record["stamp"]["nanosec"]
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
+
+
+def _accuracy(pairs: list[tuple[int, int]]) -> float | None:
+    return sum(p == t for p, t in pairs) / len(pairs) if pairs else None
+
+
+@dataclass
+class ScenarioMetrics:
+    scenario: str
+    fault_class: str
+    frames_published: int
+    frames_in: int | None  # received by the node (its diagnostics)
+    results: int
+    lost: int
+    duplicated: int
+    out_of_order: int
+    queue_dropped: int | None
+    latency_p50_ms: float | None
+    latency_p99_ms: float | None
+    latency_max_ms: float | None
+    e2e_p50_ms: float | None
+    e2e_p99_ms: float | None
+    e2e_max_ms: float | None
+    fault_start: float
+    fault_end: float
+    first_local_after_fault_ms: float | None  # fault start -> first local result received
+    first_hit_e2e_ms: float | None  # the first result received after the fault start: stamp -> result
+    first_hit_backend: str | None
+    fault_latency_max_ms: float | None  # max router latency of results received after the fault start
+    back_to_edge_ms: float | None  # fault end -> first edge result for a frame stamped after it
+    edge_fraction: float
+    min_local_dwell_ms: float | None  # shortest failover -> back-to-edge interval
+    returns_to_edge: int
+    top1: float | None
+    top1_edge: float | None
+    top1_local: float | None
+    backends: dict[str, int]
+    edge_failures: dict[str, int]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def analyze(run: RunRecord) -> ScenarioMetrics:
+    by_kind: dict[str, list[dict]] = {}
+    for record in run.records:
+        by_kind.setdefault(record["kind"], []).append(record)
+    truth = {_key(r): r for r in by_kind.get("truth", [])}
+    published = set(truth) | {_key(r) for r in by_kind.get("image", [])}
+    results = by_kind.get("result", [])
+    answered = Counter(_key(r) for r in results)
+    stamps = [_stamp(r) for r in results]
+    out_of_order = sum(b < a for a, b in zip(stamps, stamps[1:], strict=False))
+    diagnostics = by_kind.get("diagnostics", [{}])[-1].get("values", {})
+
+    fault_start, fault_end = run.actions[0][0], run.actions[-1][0]
+    e2e = {id(r): (r["t"] - _stamp(r)) * 1000 for r in results}
+    latency = [r["latency_ms"] for r in results]
+    local_after = [r for r in results if r["backend"] == "local" and r["t"] >= fault_start]
+    hit = next((r for r in results if r["t"] >= fault_start), None)
+    after = [r["latency_ms"] for r in results if r["t"] >= fault_start]
+    back = next((r for r in results if r["backend"] == "edge" and _stamp(r) >= fault_end), None)
+
+    pairs = {name: [(r.get("class_id"), truth[_key(r)]["class_id"]) for r in results
+                    if _key(r) in truth and (name == "all" or r["backend"] == name)]
+             for name in ("all", "edge", "local")}
+    dwell = _local_dwells(by_kind.get("backend", []), run.t0)
+    return ScenarioMetrics(
+        scenario=run.scenario.name, fault_class=run.scenario.fault_class,
+        frames_published=len(published), frames_in=_int(diagnostics.get("frames_in")), results=len(results),
+        lost=len(published - set(answered)), duplicated=sum(n - 1 for n in answered.values()),
+        out_of_order=out_of_order, queue_dropped=_int(diagnostics.get("frames_dropped")),
+        latency_p50_ms=percentile(latency, 50), latency_p99_ms=percentile(latency, 99),
+        latency_max_ms=max(latency, default=None),
+        e2e_p50_ms=percentile(list(e2e.values()), 50), e2e_p99_ms=percentile(list(e2e.values()), 99),
+        e2e_max_ms=max(e2e.values(), default=None),
+        fault_start=fault_start, fault_end=fault_end,
+        first_local_after_fault_ms=(local_after[0]["t"] - fault_start) * 1000 if local_after else None,
+        first_hit_e2e_ms=e2e[id(hit)] if hit else None, first_hit_backend=hit["backend"] if hit else None,
+        fault_latency_max_ms=max(after, default=None),
+        back_to_edge_ms=(back["t"] - fault_end) * 1000 if back else None,
+        edge_fraction=sum(r["backend"] == "edge" for r in results) / len(results) if results else 0.0,
+        min_local_dwell_ms=min(dwell, default=None), returns_to_edge=len(dwell),
+        top1=_accuracy(pairs["all"]), top1_edge=_accuracy(pairs["edge"]), top1_local=_accuracy(pairs["local"]),
+        backends=dict(Counter(r["backend"] for r in results)),
+        edge_failures=dict(Counter(r["edge_failure"] for r in results if r.get("edge_failure"))),
+    )
+
+
+def _int(value: str | None) -> int | None:
+    return int(value) if value not in (None, "") else None
+
+
+def _local_dwells(backend_records: list[dict], t0: float) -> list[float]:
+    """Milliseconds from each switch to local to the next switch back to edge (after t0)."""
+    dwells, left_edge = [], None
+    for record in backend_records:
+        if record["backend"] == "local" and left_edge is None:
+            left_edge = record["t"]
+        elif record["backend"] == "edge" and left_edge is not None:
+            if left_edge >= t0:
+                dwells.append((record["t"] - left_edge) * 1000)
+            left_edge = None
+    return dwells
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The bounds of issue 6 for one run's settings."""
+
+    blackhole_ms: float  # deadline + local p99 + 10 ms
+    refused_ms: float  # one frame period
+    recovery_ms: float  # probe period * recovery probes + 1 s
+    min_dwell_ms: float  # hysteresis: no return to the edge sooner than this after a failover
+
+
+def bounds(run: RunRecord, local_p99_ms: float) -> Bounds:
+    c = run.config
+    return Bounds(blackhole_ms=c.router_value("deadline_ms") + local_p99_ms + 10.0,
+                  refused_ms=1000.0 / c.rate_hz,
+                  recovery_ms=c.router_value("probe_period_ms") * c.router_value("recovery_probes") + 1000.0,
+                  min_dwell_ms=c.router_value("probe_period_ms") * c.router_value("recovery_probes"))
+
+
+def violations(m: ScenarioMetrics, b: Bounds) -> list[str]:
+    """Each way this run missed issue 6's bounds, in words (empty: all met)."""
+    problems = []
+    if m.lost or m.duplicated or m.out_of_order:
+        problems.append(f"{m.lost} lost, {m.duplicated} duplicated, {m.out_of_order} out of order")
+    if m.fault_class == BLACKHOLE and (m.first_hit_e2e_ms is None or m.first_hit_e2e_ms > b.blackhole_ms):
+        problems.append(f"first frame after a black hole answered in {m.first_hit_e2e_ms} ms > {b.blackhole_ms:.1f}")
+    if m.fault_class == BLACKHOLE and m.fault_latency_max_ms is not None and m.fault_latency_max_ms > b.blackhole_ms:
+        problems.append(f"router latency {m.fault_latency_max_ms:.1f} ms during the fault > {b.blackhole_ms:.1f}")
+    if m.fault_class == REFUSED and (m.first_hit_e2e_ms is None or m.first_hit_e2e_ms > b.refused_ms):
+        problems.append(f"first frame after a refusal answered in {m.first_hit_e2e_ms} ms > {b.refused_ms:.1f}")
+    if m.back_to_edge_ms is None or m.back_to_edge_ms > b.recovery_ms:
+        problems.append(f"back to the edge after {m.back_to_edge_ms} ms > {b.recovery_ms:.0f}")
+    if m.fault_class == FLAPPING and m.min_local_dwell_ms is not None and m.min_local_dwell_ms < b.min_dwell_ms:
+        problems.append(f"returned to the edge {m.min_local_dwell_ms:.0f} ms after a failover < {b.min_dwell_ms:.0f}")
+    return problems
+
+
+def plot_timeline(run: RunRecord, metrics: ScenarioMetrics, path: Path) -> Path:
+    """Per-frame latency coloured by backend, the active backend, and the fault shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = [r for r in run.records if r["kind"] == "result"]
+    fig, (ax_lat, ax_backend) = plt.subplots(2, 1, sharex=True, figsize=(10, 5), height_ratios=[3, 1])
+    for backend, colour in (("edge", "tab:blue"), ("local", "tab:orange"), ("none", "tab:red")):
+        chosen = [r for r in results if r["backend"] == backend]
+        ax_lat.scatter([_stamp(r) - run.t0 for r in chosen], [r["latency_ms"] for r in chosen], s=6, c=colour,
+                       label=f"{backend} ({len(chosen)})")
+        ax_backend.scatter([_stamp(r) - run.t0 for r in chosen], [backend] * len(chosen), s=4, c=colour)
+    for ax in (ax_lat, ax_backend):
+        ax.axvspan(metrics.fault_start - run.t0, metrics.fault_end - run.t0, color="grey", alpha=0.2)
+    for t, action in run.actions:
+        ax_lat.axvline(t - run.t0, color="grey", lw=0.5)
+        ax_lat.annotate(action, (t - run.t0, ax_lat.get_ylim()[1]), fontsize=6, rotation=90, va="top")
+    ax_lat.set_ylabel("router latency (ms)")
+    ax_lat.legend(loc="upper right", fontsize=7)
+    ax_lat.set_title(f"{run.scenario.name}: {run.scenario.description}", fontsize=9)
+    ax_backend.set_xlabel("seconds since the first frame (shaded: fault)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,275 @@
+"""Run one scenario end to end on real processes, and return what the robot said.
+
+The real edge server runs in the edge namespace (behind the fault proxy for `via_proxy`
+scenarios); perception_node, sim_camera and the recorder run in the robot namespace. The
+scenario's steps are carried out at their times after the first camera frame, each stamped
+when it took effect. No ROS import here: every ROS part is a separate process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from robot_compress.faults.netns import EDGE_IP, NetTestbed, signal_group
+from robot_compress.faults.proxy import ProxyClient
+from robot_compress.faults.scenarios import Scenario, Step
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """How the robot side is set up for a run (router settings are the node's ROS parameters)."""
+
+    source: Path
+    rate_hz: float = 20.0
+    image_size: tuple[int, int] = (32, 32)  # what sim_camera publishes (width, height)
+    local_model: Path = REPO / "models" / "cifar10_resnet20"
+    edge_model: Path = REPO / "models" / "cifar10_resnet56"
+    node_params: dict[str, Any] = field(default_factory=lambda: {"queue_size": 4})
+    node_command: tuple[str, ...] = (str(BIN / "perception_node"),)  # e.g. a ROS install's lib/ path
+    edge_port: int = 8001
+    proxy_port: int = 8002
+    startup_timeout_s: float = 60.0
+    drain_s: float = 3.0  # after the camera's last frame, how long results may still come
+
+    def router_value(self, name: str) -> float:
+        """A router setting as the node will use it: this run's value, else the default."""
+        from robot_compress.runtime.perception_config import RouterConfig
+
+        return self.node_params.get(name, getattr(RouterConfig(), name))
+
+
+@dataclass
+class RunRecord:
+    """Everything a run produced: the recorder's lines and the fault actions, both in wall time."""
+
+    scenario: Scenario
+    config: RunConfig
+    records: list[dict]
+    actions: list[tuple[float, str]]
+    t0: float  # stamp of the first camera frame
+    directory: Path
+
+
+class _Tail:
+    """Reads the JSON lines a process appends to a file, as they come."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.offset = 0
+        self.records: list[dict] = []
+
+    def poll(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        with self.path.open() as f:
+            f.seek(self.offset)
+            chunk = f.read()
+        complete = chunk[: chunk.rfind("\n") + 1]
+        self.offset += len(complete.encode())
+        new = [json.loads(line) for line in complete.splitlines() if line.strip()]
+        self.records.extend(new)
+        return new
+
+    def wait_for(self, predicate, timeout_s: float, what: str) -> dict:
+        deadline = time.monotonic() + timeout_s
+        seen = 0
+        while time.monotonic() < deadline:
+            self.poll()
+            for record in self.records[seen:]:
+                if predicate(record):
+                    return record
+            seen = len(self.records)
+            time.sleep(0.02)
+        raise TimeoutError(f"no {what} within {timeout_s:g} s (see {self.path.parent})")
+
+
+def _wait_for_text(path: Path, text: str, timeout_s: float, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if path.exists() and text in path.read_text(errors="replace"):
+            return
+        if proc.poll() is not None:
+            raise RuntimeError(f"{path.stem} exited with {proc.returncode} before '{text}': {path}")
+        time.sleep(0.02)
+    raise TimeoutError(f"{path.stem} did not say '{text}' within {timeout_s:g} s: {path}")
+
+
+def _ros_param(name: str, value: Any) -> list[str]:
+    text = str(value).lower() if isinstance(value, bool) else repr(float(value)) if isinstance(value, float) else value
+    return ["-p", f"{name}:={text}"]
+
+
+class ScenarioRun:
+    """Set up the two hosts, carry out the scenario, tear the processes down."""
+
+    def __init__(self, scenario: Scenario, config: RunConfig, bed: NetTestbed, directory: Path):
+        self.scenario, self.config, self.bed = scenario, config, bed
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.edge: subprocess.Popen | None = None
+        self.flood: subprocess.Popen | None = None
+        self.proxy: ProxyClient | None = None
+        self.actions: list[tuple[float, str]] = []
+        self.tail = _Tail(self.dir / "records.jsonl")
+        self._starts = 0
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        # ament_index raises when AMENT_PREFIX_PATH is unset (pip install, no ROS workspace).
+        self.env.setdefault("AMENT_PREFIX_PATH", sys.prefix)
+
+    def _spawn(self, side: str, name: str, argv: list[str]) -> subprocess.Popen:
+        log = (self.dir / f"{name}.log").open("a")
+        with log:
+            return self.bed.popen(side, argv, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=REPO)
+
+    # --- the edge -----------------------------------------------------------------------------
+    def start_edge(self, repository: Path | None = None) -> None:
+        """(Re)start the edge server and return once it listens (the end of a kill fault)."""
+        self.stop_edge()
+        self._starts += 1
+        name = f"edge{self._starts}"
+        repository = repository or self.config.edge_model.parent
+        self.edge = self._spawn("edge", name, [
+            str(BIN / "edge_server"), "--model-repository", str(repository), "--port", str(self.config.edge_port),
+            "--log-level", "INFO", *self.scenario.edge_args])
+        _wait_for_text(self.dir / f"{name}.log", "event=serving", self.config.startup_timeout_s, self.edge)
+
+    def stop_edge(self) -> None:
+        if self.edge is not None and self.edge.poll() is None:
+            self.bed.kill(self.edge)
+
+    def _wrong_edge(self) -> None:
+        from robot_compress.faults.wrong_model import make_wrong_shape_model
+
+        repository = self.dir / "wrong_repository"
+        make_wrong_shape_model(self.config.edge_model, repository)
+        self.start_edge(repository)
+
+    # --- steps ----------------------------------------------------------------------------------
+    def _do(self, step: Step) -> None:
+        """Carry out one step and stamp it: when it began, or for start_edge when the server listens."""
+        began = time.time()
+        bed, args = self.bed, step.args
+        action = step.action
+        if action == "kill_edge":
+            bed.kill(self.edge)
+        elif action == "start_edge":
+            self.start_edge()
+        elif action == "freeze_edge":
+            bed.freeze(self.edge)
+        elif action == "thaw_edge":
+            bed.thaw(self.edge)
+        elif action in ("drop", "reject", "clear"):
+            getattr(bed, action)()
+        elif action in ("link_down", "link_up"):
+            bed.set_link(action == "link_up")
+        elif action == "flap":
+            bed.flap(args["periods_s"]).join()
+        elif action == "proxy":
+            self.proxy.update(**args)
+        elif action == "flood":
+            self.flood = self._spawn("edge", "flood", [
+                sys.executable, "-m", "robot_compress.faults.flood", "--url", f"127.0.0.1:{self.config.edge_port}",
+                "--model-dir", str(self.config.edge_model), "--threads", str(args.get("threads", 8)),
+                "--duration-s", str(self.scenario.duration_s)])
+            _wait_for_text(self.dir / "flood.log", "started", 30, self.flood)
+        elif action == "flood_stop":
+            signal_group(self.flood, signal.SIGTERM)
+            self.flood.wait(timeout=10)
+        elif action == "swap_edge":
+            self._wrong_edge()
+        self.actions.append((time.time() if action == "start_edge" else began, action))
+
+    # --- the whole run --------------------------------------------------------------------------
+    def run(self) -> RunRecord:
+        cfg, scenario = self.config, self.scenario
+        self.start_edge()
+        edge_url = f"{EDGE_IP}:{cfg.edge_port}"
+        if scenario.via_proxy:
+            control = f"unix:{self.dir / 'proxy.sock'}"
+            self._spawn("edge", "proxy", [sys.executable, "-m", "robot_compress.faults.proxy", "--listen",
+                                          f"{EDGE_IP}:{cfg.proxy_port}", "--upstream",
+                                          f"127.0.0.1:{cfg.edge_port}", "--control", control])
+            self.proxy = ProxyClient(control)
+            self.proxy.wait_ready()
+            edge_url = f"{EDGE_IP}:{cfg.proxy_port}"
+        recorder = self._spawn("robot", "recorder", [sys.executable, "-m", "robot_compress.faults.recorder",
+                                                     "--out", str(self.tail.path)])
+        _wait_for_text(self.dir / "recorder.log", "ready", cfg.startup_timeout_s, recorder)
+        params = {"local_model": str(cfg.local_model), "edge_model": cfg.edge_model.name, "edge_url": edge_url,
+                  **cfg.node_params}
+        node = self._spawn("robot", "perception_node", [
+            *cfg.node_command, "--ros-args", *[a for k, v in params.items() for a in _ros_param(k, v)]])
+        self.tail.wait_for(lambda r: r["kind"] == "backend" and r["backend"] == "edge", cfg.startup_timeout_s,
+                           "switch to the edge after start")
+        frames = round(scenario.duration_s * cfg.rate_hz)
+        width, height = cfg.image_size
+        camera = self._spawn("robot", "sim_camera", [
+            str(BIN / "sim_camera"), "--ros-args", *_ros_param("source", str(cfg.source)),
+            *_ros_param("rate_hz", float(cfg.rate_hz)), *_ros_param("count", frames), *_ros_param("width", width),
+            *_ros_param("height", height), *_ros_param("wait_for_subscribers", 2)])
+        first = self.tail.wait_for(lambda r: r["kind"] == "image", cfg.startup_timeout_s, "first camera frame")
+        t0 = first["stamp"]["sec"] + first["stamp"]["nanosec"] * 1e-9
+        for step in scenario.steps:
+            time.sleep(max(0.0, t0 + step.at_s - time.time()))
+            self._do(step)
+        camera.wait(timeout=scenario.duration_s + cfg.startup_timeout_s)
+        self._drain(frames)
+        for proc in (recorder, node):
+            signal_group(proc, signal.SIGINT)
+            proc.wait(timeout=10)
+        self.tail.poll()
+        return RunRecord(scenario, cfg, self.tail.records, self.actions, t0, self.dir)
+
+    def _drain(self, frames: int) -> None:
+        """Wait until every frame has a result, or `drain_s` with nothing new."""
+        quiet_until = time.monotonic() + self.config.drain_s
+        while time.monotonic() < quiet_until:
+            if any(r["kind"] == "result" for r in self.tail.poll()):
+                quiet_until = time.monotonic() + self.config.drain_s
+            if sum(r["kind"] == "result" for r in self.tail.records) >= frames:
+                time.sleep(0.3)  # a duplicate, if any, would come now
+                self.tail.poll()
+                return
+            time.sleep(0.05)
+
+
+def run_scenario(scenario: Scenario, config: RunConfig, directory: Path) -> RunRecord:
+    """One scenario on a fresh pair of namespaces, removed again afterwards."""
+    from robot_compress.faults.netns import net_testbed
+
+    with net_testbed() as bed:
+        return ScenarioRun(scenario, config, bed, directory).run()
+
+
+def local_latency_ms(model: Path, source: Path, frames: int = 300) -> tuple[float, float]:
+    """(p50, p99) of the on-robot model on real frames, one thread, as the node runs it: the
+    local p99 in the black-hole bound (deadline + local p99 + 10 ms)."""
+    from robot_compress.faults.analysis import percentile
+    from robot_compress.runtime.datasets import load_labelled_images
+    from robot_compress.runtime.local_backend import LocalBackend
+    from robot_compress.runtime.preprocess import preprocess
+
+    images = load_labelled_images(source, split="test", limit=frames).images
+    backend = LocalBackend(model, threads=1)
+    try:
+        batches = [preprocess(image, "rgb8", backend.manifest.preprocessing) for image in images]
+        backend.infer(batches[0])
+        times = []
+        for batch in batches:
+            start = time.perf_counter()
+            backend.infer(batch)
+            times.append((time.perf_counter() - start) * 1000)
+    finally:
+        backend.close()
+    return percentile(times, 50), percentile(times, 99)
