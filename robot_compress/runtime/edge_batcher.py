@@ -73,8 +73,9 @@ class DynamicBatcher:
         self._queued_rows = 0
         self._cond = threading.Condition()
         self._stopping = False
-        self.executions = 0
+        self.executions = 0  # successful model runs, their rows and time (for ModelStatistics)
         self.executed_rows = 0
+        self.compute_ns = 0
         self.rejected = 0
         self._in_flight = 0  # submitted and not yet answered (queued + executing)
         self._recent_peak = 0  # most requests in flight at once during the last PEAK_WINDOW_S
@@ -153,15 +154,18 @@ class DynamicBatcher:
         return not self.config.adaptive_delay or len(self._queue) < self._recent_peak
 
     def _execute(self, batch: list[_Pending]) -> None:
-        try:
-            self._run_batch(batch)
-        finally:
-            with self._cond:
-                self._in_flight -= len(batch)
+        started = time.perf_counter_ns()
+        rows = self._run_batch(batch)
+        with self._cond:
+            self._in_flight -= len(batch)
+            if rows:
+                self.executions += 1
+                self.executed_rows += rows
+                self.compute_ns += time.perf_counter_ns() - started
 
-    def _run_batch(self, batch: list[_Pending]) -> None:
-        arrays = [p.array for p in batch]
-        inputs = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+    def _run_batch(self, batch: list[_Pending]) -> int:
+        """Run one batch and resolve its futures; returns the rows run (0 if the model failed)."""
+        inputs = batch[0].array if len(batch) == 1 else np.concatenate([p.array for p in batch])
         try:
             outputs = self._run(inputs)
             if len(outputs) != len(inputs):
@@ -170,10 +174,9 @@ class DynamicBatcher:
             log.error("event=execution_failed model=%s rows=%d error=%r", self.name, len(inputs), str(exc))
             for pending in batch:
                 pending.future.set_exception(exc)
-            return
-        self.executions += 1
-        self.executed_rows += len(inputs)
+            return 0
         offset = 0
         for pending in batch:
             pending.future.set_result(outputs[offset:offset + pending.rows])
             offset += pending.rows
+        return len(inputs)

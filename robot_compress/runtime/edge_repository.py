@@ -7,7 +7,9 @@ Each model is read with `ModelDir.load` (manifest, config.pbtxt, sha256) and run
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import threading
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from robot_compress.runtime.edge_batcher import BatchingConfig, DynamicBatcher
@@ -19,12 +21,35 @@ log = logging.getLogger("robot_compress.edge")
 
 
 @dataclass
+class RequestStats:
+    """Per-model request outcomes, for the protocol's ModelStatistics (Triton's success/fail)."""
+
+    success_count: int = 0
+    success_ns: int = 0
+    fail_count: int = 0
+    fail_ns: int = 0
+    last_inference_ms: int = 0  # wall clock, ms since the epoch
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def record(self, ok: bool, duration_ns: int) -> None:
+        with self._lock:
+            if ok:
+                self.success_count += 1
+                self.success_ns += duration_ns
+                self.last_inference_ms = int(time.time() * 1000)
+            else:
+                self.fail_count += 1
+                self.fail_ns += duration_ns
+
+
+@dataclass
 class ServedModel:
-    """One loaded model: its contract, its ONNX Runtime backend and its request queue."""
+    """One loaded model: its contract, its ONNX Runtime backend, its request queue and statistics."""
 
     model: ModelDir
     backend: LocalBackend
     batcher: DynamicBatcher
+    stats: RequestStats = field(default_factory=RequestStats)
 
     @property
     def name(self) -> str:

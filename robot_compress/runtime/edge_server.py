@@ -113,15 +113,38 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         entry = self._lookup(request.name, request.version, context)
         return service_pb2.ModelConfigResponse(config=entry.model.config)
 
+    def ModelStatistics(self, request, context):
+        """Triton's statistics extension, the parts that apply: counts and times per model."""
+        if request.name:
+            entries = [self._lookup(request.name, request.version, context)]
+        else:
+            entries = [self.models[name] for name in sorted(self.models)]
+        duration = service_pb2.StatisticDuration
+        stats = []
+        for entry in entries:
+            batcher, counts = entry.batcher, entry.stats
+            stats.append(service_pb2.ModelStatistics(
+                name=entry.name, version=entry.version, last_inference=counts.last_inference_ms,
+                inference_count=batcher.executed_rows, execution_count=batcher.executions,
+                inference_stats=service_pb2.InferStatistics(
+                    success=duration(count=counts.success_count, ns=counts.success_ns),
+                    fail=duration(count=counts.fail_count, ns=counts.fail_ns),
+                    compute_infer=duration(count=batcher.executions, ns=batcher.compute_ns))))
+        return service_pb2.ModelStatisticsResponse(model_stats=stats)
+
     def ModelInfer(self, request, context):
-        started = time.perf_counter()
+        started = time.perf_counter_ns()
+        entry = self.models.get(request.model_name)
         try:
             response = self._infer(request, context)
         except Rejected as rejected:
+            if entry is not None:
+                entry.stats.record(False, time.perf_counter_ns() - started)
             self._log_rejection(request.model_name, rejected)
             context.abort(rejected.code, rejected.message)
-        log.debug("event=infer model=%s rows=%d ms=%.3f", request.model_name,
-                  response.outputs[0].shape[0], (time.perf_counter() - started) * 1e3)
+        elapsed = time.perf_counter_ns() - started
+        entry.stats.record(True, elapsed)
+        log.debug("event=infer model=%s rows=%d ms=%.3f", entry.name, response.outputs[0].shape[0], elapsed / 1e6)
         return response
 
     def _infer(self, request, context):

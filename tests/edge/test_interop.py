@@ -66,3 +66,22 @@ def test_typed_contents_give_the_same_answer_as_raw(edge_server, edge_manifest):
             service_pb2.ModelInferRequest(model_name=EDGE_NAME, inputs=[tensor]), timeout=10)
     logits = np.frombuffer(response.raw_output_contents[0], dtype=np.float32).reshape(2, 10)
     np.testing.assert_allclose(logits, LocalBackend(EDGE_MODEL).infer(x), rtol=1e-5, atol=1e-5)
+
+
+def test_inference_statistics_count_requests_rows_and_executions(client):
+    """tritonclient's statistics call sees what the server did (Triton's statistics extension)."""
+    def counts():
+        (stats,) = client.get_inference_statistics("tiny").model_stats
+        return stats.inference_stats.success.count, stats.inference_count, stats.execution_count
+
+    before = counts()
+    x = np.ones((3, 3, 32, 32), dtype=np.float32)
+    tensor = triton.InferInput("input", list(x.shape), "FP32")
+    tensor.set_data_from_numpy(x)
+    for _ in range(4):
+        np.testing.assert_allclose(client.infer("tiny", [tensor]).as_numpy("scores"), np.ones((3, 3)))
+    after = counts()
+    assert (after[0] - before[0], after[1] - before[1]) == (4, 12)
+    assert 1 <= after[2] - before[2] <= 4
+    names = [s.name for s in client.get_inference_statistics().model_stats]
+    assert names == sorted([EDGE_NAME, "tiny", "tiny_logits"])
