@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import tritonclient.grpc as triton
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -57,6 +58,7 @@ class Point:
     images_per_s: float
     p50_ms: float
     p99_ms: float
+    mean_batch: float  # rows per model execution (edge: from the server's statistics)
 
 
 def measure(mode: str, clients: int, batch: int, make_call: Callable[[], Callable[[], None]],
@@ -89,7 +91,7 @@ def measure(mode: str, clients: int, batch: int, make_call: Callable[[], Callabl
     count = len(flat)
     return Point(mode, clients, batch, count, sum(errors), duration_s, count / duration_s,
                  count * batch / duration_s, float(np.percentile(flat, 50)) if count else float("nan"),
-                 float(np.percentile(flat, 99)) if count else float("nan"))
+                 float(np.percentile(flat, 99)) if count else float("nan"), float(batch))
 
 
 def repository_variant(model: ModelDir, root: Path, dynamic: bool) -> Path:
@@ -112,14 +114,28 @@ def edge_points(mode: str, model: ModelDir, repository: Path, server_args: list[
                 x: np.ndarray) -> list[Point]:
     server = EdgeServerProcess(repository, repository / "server.log", "--threads", str(args.threads),
                                *server_args).start()
-    try:
-        def make_call():
-            backend = EdgeBackend(server.url, model.manifest)
-            backend.infer(x, timeout_s=10)  # connect before timing
-            return lambda: backend.infer(x, timeout_s=10)
+    stats = triton.InferenceServerClient(server.url)
 
-        return [measure(mode, c, args.batch, make_call, args.duration, args.warmup) for c in args.clients]
+    def rows_and_executions() -> tuple[int, int]:
+        (entry,) = stats.get_inference_statistics(model.name).model_stats
+        return entry.inference_count, entry.execution_count
+
+    def make_call():
+        backend = EdgeBackend(server.url, model.manifest)
+        backend.infer(x, timeout_s=10)  # connect before timing
+        return lambda: backend.infer(x, timeout_s=10)
+
+    points = []
+    try:
+        for clients in args.clients:
+            rows, executions = rows_and_executions()
+            point = measure(mode, clients, args.batch, make_call, args.duration, args.warmup)
+            rows_after, executions_after = rows_and_executions()
+            point.mean_batch = (rows_after - rows) / max(executions_after - executions, 1)
+            points.append(point)
+        return points
     finally:
+        stats.close()
         server.stop()
 
 
@@ -155,10 +171,10 @@ def verdict(points: list[Point], args) -> dict[str, object]:
 
 def print_table(points: list[Point]) -> None:
     print(f"{'mode':<20} {'clients':>7} {'batch':>5} {'req/s':>9} {'img/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
-          f"{'errors':>6}")
+          f"{'rows/exec':>9} {'errors':>6}")
     for p in points:
         print(f"{p.mode:<20} {p.clients:>7} {p.batch:>5} {p.requests_per_s:>9.1f} {p.images_per_s:>9.1f} "
-              f"{p.p50_ms:>8.2f} {p.p99_ms:>8.2f} {p.errors:>6}")
+              f"{p.p50_ms:>8.2f} {p.p99_ms:>8.2f} {p.mean_batch:>9.1f} {p.errors:>6}")
 
 
 def main(argv: list[str] | None = None) -> int:
