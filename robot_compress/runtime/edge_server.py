@@ -91,7 +91,8 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         return service_pb2.ServerReadyResponse(ready=not self.draining.is_set())
 
     def ServerMetadata(self, request, context):
-        return service_pb2.ServerMetadataResponse(name=SERVER_NAME, version=__version__, extensions=[])
+        return service_pb2.ServerMetadataResponse(name=SERVER_NAME, version=__version__,
+                                                      extensions=["model_configuration", "statistics"])
 
     def ModelReady(self, request, context):
         found = self._find(request.name, request.version) is not None
