@@ -1,0 +1,96 @@
+"""What the perception node publishes, built from router results and statistics.
+
+`~/classification` is `vision_msgs/Classification` where vision_msgs is installed, else a
+`std_msgs/String` holding JSON with the same fields plus the routing facts (backend, latency,
+router state). With vision_msgs, the routing facts of each frame go to `~/route` as that JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from std_msgs.msg import String
+
+from robot_compress.runtime.classification import Prediction
+from robot_compress.runtime.router import RouteResult, RouterState, RouterStats
+
+try:
+    from vision_msgs.msg import Classification, ObjectHypothesis
+except ImportError:
+    Classification = ObjectHypothesis = None
+
+HAVE_VISION_MSGS = Classification is not None
+CLASSIFICATION_TYPE = Classification if HAVE_VISION_MSGS else String
+
+
+def result_record(result: RouteResult, header, prediction: Prediction | None) -> dict[str, Any]:
+    """The JSON form of one frame's result (the std_msgs/String payload)."""
+    record: dict[str, Any] = {
+        "stamp": {"sec": header.stamp.sec, "nanosec": header.stamp.nanosec},
+        "frame_id": header.frame_id,
+        "seq": result.seq,
+        "backend": result.backend,
+        "state": result.state.value,
+        "latency_ms": round(result.latency_ms, 3),
+        "inference_ms": round(result.inference_ms, 3),
+        "edge_failure": result.edge_failure,
+        "hedged": result.hedged,
+        "error": result.error,
+    }
+    if prediction is not None:
+        record.update(class_id=prediction.class_id, label=prediction.label, score=prediction.score,
+                      top_k=[[label, score] for label, score in prediction.top_k])
+    return record
+
+
+def json_message(record: dict[str, Any]) -> String:
+    return String(data=json.dumps(record, separators=(",", ":")))
+
+
+def classification_message(result: RouteResult, header, prediction: Prediction | None):
+    """The `~/classification` message for one result, in whichever type this robot has."""
+    if not HAVE_VISION_MSGS:
+        return json_message(result_record(result, header, prediction))
+    msg = Classification()
+    msg.header = header
+    if prediction is not None:
+        msg.results = [ObjectHypothesis(class_id=label, score=float(score)) for label, score in prediction.top_k]
+    return msg
+
+
+def _ms(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}"
+
+
+def diagnostics_message(stamp, stats: RouterStats, counters: dict[str, int], edge_configured: bool,
+                        hardware_id: str) -> DiagnosticArray:
+    """One DiagnosticStatus for the router: WARN while the edge is configured but not in use."""
+    degraded = edge_configured and stats.state is not RouterState.EDGE
+    level = DiagnosticStatus.WARN if degraded or stats.answers.get("none") else DiagnosticStatus.OK
+    reason = stats.last_event.reason if stats.last_event else ""
+    values = {
+        "state": stats.state.value,
+        "state_reason": reason,
+        "forced_local": str(stats.forced_local).lower(),
+        "edge_rtt_p50_ms": _ms(stats.edge_rtt_p50_ms),
+        "edge_rtt_p99_ms": _ms(stats.edge_rtt_p99_ms),
+        "local_latency_p50_ms": _ms(stats.local_p50_ms),
+        "local_latency_p99_ms": _ms(stats.local_p99_ms),
+        "last_probe_ms": _ms(stats.last_probe_ms),
+        **{k: str(v) for k, v in counters.items()},
+        "answers_edge": str(stats.answers.get("edge", 0)),
+        "answers_local": str(stats.answers.get("local", 0)),
+        "answers_failed": str(stats.answers.get("none", 0)),
+        "failovers": str(stats.failovers),
+        "late_edge_answers_dropped": str(stats.late_edge_dropped),
+        "hedged": str(stats.hedged),
+        **{f"edge_failures_{k}": str(v) for k, v in sorted(stats.edge_failures.items())},
+    }
+    status = DiagnosticStatus(level=level, name="perception_node: router", hardware_id=hardware_id,
+                              message=f"{stats.state.value} ({reason})",
+                              values=[KeyValue(key=k, value=v) for k, v in values.items()])
+    array = DiagnosticArray(status=[status])
+    array.header.stamp = stamp
+    return array

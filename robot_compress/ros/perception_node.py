@@ -1,0 +1,199 @@
+"""The perception node: camera frames in, one classification per frame out, edge or on-robot.
+
+A thin rclpy shell over runtime/router.py. The executor thread only counts frames and hands them
+to a bounded queue (newest frame wins); one inference thread converts, preprocesses, routes and
+publishes. Parameters are declared from runtime/perception_config.py and are read-only: they are
+read once at start and validated there, with errors that name the parameter.
+
+Topics: `image` (sensor_msgs/Image) and `image/compressed` (sensor_msgs/CompressedImage) in;
+`~/classification`, `~/backend` (transient-local), `/diagnostics` out; service `~/force_local`.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from pathlib import Path
+
+import rclpy
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import String
+from std_srvs.srv import SetBool
+
+from robot_compress.ros import messages
+from robot_compress.ros.image_conversion import compressed_to_array, image_to_array
+from robot_compress.runtime.classification import predictions
+from robot_compress.runtime.errors import RobotCompressError
+from robot_compress.runtime.frame_queue import LatestFrameQueue
+from robot_compress.runtime.local_backend import LocalBackend
+from robot_compress.runtime.perception_config import ConfigError, PerceptionConfig, settings
+from robot_compress.runtime.preprocess import preprocess
+from robot_compress.runtime.router import Router, RouterEvent, RouterState
+
+NODE_NAME = "perception_node"
+REPO = Path(__file__).resolve().parents[2]
+BAD_INPUT_LOG_PERIOD_S = 5.0
+
+
+def resolve_model_dir(path: str) -> Path:
+    """A model directory as given, else relative to the source tree, else to the installed share."""
+    for candidate in (Path(path), REPO / path):
+        if candidate.is_dir():
+            return candidate
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        return Path(get_package_share_directory("robot_compress")) / path
+    except (ImportError, LookupError, OSError):  # not installed with colcon / no AMENT_PREFIX_PATH
+        return Path(path)
+
+
+def _descriptor(f) -> ParameterDescriptor:
+    low, high = f.metadata.get("range", (None, None))
+    descriptor = ParameterDescriptor(description=f.metadata["description"], read_only=True)
+    if low is not None and isinstance(f.default, float):
+        descriptor.floating_point_range = [FloatingPointRange(from_value=float(low), to_value=float(high))]
+    elif low is not None:
+        descriptor.integer_range = [IntegerRange(from_value=int(low), to_value=int(high), step=1)]
+    return descriptor
+
+
+class PerceptionNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__(NODE_NAME, **kwargs)
+        self.config = self._read_parameters()
+        node_cfg = self.config.node
+        self._counters = {"frames_in": 0, "frames_out": 0, "frames_dropped": 0, "bad_input": 0}
+        self._count_lock = threading.Lock()
+        self.local = LocalBackend(resolve_model_dir(node_cfg.local_model), threads=node_cfg.local_threads)
+        self.manifest = self.local.manifest
+        self.edge = self._make_edge() if node_cfg.edge_url else None
+
+        self.result_pub = self.create_publisher(messages.CLASSIFICATION_TYPE, "~/classification", 100)
+        self.route_pub = self.create_publisher(String, "~/route", 100) if messages.HAVE_VISION_MSGS else None
+        latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL,
+                             reliability=ReliabilityPolicy.RELIABLE)
+        self.backend_pub = self.create_publisher(String, "~/backend", latched)
+        self.diag_pub = self.create_publisher(messages.DiagnosticArray, "/diagnostics", 10)
+
+        self.router = Router(self.local, self.edge, self.config.router, on_event=self._on_router_event)
+        self.queue = LatestFrameQueue(node_cfg.queue_size)
+        self._worker = threading.Thread(target=self._work, name="perception-inference", daemon=True)
+        self._worker.start()
+
+        self.create_subscription(Image, "image", lambda m: self._enqueue(m, image_to_array), qos_profile_sensor_data)
+        self.create_subscription(CompressedImage, "image/compressed",
+                                 lambda m: self._enqueue(m, compressed_to_array), qos_profile_sensor_data)
+        self.create_service(SetBool, "~/force_local", self._force_local)
+        self.create_timer(node_cfg.diagnostics_period_s, self._publish_diagnostics)
+        self.get_logger().info(
+            f"local model {self.local.model.root} ({self.manifest.name}), edge "
+            f"{node_cfg.edge_url + ' model ' + node_cfg.edge_model if self.edge else 'off'}, "
+            f"deadline {self.config.router.deadline_ms:g} ms, result type {messages.CLASSIFICATION_TYPE.__name__}")
+
+    def _read_parameters(self) -> PerceptionConfig:
+        values = {}
+        for f in settings():
+            try:
+                self.declare_parameter(f.name, f.default, _descriptor(f))
+            except Exception as exc:  # rclpy raises one of several exception types per problem
+                low, high = f.metadata.get("range", (None, None))
+                accepts = f"{type(f.default).__name__}" + (f" in [{low:g}, {high:g}]" if low is not None else "")
+                raise ConfigError(f"parameter '{f.name}' rejected ({type(exc).__name__}: {exc}); it accepts "
+                                  f"{accepts} -- {f.metadata['description']}") from exc
+            values[f.name] = self.get_parameter(f.name).value
+        return PerceptionConfig.from_flat(values)
+
+    def _make_edge(self):
+        from robot_compress.runtime.edge_client import EdgeBackend
+
+        node_cfg = self.config.node
+        return EdgeBackend(node_cfg.edge_url, self.manifest, model_name=node_cfg.edge_model,
+                           token=node_cfg.edge_token or None,
+                           probe_timeout_s=self.config.router.probe_timeout_ms / 1000.0)
+
+    # --- executor thread -------------------------------------------------------------------------
+
+    def _count(self, key: str, n: int = 1) -> None:
+        with self._count_lock:
+            self._counters[key] += n
+
+    def _enqueue(self, msg, convert) -> None:
+        self._count("frames_in")
+        self.queue.put((msg, convert))
+
+    def _force_local(self, request, response):
+        self.router.force_local(request.data)
+        response.success = True
+        response.message = f"force_local={request.data}; state {self.router.state.value}"
+        return response
+
+    def _on_router_event(self, event: RouterEvent) -> None:
+        log = self.get_logger().warning if event.state is RouterState.LOCAL and event.previous else \
+            self.get_logger().info
+        log(f"router {event.previous.value if event.previous else '-'} -> {event.state.value}: "
+            f"{event.reason}{' (' + event.detail + ')' if event.detail else ''}")
+        self.backend_pub.publish(String(data="edge" if event.state is RouterState.EDGE else "local"))
+
+    def _publish_diagnostics(self) -> None:
+        with self._count_lock:
+            counters = dict(self._counters, frames_dropped=self.queue.dropped)
+        self.diag_pub.publish(messages.diagnostics_message(
+            self.get_clock().now().to_msg(), self.router.stats(), counters, self.edge is not None,
+            self.get_fully_qualified_name()))
+
+    # --- inference thread ------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while (item := self.queue.get()) is not None:
+            msg, convert = item
+            try:
+                image, encoding = convert(msg)
+                batch = preprocess(image, encoding, self.manifest.preprocessing)
+            except RobotCompressError as exc:
+                self._count("bad_input")
+                self.get_logger().warning(f"bad frame skipped: {exc}", throttle_duration_sec=BAD_INPUT_LOG_PERIOD_S)
+                continue
+            result = self.router.classify(batch, stamp=msg.header)
+            prediction = None
+            if result.logits is not None:
+                (prediction,) = predictions(result.logits, self.manifest.labels, k=self.config.node.top_k)
+            self.result_pub.publish(messages.classification_message(result, msg.header, prediction))
+            if self.route_pub is not None:
+                self.route_pub.publish(messages.json_message(messages.result_record(result, msg.header, None)))
+            self._count("frames_out")
+
+    def close(self) -> None:
+        self.queue.close()
+        self._worker.join(timeout=5.0)
+        self.router.close()
+        if self.edge is not None:
+            self.edge.close()
+        self.local.close()
+
+
+def main(args: list[str] | None = None) -> int:
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = PerceptionNode()
+        rclpy.spin(node)
+    except (ConfigError, RobotCompressError) as exc:
+        print(f"{NODE_NAME}: error: {exc}", file=sys.stderr)
+        return 2
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.close()
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

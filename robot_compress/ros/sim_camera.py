@@ -1,0 +1,182 @@
+"""A simulated camera: frames from CIFAR-10 npz files, an image folder or a video at `rate_hz`.
+
+Each frame is upscaled with INTER_NEAREST to a camera-like size (default 640x480), so the node's
+INTER_AREA downscale to the model's input gives back the dataset's pixels exactly (when the size
+is a whole multiple of it) and end-to-end accuracy matches the offline evaluation.
+
+Ground truth: for every image published on `image` (or JPEG on `image/compressed` with
+`compressed:=true`), a `std_msgs/String` on `~/ground_truth` (reliable) holds JSON
+`{"stamp": {"sec", "nanosec"}, "index", "class_id", "label"}` with the image's header stamp,
+so a listener joins results to truth by stamp. Video frames have class_id -1 and label "".
+The node exits by itself after `count` frames (0 = the source once, or forever with `loop`).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import rclpy
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import String
+
+from robot_compress.ros.image_conversion import array_to_image
+from robot_compress.runtime.datasets import load_labelled_images
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm")
+
+
+def labelled_frames(source: str, limit: int, loop: bool) -> Iterator[tuple[int, np.ndarray, int, str]]:
+    """(index, RGB HxWx3 uint8, class_id, label) from a dataset or video, `limit` frames at most."""
+    path = Path(source)
+    if path.suffix.lower() in VIDEO_SUFFIXES:
+        frames = _video_frames(path)
+    else:
+        data = load_labelled_images(path, split="test")
+
+        def once():
+            return ((img, int(y), data.label_names[int(y)]) for img, y in zip(data.images, data.labels, strict=True))
+
+        frames = _cycle(once) if loop else once()
+    for index, (image, class_id, label) in enumerate(frames):
+        if limit and index >= limit:
+            return
+        yield index, image, class_id, label
+
+
+def _cycle(make):
+    while True:
+        yield from make()
+
+
+def _video_frames(path: Path):
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise FileNotFoundError(f"cannot open video {path}")
+    try:
+        while True:
+            ok, bgr = capture.read()
+            if not ok:
+                return
+            yield bgr[:, :, ::-1], -1, ""
+    finally:
+        capture.release()
+
+
+PARAMETERS = {
+    # name: (default, description, range)
+    "source": ("", "CIFAR-10 .npz file, image folder (<class>/<image>) or video file", None),
+    "rate_hz": (10.0, "frames per second", (0.1, 1000.0)),
+    "width": (640, "published image width (INTER_NEAREST upscale)", (1, 8192)),
+    "height": (480, "published image height", (1, 8192)),
+    "encoding": ("rgb8", "rgb8 or bgr8 (ignored with compressed)", None),
+    "compressed": (False, "publish JPEG sensor_msgs/CompressedImage on image/compressed instead", None),
+    "count": (0, "frames to publish, then exit (0 = the source once, or forever with loop)", (0, 10**9)),
+    "loop": (False, "start the dataset again at its end", None),
+    "wait_for_subscribers": (0, "wait until this many subscribers see the image topic before publishing",
+                             (0, 100)),
+    "wait_for_truth_subscribers": (0, "also wait until this many subscribers see ~/ground_truth", (0, 100)),
+    "settle_s": (0.5, "after the subscribers appear, wait this long: DDS matches a publisher to a new "
+                 "subscriber before the subscriber matches back, and best-effort frames sent in between are lost",
+                 (0.0, 60.0)),
+    "frame_id": ("camera", "header.frame_id of the images", None),
+}
+
+
+def _descriptor(description: str, value_range) -> ParameterDescriptor:
+    descriptor = ParameterDescriptor(description=description, read_only=True)
+    if value_range and isinstance(value_range[0], float):
+        descriptor.floating_point_range = [FloatingPointRange(from_value=value_range[0], to_value=value_range[1])]
+    elif value_range:
+        descriptor.integer_range = [IntegerRange(from_value=value_range[0], to_value=value_range[1], step=1)]
+    return descriptor
+
+
+class SimCamera(Node):
+    def __init__(self, **kwargs):
+        super().__init__("sim_camera", **kwargs)
+        p = {name: self.declare_parameter(name, default, _descriptor(desc, rng)).value
+             for name, (default, desc, rng) in PARAMETERS.items()}
+        if not p["source"]:
+            raise ValueError("parameter 'source' is required (a CIFAR-10 .npz, an image folder or a video file)")
+        if p["encoding"] not in ("rgb8", "bgr8"):
+            raise ValueError(f"parameter 'encoding' must be rgb8 or bgr8, got {p['encoding']!r}")
+        self.p = p
+        self.frames = labelled_frames(p["source"], p["count"], p["loop"])
+        if p["compressed"]:
+            self.image_pub = self.create_publisher(CompressedImage, "image/compressed", qos_profile_sensor_data)
+        else:
+            self.image_pub = self.create_publisher(Image, "image", qos_profile_sensor_data)
+        self.truth_pub = self.create_publisher(String, "~/ground_truth", 1000)
+        self.published = 0
+        self.done = False
+        self._start_at: float | None = None
+        self.timer = self.create_timer(1.0 / p["rate_hz"], self._tick)
+
+    def _tick(self) -> None:
+        if self._start_at is None:
+            waiting = (self.image_pub.get_subscription_count() < self.p["wait_for_subscribers"]
+                       or self.truth_pub.get_subscription_count() < self.p["wait_for_truth_subscribers"])
+            if waiting:
+                return
+            waited = self.p["wait_for_subscribers"] or self.p["wait_for_truth_subscribers"]
+            self._start_at = time.monotonic() + (self.p["settle_s"] if waited else 0.0)
+        if time.monotonic() < self._start_at:
+            return
+        item = next(self.frames, None)
+        if item is None:
+            self.done = True
+            return
+        index, rgb, class_id, label = item
+        frame = cv2.resize(rgb, (self.p["width"], self.p["height"]), interpolation=cv2.INTER_NEAREST)
+        stamp = self.get_clock().now().to_msg()
+        msg = self._to_message(frame)
+        msg.header.stamp, msg.header.frame_id = stamp, self.p["frame_id"]
+        self.image_pub.publish(msg)
+        self.truth_pub.publish(String(data=json.dumps(
+            {"stamp": {"sec": stamp.sec, "nanosec": stamp.nanosec}, "index": index, "class_id": class_id,
+             "label": label})))
+        self.published += 1
+
+    def _to_message(self, rgb: np.ndarray):
+        if self.p["compressed"]:
+            ok, jpeg = cv2.imencode(".jpg", rgb[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
+            msg = CompressedImage(format="jpeg")
+            msg.data = jpeg.tobytes()
+            return msg
+        pixels = rgb if self.p["encoding"] == "rgb8" else rgb[:, :, ::-1]
+        return array_to_image(pixels, self.p["encoding"], Image())
+
+
+def main(args: list[str] | None = None) -> int:
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = SimCamera()
+        while rclpy.ok() and not node.done:
+            rclpy.spin_once(node, timeout_sec=0.1)
+        time.sleep(0.2)  # let the last messages leave before the publishers go away
+        node.get_logger().info(f"published {node.published} frames")
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"sim_camera: error: {exc}", file=sys.stderr)
+        return 2
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
