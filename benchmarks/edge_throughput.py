@@ -153,19 +153,22 @@ def ort_points(model: ModelDir, args, x: np.ndarray) -> list[Point]:
 
 
 def verdict(points: list[Point], args) -> dict[str, object]:
-    """The issue's two targets, against ort_concurrent (same threads, same batch size)."""
+    """The issue's two targets. Throughput: against ort_concurrent (same clients, same batch size per
+    request), and for information against ort_batched (what ideal batching could reach). p50: against
+    the lower of the two in-process p50s at the fewest clients (the same work when that is 1)."""
     by = {(p.mode, p.clients): p for p in points}
     out: dict[str, object] = {}
     most, fewest = max(args.clients), min(args.clients)
+    base_p50 = min(by[("ort_concurrent", fewest)].p50_ms, by[("ort_batched", fewest)].p50_ms)
     for mode in ("edge_dynamic", "edge_dynamic_strict", "edge_no_batching"):
-        if (mode, most) in by:
-            ratio = by[(mode, most)].images_per_s / by[("ort_concurrent", most)].images_per_s
-            out[f"{mode}_throughput_ratio_at_{most}"] = round(ratio, 3)
-            out[f"{mode}_throughput_target_met"] = ratio >= TARGET_THROUGHPUT_RATIO
-        if (mode, fewest) in by:
-            overhead = by[(mode, fewest)].p50_ms - by[("ort_concurrent", fewest)].p50_ms
-            out[f"{mode}_p50_overhead_ms_at_{fewest}"] = round(overhead, 3)
-            out[f"{mode}_p50_target_met"] = overhead <= TARGET_P50_OVERHEAD_MS
+        ratio = by[(mode, most)].images_per_s / by[("ort_concurrent", most)].images_per_s
+        out[f"{mode}_throughput_ratio_at_{most}"] = round(ratio, 3)
+        out[f"{mode}_throughput_target_met"] = ratio >= TARGET_THROUGHPUT_RATIO
+        out[f"{mode}_throughput_ratio_to_ort_batched_at_{most}"] = round(
+            by[(mode, most)].images_per_s / by[("ort_batched", most)].images_per_s, 3)
+        overhead = by[(mode, fewest)].p50_ms - base_p50
+        out[f"{mode}_p50_overhead_ms_at_{fewest}"] = round(overhead, 3)
+        out[f"{mode}_p50_target_met"] = overhead <= TARGET_P50_OVERHEAD_MS
     return out
 
 

@@ -277,6 +277,7 @@ class EdgeServer:
 
     def __init__(self, config: ServerConfig):
         self.config = config
+        credentials = _server_credentials(config.tls) if config.tls else None  # bad files fail before loading
         self.models = load_repository(config.repository, threads=config.threads,
                                       default_queue_size=config.default_queue_size,
                                       adaptive_delay=config.adaptive_delay)
@@ -292,6 +293,9 @@ class EdgeServer:
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.min_recv_ping_interval_without_data_ms", 1000),
             ("grpc.http2.max_ping_strikes", 0),
+            # And ping clients too, so the connections of robots that vanished are closed.
+            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.keepalive_timeout_ms", 10_000),
         ]
         interceptors = [TokenInterceptor(config.token)] if config.token else []
         self._server = grpc.server(ThreadPoolExecutor(max_workers=config.max_concurrent_rpcs,
@@ -301,7 +305,7 @@ class EdgeServer:
         service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(self.servicer, self._server)
         address = f"{config.host}:{config.port}"
         try:
-            self.port = (self._server.add_secure_port(address, _server_credentials(config.tls)) if config.tls
+            self.port = (self._server.add_secure_port(address, credentials) if credentials
                          else self._server.add_insecure_port(address))
         except RuntimeError as exc:
             stop_all(self.models)

@@ -77,3 +77,14 @@ def test_port_in_use_is_a_clear_error(edge_server, edge_repository):
 def test_empty_repository_is_a_clear_error(tmp_path):
     result = run_cli("--model-repository", str(tmp_path), "--port", "0")
     assert result.returncode == 2 and "holds no model directories" in result.stderr
+
+
+def test_missing_tls_file_is_a_clear_error(edge_repository, tmp_path):
+    result = run_cli("--model-repository", str(edge_repository), "--port", "0",
+                     "--tls-cert", str(tmp_path / "nope.pem"), "--tls-key", str(tmp_path / "nope.key"))
+    assert result.returncode == 2 and "nope" in result.stderr
+
+
+def test_tls_key_without_cert_is_a_usage_error(edge_repository, tmp_path):
+    result = run_cli("--model-repository", str(edge_repository), "--port", "0", "--tls-key", str(tmp_path / "k"))
+    assert result.returncode == 2 and "--tls-cert and --tls-key" in result.stderr
