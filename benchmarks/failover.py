@@ -33,7 +33,7 @@ from robot_compress.faults.scenarios import scenarios  # noqa: E402
 
 COLUMNS = [  # header, metric key, format
     ("scenario", "scenario", "{}"), ("class", "fault_class", "{}"), ("frames", "frames_published", "{}"),
-    ("lost", "lost", "{}"), ("dup", "duplicated", "{}"), ("p50 ms", "latency_p50_ms", "{:.1f}"),
+    ("lost", "lost", "{}"), ("in transport", "lost_in_transport", "{}"), ("dup", "duplicated", "{}"), ("p50 ms", "latency_p50_ms", "{:.1f}"),
     ("p99 ms", "latency_p99_ms", "{:.1f}"), ("max ms", "latency_max_ms", "{:.1f}"),
     ("1st local ms", "first_local_after_fault_ms", "{:.0f}"), ("hit e2e ms", "first_hit_e2e_ms", "{:.1f}"),
     ("to edge ms", "back_to_edge_ms", "{:.0f}"), ("edge %", "edge_fraction", "{:.0%}"),
@@ -96,7 +96,8 @@ def main() -> int:
     for scenario in chosen:
         os.environ["ROS_DOMAIN_ID"] = str(1 + (os.getpid() + len(rows)) % 200)
         run = run_scenario(scenario, config, out / scenario.name)
-        metrics, limits = analyze(run), bounds(run, local_p99)
+        metrics = analyze(run)
+        limits = bounds(run, metrics, local_p99)
         missed = violations(metrics, limits)
         plot_timeline(run, metrics, out / f"{scenario.name}.png")
         rows.append(metrics.to_dict())

@@ -8,6 +8,7 @@ when it took effect. No ROS import here: every ROS part is a separate process.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -24,6 +25,8 @@ from robot_compress.faults.scenarios import Scenario, Step
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
+# Steps whose fault begins or ends only once they finish: a server listening, a flood running.
+TAKES_EFFECT_WHEN_DONE = frozenset({"start_edge", "flood"})
 
 
 @dataclass(frozen=True)
@@ -157,7 +160,7 @@ class ScenarioRun:
 
     # --- steps ----------------------------------------------------------------------------------
     def _do(self, step: Step) -> None:
-        """Carry out one step and stamp it: when it began, or for start_edge when the server listens."""
+        """Carry out one step and stamp it when it took effect."""
         began = time.time()
         bed, args = self.bed, step.args
         action = step.action
@@ -188,7 +191,7 @@ class ScenarioRun:
             self.flood.wait(timeout=10)
         elif action == "swap_edge":
             self._wrong_edge()
-        self.actions.append((time.time() if action == "start_edge" else began, action))
+        self.actions.append((time.time() if action in TAKES_EFFECT_WHEN_DONE else began, action))
 
     # --- the whole run --------------------------------------------------------------------------
     def run(self) -> RunRecord:
@@ -238,10 +241,13 @@ class ScenarioRun:
             if any(r["kind"] == "result" for r in self.tail.poll()):
                 quiet_until = time.monotonic() + self.config.drain_s
             if sum(r["kind"] == "result" for r in self.tail.records) >= frames:
-                time.sleep(0.3)  # a duplicate, if any, would come now
-                self.tail.poll()
-                return
+                break
             time.sleep(0.05)
+        # A duplicate, if any, would come now; and the node's final counters with its next diagnostics.
+        last_result = max((r["t"] for r in self.tail.records if r["kind"] == "result"), default=0.0)
+        with contextlib.suppress(TimeoutError):  # else: the counters of the previous diagnostics
+            self.tail.wait_for(lambda r: r["kind"] == "diagnostics" and r["t"] > last_result + 0.3,
+                               timeout_s=3.0, what="diagnostics after the last result")
 
 
 def run_scenario(scenario: Scenario, config: RunConfig, directory: Path) -> RunRecord:

@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rclpy.init()
     node = rclpy.create_node("fault_recorder")
-    out = open(args.out, "a", buffering=1)  # noqa: SIM115 - closed below, after spinning stops
+    out = open(args.out, "w", buffering=1)  # noqa: SIM115 - closed below, after spinning stops
 
     def write(kind: str, **fields) -> None:
         out.write(json.dumps({"kind": kind, "t": time.time(), **fields}) + "\n")

@@ -38,7 +38,7 @@ def test_every_frame_is_answered_within_the_bounds(scenario, run_config, local_p
     run = ScenarioRun(scenario, run_config, bed, tmp_path).run()
     metrics = analyze(run)
     summary = {k: v for k, v in metrics.to_dict().items() if k not in ("fault_start", "fault_end")}
-    assert violations(metrics, bounds(run, local_p99_ms)) == [], f"{summary} (logs: {tmp_path})"
+    assert violations(metrics, bounds(run, metrics, local_p99_ms)) == [], f"{summary} (logs: {tmp_path})"
     assert metrics.frames_published == round(scenario.duration_s * run_config.rate_hz)
     assert metrics.backends.get("local", 0) > 0 and metrics.backends.get("edge", 0) > 0, summary
     if scenario.fault_class == BAD_ANSWER:
