@@ -64,6 +64,7 @@ class ScenarioMetrics:
     back_to_edge_ms: float | None  # fault end -> first edge result for a frame stamped after it
     edge_fraction: float
     min_local_dwell_ms: float | None  # shortest failover -> back-to-edge interval
+    spurious_failovers: int  # switches to local after the first frame but before the fault
     returns_to_edge: int
     top1: float | None
     top1_edge: float | None
@@ -118,6 +119,7 @@ def analyze(run: RunRecord) -> ScenarioMetrics:
         back_to_edge_ms=(back["t"] - fault_end) * 1000 if back else None,
         edge_fraction=sum(r["backend"] == "edge" for r in results) / len(results) if results else 0.0,
         min_local_dwell_ms=min(dwell, default=None), returns_to_edge=len(dwell),
+        spurious_failovers=_failovers_between(by_kind.get("backend", []), run.t0, fault_start),
         top1=_accuracy(pairs["all"]), top1_edge=_accuracy(pairs["edge"]), top1_local=_accuracy(pairs["local"]),
         backends=dict(Counter(r["backend"] for r in results)),
         edge_failures=dict(Counter(r["edge_failure"] for r in results if r.get("edge_failure"))),
@@ -126,6 +128,16 @@ def analyze(run: RunRecord) -> ScenarioMetrics:
 
 def _int(value: str | None) -> int | None:
     return int(value) if value not in (None, "") else None
+
+
+def _failovers_between(backend_records: list[dict], start: float, end: float) -> int:
+    """Switches from edge to local received in [start, end): with a healthy link, each is a false alarm."""
+    previous, count = None, 0
+    for record in backend_records:
+        if previous == "edge" and record["backend"] == "local" and start <= record["t"] < end:
+            count += 1
+        previous = record["backend"]
+    return count
 
 
 def _local_dwells(backend_records: list[dict], t0: float) -> list[float]:

@@ -129,6 +129,9 @@ class ScenarioRun:
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         # ament_index raises when AMENT_PREFIX_PATH is unset (pip install, no ROS workspace).
         self.env.setdefault("AMENT_PREFIX_PATH", sys.prefix)
+        # The project's Fast DDS profile (camera-sized frames stay in shared memory), as launched.
+        if (REPO / "config" / "fastdds.xml").is_file():
+            self.env.setdefault("FASTRTPS_DEFAULT_PROFILES_FILE", str(REPO / "config" / "fastdds.xml"))
 
     def _spawn(self, side: str, name: str, argv: list[str]) -> subprocess.Popen:
         log = (self.dir / f"{name}.log").open("a")
