@@ -11,13 +11,13 @@ import yaml
 SIZE = 16  # image side: small enough for seconds per epoch, large enough for two stride-2 stages
 
 
-def synthetic_images(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def synthetic_images(count: int, seed: int, size: int = SIZE) -> tuple[np.ndarray, np.ndarray]:
     """Learnable 10-class images: each class has its own colour and bright quadrant, plus noise."""
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, 10, count).astype(np.uint8)
     colours = np.random.default_rng(123).integers(40, 215, (10, 3))
-    images = rng.normal(0, 25, (count, SIZE, SIZE, 3)) + colours[labels][:, None, None, :]
-    half = SIZE // 2
+    images = rng.normal(0, 25, (count, size, size, 3)) + colours[labels][:, None, None, :]
+    half = size // 2
     for i, label in enumerate(labels):
         row, col = divmod(int(label) % 4, 2)
         images[i, row * half:(row + 1) * half, col * half:(col + 1) * half] += 60 if label < 4 else -60
