@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from robot_compress.faults.analysis import analyze, bounds, plot_timeline, violations  # noqa: E402
-from robot_compress.faults.experiment import RunConfig, local_latency_ms, run_scenario  # noqa: E402
+from robot_compress.faults.experiment import NODE_PARAMS, RunConfig, local_latency_ms, run_scenario  # noqa: E402
 from robot_compress.faults.netns import missing_requirements  # noqa: E402
 from robot_compress.faults.scenarios import scenarios  # noqa: E402
 
@@ -86,7 +86,7 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     width, height = (int(v) for v in args.image_size.split("x"))
     config = RunConfig(source=args.source, rate_hz=args.rate, image_size=(width, height),
-                       node_params={"queue_size": 4, **dict(args.param)},
+                       node_params={**NODE_PARAMS, **dict(args.param)},
                        **({"node_command": tuple(args.node_command)} if args.node_command else {}))
     local_p50, local_p99 = local_latency_ms(config.local_model, config.source)
     print(f"local model {config.local_model.name}: p50 {local_p50:.2f} ms, p99 {local_p99:.2f} ms (1 thread, idle)")

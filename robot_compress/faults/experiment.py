@@ -25,6 +25,9 @@ from robot_compress.faults.scenarios import Scenario, Step
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
+# queue_size 3: a frame waiting out a black-hole deadline (60 ms) plus a scheduler stall must not
+# push newer frames out of the node's newest-wins queue (1 loses frames; see docs/FAULTS.md).
+NODE_PARAMS: dict[str, Any] = {"queue_size": 3}
 # Steps whose fault begins or ends only once they finish: a server listening, a flood running.
 TAKES_EFFECT_WHEN_DONE = frozenset({"start_edge", "flood"})
 
@@ -38,7 +41,7 @@ class RunConfig:
     image_size: tuple[int, int] = (32, 32)  # what sim_camera publishes (width, height)
     local_model: Path = REPO / "models" / "cifar10_resnet20"
     edge_model: Path = REPO / "models" / "cifar10_resnet56"
-    node_params: dict[str, Any] = field(default_factory=lambda: {"queue_size": 4})
+    node_params: dict[str, Any] = field(default_factory=lambda: dict(NODE_PARAMS))
     node_command: tuple[str, ...] = (str(BIN / "perception_node"),)  # e.g. a ROS install's lib/ path
     edge_port: int = 8001
     proxy_port: int = 8002
