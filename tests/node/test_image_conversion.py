@@ -1,0 +1,91 @@
+"""sensor_msgs <-> numpy without cv_bridge (not installed here): step padding, encodings, bad input."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from sensor_msgs.msg import CompressedImage, Image
+
+from robot_compress.ros import image_conversion
+from robot_compress.ros.image_conversion import array_to_image, compressed_to_array, image_to_array
+from robot_compress.runtime.errors import ImageError
+
+RNG = np.random.default_rng(0)
+
+
+def test_this_machine_has_no_cv_bridge_so_numpy_conversion_is_tested():
+    assert image_conversion._BRIDGE is None
+
+
+@pytest.mark.parametrize("encoding, channels", [("rgb8", 3), ("bgr8", 3), ("mono8", 1)])
+def test_round_trip(encoding, channels):
+    pixels = RNG.integers(0, 256, (5, 7, channels), dtype=np.uint8)
+    msg = array_to_image(pixels, encoding)
+    assert (msg.height, msg.width, msg.step, msg.encoding) == (5, 7, 7 * channels, encoding)
+    array, got_encoding = image_to_array(msg)
+    assert got_encoding == encoding and np.array_equal(array, pixels)
+
+
+def test_padded_rows_are_cut_to_the_width():
+    pixels = RNG.integers(0, 256, (4, 3, 3), dtype=np.uint8)
+    step = 3 * 3 + 7  # e.g. a driver aligning rows to 16 bytes
+    padded = np.full((4, step), 0xAB, dtype=np.uint8)
+    padded[:, :9] = pixels.reshape(4, 9)
+    msg = Image(height=4, width=3, encoding="rgb8", step=step)
+    msg.data = padded.tobytes()
+    array, _ = image_to_array(msg)
+    assert np.array_equal(array, pixels)
+
+
+def test_mono_from_a_two_dimensional_array():
+    msg = array_to_image(np.arange(12, dtype=np.uint8).reshape(3, 4), "mono8")
+    array, _ = image_to_array(msg)
+    assert array.shape == (3, 4, 1) and array[2, 3, 0] == 11
+
+
+def _image(encoding="rgb8", height=2, width=2, step=6, size=12):
+    msg = Image(height=height, width=width, encoding=encoding, step=step)
+    msg.data = bytes(size)
+    return msg
+
+
+@pytest.mark.parametrize("msg, message", [
+    (_image(encoding="16UC1"), "unsupported image encoding '16UC1'"),
+    (_image(encoding="rgba8"), "unsupported image encoding"),
+    (_image(height=0, size=0), "zero size"),
+    (_image(width=0, step=0, size=0), "zero size"),
+    (_image(size=11), "11 bytes, expected step 6 x height 2 = 12"),
+    (_image(size=0), "0 bytes"),
+    (_image(step=5, size=10), "step 5 is smaller than width 2 x 3"),
+])
+def test_bad_images_raise_image_error(msg, message):
+    with pytest.raises(ImageError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        image_to_array(msg)
+
+
+def test_compressed_jpeg_decodes_to_bgr():
+    bgr = np.zeros((16, 16, 3), dtype=np.uint8)
+    bgr[:, :, 2] = 255  # red in OpenCV's order
+    ok, jpeg = cv2.imencode(".jpg", bgr)
+    msg = CompressedImage(format="jpeg")
+    msg.data = jpeg.tobytes()
+    array, encoding = compressed_to_array(msg)
+    assert encoding == "bgr8" and array.shape == (16, 16, 3) and array[8, 8, 2] > 240 and array[8, 8, 0] < 15
+
+
+@pytest.mark.parametrize("payload", [b"", b"\xff\xd8\xff\xe0 not really a jpeg", bytes(100)])
+def test_corrupt_compressed_images_raise_image_error(payload):
+    msg = CompressedImage(format="jpeg")
+    msg.data = payload
+    with pytest.raises(ImageError):
+        compressed_to_array(msg)
+
+
+def test_array_to_image_rejects_wrong_arrays():
+    with pytest.raises(ImageError):
+        array_to_image(np.zeros((4, 4, 3), dtype=np.float32), "rgb8")
+    with pytest.raises(ImageError):
+        array_to_image(np.zeros((4, 4, 1), dtype=np.uint8), "rgb8")
+    with pytest.raises(ImageError, match="unsupported"):
+        array_to_image(np.zeros((4, 4, 3), dtype=np.uint8), "yuv422")
