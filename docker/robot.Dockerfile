@@ -5,6 +5,8 @@
 #   docker build -f docker/robot.Dockerfile -t robot_compress/robot .          (from the repository root)
 #   docker build -f docker/robot.Dockerfile --build-arg ROBOT_MODEL=robot_small -t robot_compress/robot .
 #   docker run --rm --net host robot_compress/robot                              (default: ros2 launch)
+#   docker run --rm --net host robot_compress/robot ros2 launch robot_compress perception.launch.py \
+#       edge_url:=edge-host:8001 image_topic:=/camera/image_raw local_model:=models/cifar10_resnet20
 #
 # Not built on the machine that wrote it (no Docker engine there); tests/packaging checks what can be
 # checked without one. See docs/DEPLOY.md.
@@ -63,13 +65,12 @@ RUN . "/opt/ros/${ROS_DISTRO}/setup.bash" \
  && test -f install/robot_compress/share/robot_compress/launch/perception.launch.py \
  && test -f "install/robot_compress/share/robot_compress/models/${ROBOT_MODEL}/config.pbtxt" \
  && python3 -c "import onnxruntime, tritonclient.grpc, cv2, cv_bridge, vision_msgs.msg, robot_compress.runtime" \
+ && python3 -c "import os, sys; from robot_compress.ros.launch_description import DEFAULTS; \
+        sys.exit(not os.path.isfile(DEFAULTS['params_file']) and 'launch default params_file missing')" \
  && if python3 -c "import torch" 2>/dev/null; then echo "torch must not be in the robot image" >&2; exit 1; fi
 
-# Launch files for the compose setup (remap the Gazebo camera onto the node's input).
-COPY docker/launch/ /opt/robot_compress/launch/
 COPY --chmod=755 docker/ros_entrypoint.sh /opt/robot_compress/ros_entrypoint.sh
 
-ENV RC_ROBOT_MODEL=/opt/robot_compress/ws/install/robot_compress/share/robot_compress/models/${ROBOT_MODEL}
 RUN useradd --create-home --uid 10001 robot
 USER 10001
 ENTRYPOINT ["/opt/robot_compress/ros_entrypoint.sh"]

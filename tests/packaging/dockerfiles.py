@@ -4,6 +4,7 @@ without a Docker engine or ROS' launch tools."""
 from __future__ import annotations
 
 import ast
+import importlib
 import json
 import re
 import shlex
@@ -238,18 +239,13 @@ def declared_launch_arguments(path: Path) -> set[str]:
             else:
                 computed = True
     if computed:
-        # Names come from a table: accept the identifier-like string constants of the launch file and
-        # of the robot_compress modules it imports (where such a table lives).
-        sources = [tree]
+        # Names come from a table in robot_compress (plain Python, importable without `launch`):
+        # take the `.name` of every entry of each ARGUMENTS table the launch file imports.
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("robot_compress"):
-                module = REPO / Path(*node.module.split("."))
-                for candidate in (module.with_suffix(".py"), module / "__init__.py"):
-                    if candidate.is_file():
-                        sources.append(ast.parse(candidate.read_text()))
-        for source in sources:
-            names |= {
-                n.value for n in ast.walk(source)
-                if isinstance(n, ast.Constant) and isinstance(n.value, str) and n.value.isidentifier()
-            }
+                module = importlib.import_module(node.module)
+                for alias in node.names:
+                    if alias.name == "ARGUMENTS":
+                        names |= {a.name for a in module.ARGUMENTS}
+        assert names, f"{path.name}: no argument names found (neither literal nor an imported ARGUMENTS table)"
     return names

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import ast
 import email
+import json
 import os
 import shutil
 import subprocess
 import sys
 import sysconfig
+import textwrap
 import zipfile
 from pathlib import Path
 
@@ -156,3 +158,32 @@ def test_every_console_script_points_at_an_installed_function(colcon_install, na
     tree = ast.parse(path.read_text())
     defined = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
     assert function in defined, f"{name} = {target}: {module} defines no {function}()"
+
+
+def test_launch_defaults_point_into_the_colcon_install(colcon_install, tmp_path):
+    """`ros2 launch robot_compress perception.launch.py` with no arguments (the robot image's CMD)
+    passes the default params_file to the node, and the node resolves its default local_model: both
+    must exist in an install, where there is no source tree next to the code."""
+    code = textwrap.dedent("""\
+        import json, os
+        from robot_compress.ros.launch_description import DEFAULTS, describe
+        from robot_compress.ros.perception_node import resolve_model_dir
+        import yaml
+        node = next(s for s in describe({}) if s.name == "perception_node")
+        exists = os.path.isfile(node.params_file)
+        local_model = yaml.safe_load(open(node.params_file))["perception_node"]["ros__parameters"][
+            "local_model"] if exists else "models/cifar10_resnet20"
+        print(json.dumps({"params_file": node.params_file, "exists": exists,
+                          "model": str(resolve_model_dir(local_model))}))
+        """)
+    env = {**os.environ, "PYTHONPATH": str(site_packages(colcon_install)), "AMENT_PREFIX_PATH": str(colcon_install)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                          env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    share = colcon_install / "share" / PACKAGE
+    assert found["exists"] and found["params_file"].startswith(str(share)), (
+        f"the launch file's default params_file {found['params_file']} is not in the install "
+        f"({share}/config): robot_compress/ros/launch_description.py must find config/ through the ament "
+        f"index when it is installed")
+    assert found["model"].startswith(str(share / "models")), found["model"]
