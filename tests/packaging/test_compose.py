@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .dockerfiles import DOCKER, REPO, Dockerfile, declared_launch_arguments
+from .dockerfiles import DOCKER, REPO, Dockerfile, console_scripts, declared_launch_arguments
 
 COMPOSE = DOCKER / "compose.yaml"
 
@@ -192,6 +192,7 @@ def test_robot_node_gets_the_sim_camera_the_edge_and_the_built_in_model(compose)
     specs = describe(launch_args(services["robot"]))
     assert [s.name for s in specs] == ["perception_node"], "only the node runs in the robot container"
     node = specs[0]
+    assert node.ros_node and node.executable in console_scripts(), f"{node.executable} is not a console script"
     # turtlebot3_gazebo bridges the Waffle camera to /camera/image_raw
     assert node.remappings["image"] == "/camera/image_raw"
     assert node.parameters["edge_url"] == "edge:8001"
