@@ -214,11 +214,12 @@ class ScenarioRun:
             edge_url = f"{EDGE_IP}:{cfg.proxy_port}"
         recorder = self._spawn("robot", "recorder", [sys.executable, "-m", "robot_compress.faults.recorder",
                                                      "--out", str(self.tail.path)])
-        _wait_for_text(self.dir / "recorder.log", "ready", cfg.startup_timeout_s, recorder)
         params = {"local_model": str(cfg.local_model), "edge_model": cfg.edge_model.name, "edge_url": edge_url,
                   **cfg.node_params}
+        # Started together: ~backend is transient-local, so the recorder gets the node's state late.
         node = self._spawn("robot", "perception_node", [
             *cfg.node_command, "--ros-args", *[a for k, v in params.items() for a in _ros_param(k, v)]])
+        _wait_for_text(self.dir / "recorder.log", "ready", cfg.startup_timeout_s, recorder)
         self.tail.wait_for(lambda r: r["kind"] == "backend" and r["backend"] == "edge", cfg.startup_timeout_s,
                            "switch to the edge after start")
         frames = round(scenario.duration_s * cfg.rate_hz)
