@@ -109,12 +109,15 @@ class PerceptionNode(Node):
         return PerceptionConfig.from_flat(values)
 
     def _make_edge(self):
-        from robot_compress.runtime.edge_client import EdgeBackend
+        """The gRPC channel retries a lost server at least as often as the router probes, so a
+        restarted edge is seen by the next probe, not after a long reconnect backoff."""
+        from robot_compress.runtime.edge_client import ChannelSettings, EdgeBackend
 
-        node_cfg = self.config.node
+        node_cfg, router_cfg = self.config.node, self.config.router
+        channel = ChannelSettings(max_reconnect_backoff_s=min(1.0, router_cfg.probe_period_ms / 1000.0))
         return EdgeBackend(node_cfg.edge_url, self.manifest, model_name=node_cfg.edge_model,
-                           token=node_cfg.edge_token or None,
-                           probe_timeout_s=self.config.router.probe_timeout_ms / 1000.0)
+                           token=node_cfg.edge_token or None, probe_timeout_s=router_cfg.probe_timeout_ms / 1000.0,
+                           channel=channel)
 
     # --- executor thread -------------------------------------------------------------------------
 
@@ -133,10 +136,12 @@ class PerceptionNode(Node):
         return response
 
     def _on_router_event(self, event: RouterEvent) -> None:
-        log = self.get_logger().warning if event.state is RouterState.LOCAL and event.previous else \
-            self.get_logger().info
-        log(f"router {event.previous.value if event.previous else '-'} -> {event.state.value}: "
-            f"{event.reason}{' (' + event.detail + ')' if event.detail else ''}")
+        text = (f"router {event.previous.value if event.previous else '-'} -> {event.state.value}: "
+                f"{event.reason}{' (' + event.detail + ')' if event.detail else ''}")
+        if event.state is RouterState.LOCAL and event.previous is not None:
+            self.get_logger().warning(text)
+        else:  # rclpy wants one severity per call site
+            self.get_logger().info(text)
         self.backend_pub.publish(String(data="edge" if event.state is RouterState.EDGE else "local"))
 
     def _publish_diagnostics(self) -> None:
