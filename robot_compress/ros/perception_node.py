@@ -102,7 +102,8 @@ class PerceptionNode(Node):
                 self.declare_parameter(f.name, f.default, _descriptor(f))
             except Exception as exc:  # rclpy raises one of several exception types per problem
                 low, high = f.metadata.get("range", (None, None))
-                accepts = f"{type(f.default).__name__}" + (f" in [{low:g}, {high:g}]" if low is not None else "")
+                kind = "a float (with a decimal point)" if isinstance(f.default, float) else type(f.default).__name__
+                accepts = kind + (f" in [{low:g}, {high:g}]" if low is not None else "")
                 raise ConfigError(f"parameter '{f.name}' rejected ({type(exc).__name__}: {exc}); it accepts "
                                   f"{accepts} -- {f.metadata['description']}") from exc
             values[f.name] = self.get_parameter(f.name).value

@@ -1,0 +1,93 @@
+"""perception_node as a process: bad camera input never crashes it, bad parameters stop it with a
+clear error, and it never loads torch."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from tests.node.conftest import TOPIC, node_spec, stamp_key, wait_until
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def image_msg(stamp_sec: int, encoding="rgb8", height=48, width=64, step=None, data=None):
+    from sensor_msgs.msg import Image
+
+    msg = Image(height=height, width=width, encoding=encoding, step=width * 3 if step is None else step)
+    msg.header.stamp.sec = stamp_sec
+    msg.data = bytes(msg.step * height) if data is None else data
+    return msg
+
+
+def test_bad_frames_are_counted_and_the_next_good_frame_is_processed(processes, listener):
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import CompressedImage, Image
+
+    node = processes.start_spec(node_spec(""))
+    listener.wait_for_backend("local", 20)
+    images = listener.node.create_publisher(Image, TOPIC, qos_profile_sensor_data)
+    compressed = listener.node.create_publisher(CompressedImage, f"{TOPIC}/compressed", qos_profile_sensor_data)
+    wait_until(lambda: images.get_subscription_count() and compressed.get_subscription_count(), 10,
+               "the node to subscribe")
+    time.sleep(0.5)  # let the node's side of the match settle too
+    corrupt_jpeg = CompressedImage(format="jpeg")
+    corrupt_jpeg.data = b"\xff\xd8\xff\xe0" + bytes(200)
+    bad = [
+        image_msg(1, encoding="16UC1"),  # unsupported encoding
+        image_msg(2, height=0, width=0, step=0, data=b""),  # zero size
+        image_msg(3, data=bytes(100)),  # data length != step x height
+    ]
+    for msg in bad:
+        images.publish(msg)
+        time.sleep(0.05)
+    compressed.publish(corrupt_jpeg)
+    time.sleep(0.05)
+    wait_until(lambda: listener.snapshot("diagnostics").get("bad_input") == "4", 10, "4 bad inputs counted",
+               detail=lambda: listener.snapshot("diagnostics"))
+
+    good = image_msg(10, data=np.full((48, 64, 3), 128, np.uint8).tobytes())
+    images.publish(good)
+    ok, jpeg = cv2.imencode(".jpg", np.zeros((32, 32, 3), np.uint8))
+    good_jpeg = CompressedImage(format="jpeg")
+    good_jpeg.header.stamp.sec, good_jpeg.data = 11, jpeg.tobytes()
+    compressed.publish(good_jpeg)
+    results = wait_until(lambda: len(r := listener.snapshot("results")) >= 2 and r, 10, "results for the good frames")
+    assert [stamp_key(r["stamp"]) for r in results] == [(10, 0), (11, 0)]
+    assert all(r["backend"] == "local" and r["label"] for r in results)
+    assert node.poll() is None
+    diagnostics = wait_until(lambda: (d := listener.snapshot("diagnostics")).get("frames_out") == "2" and d, 5,
+                             "diagnostics after the good frames")
+    assert (diagnostics["frames_in"], diagnostics["bad_input"]) == ("6", "4")
+    processes.stop(node)
+    log = processes.output(node)
+    assert log.count("bad frame skipped") == 1, log  # throttled: one line for the burst
+    assert "unsupported image encoding '16UC1'" in log
+
+
+def test_node_process_does_not_load_torch(processes, listener):
+    node = processes.start_spec(node_spec(""))
+    listener.wait_for_backend("local", 20)  # up: model loaded, publishers made
+    with open(f"/proc/{node.pid}/maps") as f:
+        maps = f.read()
+    assert "onnxruntime" in maps  # the check sees the libraries the node did load
+    assert "torch" not in maps, [line for line in maps.splitlines() if "torch" in line][:3]
+
+
+@pytest.mark.parametrize("parameter, message", [
+    ("deadline_ms:=0.0", "parameter 'deadline_ms' rejected"),
+    ("probe_period_ms:=250", "a float (with a decimal point)"),
+    ("hedge_after_ms:=100.0", "hedge_after_ms (100) must be below deadline_ms (60)"),
+    ("local_model:=/nonexistent/model", "model directory /nonexistent/model does not exist"),
+])
+def test_bad_parameters_stop_the_node_with_a_clear_error(ros_domain_id, parameter, message):
+    from robot_compress.ros.launch_description import find_executable
+
+    done = subprocess.run([find_executable("perception_node"), "--ros-args", "-p", parameter],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and message in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
