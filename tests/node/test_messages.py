@@ -1,0 +1,45 @@
+"""What the node publishes, built from router results: the JSON result and the diagnostics status."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticStatus
+from std_msgs.msg import Header
+
+from robot_compress.ros import messages
+from robot_compress.runtime.classification import predictions
+from robot_compress.runtime.router import Router, RouteResult, RouterState
+from tests.node.doubles import SlowLocal
+
+
+def test_json_result_carries_the_frame_and_routing_facts():
+    header = Header(stamp=Time(sec=5, nanosec=7), frame_id="cam")
+    logits = np.eye(10, dtype=np.float32)[[3]] * 4
+    result = RouteResult(4, header, "local", RouterState.LOCAL, logits, 12.5, 2.0, edge_failure="timeout")
+    (prediction,) = predictions(logits, [f"c{i}" for i in range(10)], k=2)
+    msg = messages.classification_message(result, header, prediction)
+    assert not messages.HAVE_VISION_MSGS  # here the String JSON form is the one published
+    record = json.loads(msg.data)
+    assert record["stamp"] == {"sec": 5, "nanosec": 7} and record["frame_id"] == "cam"
+    assert (record["backend"], record["state"], record["edge_failure"], record["label"]) == \
+        ("local", "local", "timeout", "c3")
+    assert record["latency_ms"] == 12.5 and len(record["top_k"]) == 2
+
+
+def test_diagnostics_warn_while_the_edge_is_configured_but_unused():
+    router = Router(SlowLocal())
+    try:
+        stats = router.stats()
+    finally:
+        router.close()
+    counters = {"frames_in": 3, "frames_out": 2, "frames_dropped": 1, "bad_input": 0}
+    degraded = messages.diagnostics_message(Time(sec=1), stats, counters, True, "/perception_node")
+    local_only = messages.diagnostics_message(Time(sec=1), stats, counters, False, "/perception_node")
+    assert degraded.status[0].level == DiagnosticStatus.WARN
+    assert local_only.status[0].level == DiagnosticStatus.OK
+    values = {kv.key: kv.value for kv in degraded.status[0].values}
+    assert (values["state"], values["frames_dropped"], values["state_reason"]) == ("local", "1", "no_edge")
+    assert {"edge_rtt_p50_ms", "edge_rtt_p99_ms", "local_latency_p99_ms", "failovers", "bad_input"} <= set(values)
