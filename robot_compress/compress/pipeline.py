@@ -145,6 +145,10 @@ def _run_stages(recipe: Recipe, run: dict, teacher, splits, work_dir: Path):
     rows = [("teacher", json.loads((teacher_dir / METRICS_FILE).read_text()))]
     console.print(f"teacher top-1 {rows[0][1]['top1']:.2%}, {rows[0][1]['params']:,} parameters")
     artefact = Artefact(copy.deepcopy(teacher))
+    expected = {f"{index:02d}_{stage.name}" for index, stage in enumerate(recipe.stages, start=1)}
+    for stale in sorted(work_dir.glob("[0-9][0-9]_*")):
+        if stale.name not in expected | {teacher_dir.name}:  # the recipe's stage list changed
+            shutil.rmtree(stale)
     for index, stage in enumerate(recipe.stages, start=1):
         stage_dir = work_dir / f"{index:02d}_{stage.name}"
         label = f"{index:02d}_{stage.name}"

@@ -28,17 +28,18 @@ def markdown_table(rows: list[tuple[str, dict[str, Any]]], teacher_top1: float) 
 
 
 def pareto_plot(rows: list[tuple[str, dict[str, Any]]], path: Path, title: str) -> Path:
-    """Two panels: top-1 vs ONNX file size (log) and vs 1-thread p50 latency."""
+    """Two panels: top-1 vs model size (log; the coded size where weight sharing gives one) and vs
+    1-thread p50 latency."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
-    for ax, key, xlabel in ((axes[0], "bytes", "ONNX file size (bytes, log)"),
+    for ax, key, xlabel in ((axes[0], "bytes", "model bytes (ONNX file; coded size for weight sharing), log"),
                             (axes[1], "latency", "ORT CPU latency p50, batch 1, 1 thread (ms)")):
         for label, m in rows:
-            x = m["bytes"] if key == "bytes" else m.get("latency_ms_1t", {}).get("p50")
+            x = m.get("coded_bytes") or m["bytes"] if key == "bytes" else m.get("latency_ms_1t", {}).get("p50")
             if x is None:
                 continue
             ax.scatter(x, m["top1"] * 100)

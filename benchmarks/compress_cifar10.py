@@ -1,0 +1,141 @@
+"""CIFAR-10 compression results: run the recipes (optional) and build the results table.
+
+    python benchmarks/compress_cifar10.py --run        # train everything (hours on 2 CPU cores)
+    python benchmarks/compress_cifar10.py              # only collect finished runs and re-time them
+
+Accuracy, parameters, bytes and MACs come from each run's own metrics (runs/<name>/NN_<stage>/
+metrics.json, measured by the pipeline with ONNX Runtime on test_dev). Latency is measured again
+here for every model in one process, round-robin, so all models see the same machine load.
+Writes runs/compress_cifar10.json, docs/results_pareto.png and prints the markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+# (label, recipe, model directory it writes); the work directory is runs/<model directory name>.
+RUNS = [
+    ("robot_balanced: prune 50% + KD", "recipes/resnet56_prune50_distill.yaml", "models/robot_balanced"),
+    ("robot_small: prune 90% + KD", "recipes/resnet56_prune90_distill.yaml", "models/robot_small"),
+    ("ablation: prune 90% + plain fine-tune", "recipes/resnet56_prune90_finetune.yaml",
+     "runs/models/resnet56_prune90_finetune"),
+    ("low-rank (SVD, 95% energy)", "recipes/resnet56_lowrank.yaml", "runs/models/resnet56_lowrank"),
+    ("weight sharing (4-bit k-means)", "recipes/resnet56_weightshare.yaml", "runs/models/resnet56_weightshare"),
+]
+EDGE = REPO / "models" / "cifar10_resnet56"
+
+
+def run_recipes(threads: int) -> None:
+    for _, recipe, out in RUNS:
+        command = ["nice", "-n", "19", sys.executable, "-m", "robot_compress.cli", "compress", recipe, "--out", out,
+                   "--threads", str(threads), "--resume"]
+        print("$", " ".join(command), flush=True)
+        subprocess.run(command, cwd=REPO, check=True)
+
+
+def stage_metrics(work_dir: Path) -> list[tuple[str, dict]]:
+    rows = []
+    for directory in sorted(work_dir.glob("[0-9][0-9]_*")):
+        if (directory / "metrics.json").is_file():
+            rows.append((directory.name, json.loads((directory / "metrics.json").read_text())))
+    return rows
+
+
+def collect() -> list[dict]:
+    """One entry per measured artefact: the edge model, then per run its FP32 and INT8 ONNX."""
+    entries = []
+    for label, recipe, out in RUNS:
+        work_dir = REPO / "runs" / Path(out).name
+        stages = stage_metrics(work_dir)
+        if not stages or not (REPO / out / "manifest.json").is_file():
+            print(f"skipping {label}: no finished run in {work_dir}", file=sys.stderr)
+            continue
+        if not entries:
+            teacher = dict(stages[0][1])
+            entries.append({"label": "edge: ResNet-56 (teacher), FP32", "onnx": str(EDGE / "1" / "model.onnx"),
+                            "metrics": teacher, "recipe": None, "seconds": 0})
+        run = json.loads((work_dir / "run.json").read_text())
+        seconds = sum(s["seconds"] for s in run["stages"].values())
+        for stage, metrics in stages[1:]:
+            if stage.endswith(("export_onnx", "quantize_int8")):
+                kind = "INT8" if stage.endswith("quantize_int8") else "FP32"
+                entries.append({"label": f"{label}, {kind}", "onnx": str(work_dir / stage / "model.onnx"),
+                                "metrics": metrics, "recipe": recipe, "seconds": seconds,
+                                "command": run["command"], "device": run["device"]})
+    return entries
+
+
+def retime(entries: list[dict], threads: tuple[int, ...], rounds: int, runs: int) -> None:
+    """p50/p95 batch-1 latency per model and thread count, interleaving models round by round."""
+    from robot_compress.runtime.local_backend import make_session
+
+    x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    for t in threads:
+        sessions = [make_session(e["onnx"], threads=t) for e in entries]
+        samples: list[list[float]] = [[] for _ in entries]
+        for session in sessions:
+            for _ in range(20):
+                session.run(None, {"input": x})
+        for _ in range(rounds):
+            for session, times in zip(sessions, samples, strict=True):
+                for _ in range(runs):
+                    start = time.perf_counter()
+                    session.run(None, {"input": x})
+                    times.append((time.perf_counter() - start) * 1e3)
+        for entry, times in zip(entries, samples, strict=True):
+            entry[f"latency_ms_{t}t"] = {"p50": float(np.percentile(times, 50)),
+                                         "p95": float(np.percentile(times, 95))}
+
+
+def markdown(entries: list[dict]) -> str:
+    edge = entries[0]
+    head = ("| model | top-1 test_dev | Δ vs edge | params | removed | MACs | ONNX bytes | gzip bytes | "
+            "p50/p95 ms 1 thread | p50/p95 ms 2 threads | speed-up 1 thread |")
+    lines = [head, "|" + "---|" * head.count(" | ")]
+    for e in entries:
+        m = e["metrics"]
+        l1, l2 = e["latency_ms_1t"], e["latency_ms_2t"]
+        lines.append(
+            f"| {e['label']} | {m['top1']:.2%} | {(m['top1'] - edge['metrics']['top1']) * 100:+.2f} pt | "
+            f"{m['params']:,} | {1 - m['params'] / edge['metrics']['params']:.1%} | {m['macs'] / 1e6:.1f} M | "
+            f"{m['bytes']:,} | {m['bytes_gzip']:,} | {l1['p50']:.2f} / {l1['p95']:.2f} | "
+            f"{l2['p50']:.2f} / {l2['p95']:.2f} | {edge['latency_ms_1t']['p50'] / l1['p50']:.1f}x |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", action="store_true", help="run (or resume) every recipe first")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for training")
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--runs", type=int, default=30, help="timed runs per model per round")
+    args = parser.parse_args()
+    sys.path.insert(0, str(REPO))
+    if args.run:
+        run_recipes(args.threads)
+    entries = collect()
+    if not entries:
+        print("no finished runs; use --run", file=sys.stderr)
+        return 1
+    retime(entries, (1, 2), args.rounds, args.runs)
+    from robot_compress.compress.report import pareto_plot
+
+    plot = pareto_plot([(e["label"], {**e["metrics"], "latency_ms_1t": e["latency_ms_1t"]}) for e in entries],
+                       REPO / "docs" / "results_pareto.png", "ResNet-56 on CIFAR-10 (test_dev), compressed")
+    out = REPO / "runs" / "compress_cifar10.json"
+    out.write_text(json.dumps(entries, indent=2, default=str) + "\n")
+    print(markdown(entries))
+    print(f"\nwrote {out.relative_to(REPO)} and {plot.relative_to(REPO)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
