@@ -101,3 +101,11 @@ def test_up_runs_the_stack_and_stops_it_cleanly_on_ctrl_c(listener, shared_data,
         if up.poll() is None:
             up.kill()
             up.wait()
+
+
+def test_up_stops_with_the_code_of_a_failing_process(ros_domain_id):
+    done = subprocess.run([find_executable("robot-compress"), "up", "--local-model", "/nonexistent/model"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "perception_node exited with 2" in done.stdout
+    assert "model directory /nonexistent/model does not exist" in done.stderr

@@ -112,3 +112,15 @@ def test_edge_killed_then_restarted(processes, edge_server, listener, shared_dat
     diagnostics = wait_until(lambda: (d := listener.snapshot("diagnostics")).get("failovers") != "0" and d,
                              5, "failover in diagnostics")
     assert int(diagnostics["failovers"]) >= 1 and diagnostics["state"] == "edge"
+
+
+def test_compressed_camera_local_only(processes, listener, shared_data):
+    processes.start_spec(node_spec(""))
+    listener.wait_for_backend("local", 20)
+    frames = 12
+    camera = processes.start_spec(camera_spec(shared_data / "cifar10" / "test_dev.npz", frames, 20.0, compressed=True))
+    assert camera.wait(30) == 0, processes.output(camera)
+    results = assert_one_result_per_frame_in_order(listener, frames)
+    assert {r["backend"] for r in results} == {"local"}
+    truth = {stamp_key(t["stamp"]): t["class_id"] for t in listener.snapshot("truth")}
+    assert sum(r["class_id"] == truth[stamp_key(r["stamp"])] for r in results) >= 0.7 * frames
