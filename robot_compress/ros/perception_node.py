@@ -15,6 +15,7 @@ import sys
 import threading
 from pathlib import Path
 
+import numpy as np
 import rclpy
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.executors import ExternalShutdownException
@@ -67,10 +68,12 @@ class PerceptionNode(Node):
         super().__init__(NODE_NAME, **kwargs)
         self.config = self._read_parameters()
         node_cfg = self.config.node
-        self._counters = {"frames_in": 0, "frames_out": 0, "frames_dropped": 0, "bad_input": 0}
+        self._counters = {"frames_in": 0, "frames_out": 0, "bad_input": 0}  # drops: self.queue.dropped
         self._count_lock = threading.Lock()
         self.local = LocalBackend(resolve_model_dir(node_cfg.local_model), threads=node_cfg.local_threads)
         self.manifest = self.local.manifest
+        spec = self.manifest.input  # the first ONNX Runtime run allocates: pay it now, not on the first failover
+        self.local.infer(np.zeros((1, *spec.shape), dtype=spec.dtype))
         self.edge = self._make_edge() if node_cfg.edge_url else None
 
         self.result_pub = self.create_publisher(messages.CLASSIFICATION_TYPE, "~/classification", 100)
