@@ -157,7 +157,7 @@ def _local_dwells(backend_records: list[dict], t0: float) -> list[float]:
 class Bounds:
     """The bounds of issue 6 for one run's settings."""
 
-    blackhole_ms: float  # deadline + local p99 + 10 ms
+    blackhole_ms: float  # deadline (hedge_after when hedging) + local p99 + 10 ms
     refused_ms: float  # one frame period
     recovery_ms: float  # probe period * recovery probes + 1 s
     min_dwell_ms: float  # hysteresis: no return to the edge sooner than this after a failover
@@ -169,7 +169,8 @@ def bounds(run: RunRecord, metrics: ScenarioMetrics, local_p99_ms: float) -> Bou
     that one is the model's p99 under these conditions and is used instead."""
     c = run.config
     local_p99_ms = max(local_p99_ms, metrics.node_local_p99_ms or 0.0)
-    return Bounds(blackhole_ms=c.router_value("deadline_ms") + local_p99_ms + 10.0,
+    waits_ms = c.router_value("hedge_after_ms") or c.router_value("deadline_ms")  # hedging answers sooner
+    return Bounds(blackhole_ms=waits_ms + local_p99_ms + 10.0,
                   refused_ms=1000.0 / c.rate_hz,
                   recovery_ms=c.router_value("probe_period_ms") * c.router_value("recovery_probes") + 1000.0,
                   min_dwell_ms=c.router_value("probe_period_ms") * c.router_value("recovery_probes"))
