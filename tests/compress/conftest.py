@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 SIZE = 16  # image side: small enough for seconds per epoch, large enough for two stride-2 stages
@@ -71,5 +72,21 @@ def context(synthetic_npz, tmp_path):
     from robot_compress.compress.stages import Context
     from robot_compress.compress.teachers import build_teacher
 
+    torch.manual_seed(0)
     recipe = parse_recipe(recipe_dict(*synthetic_npz))
     return Context(recipe, build_teacher(recipe.teacher), load_splits(recipe.data, 0), tmp_path, 0)
+
+
+@pytest.fixture(scope="session")
+def trained_model(synthetic_npz):
+    """A ResNet-20 trained on the synthetic task (plain fine-tuning), shared by the tests."""
+    from robot_compress.compress.cifar_resnet import cifar_resnet
+    from robot_compress.compress.data import load_splits
+    from robot_compress.compress.recipe import Distill, parse_recipe
+    from robot_compress.compress.train import train
+
+    torch.manual_seed(0)
+    recipe = parse_recipe(recipe_dict(*synthetic_npz))
+    model, _ = train(cifar_resnet("resnet20"), Distill(epochs=6, lr=0.05, alpha=0.0), load_splits(recipe.data, 0),
+                     None, 0, batch_size=32)
+    return model

@@ -131,17 +131,19 @@ def test_kd_loss_alpha_zero_is_cross_entropy_and_kd_pulls_towards_teacher():
     assert kd_loss(student, teacher, labels, 4.0, 1.0) > 0.01
 
 
-def test_distill_learns_the_synthetic_task(context):
-    """A random ResNet-20 distilled (with a feature term) from a briefly trained teacher beats chance."""
-    params = Distill(epochs=3, lr=0.05, alpha=0.5, feature_weight=0.1)
+def test_distill_learns_the_synthetic_task(context, trained_model):
+    """A fresh ResNet-20 distilled (with a feature term) from a trained teacher learns the task."""
+    teacher_top1 = accuracy(trained_model, context.splits.eval, context.splits.spec)
+    assert teacher_top1 > 0.6
+    context.teacher = trained_model
+    params = Distill(epochs=4, lr=0.05, alpha=0.7, feature_weight=0.1)
     result = runner("distill")(params, Artefact(cifar_resnet("resnet20")), context)
-    assert len(result.info["history"]) == 3 and (context.stage_dir / "train_state.pt").is_file()
-    assert accuracy(result.model, context.splits.eval, context.splits.spec) > 0.3
+    assert len(result.info["history"]) == 4 and (context.stage_dir / "train_state.pt").is_file()
+    assert accuracy(result.model, context.splits.eval, context.splits.spec) > 0.3  # chance: 0.1
 
 
-def test_export_and_int8_static_run_in_onnxruntime(context):
-    model = runner("distill")(Distill(epochs=2, lr=0.05, alpha=0.0), Artefact(cifar_resnet("resnet20")),
-                              context).model
+def test_export_and_int8_static_run_in_onnxruntime(context, trained_model):
+    model = trained_model
     exported = runner("export_onnx")(ExportOnnx(), Artefact(model), context)
     assert exported.info["max_abs_diff"] < 1e-3
     fp32 = exported.onnx.read_bytes()
@@ -154,7 +156,7 @@ def test_export_and_int8_static_run_in_onnxruntime(context):
     spec, data = context.splits.spec, context.splits.eval
     fp32_top1 = top1_accuracy(OnnxFileBackend(fp32_path), data, spec)
     int8_top1 = top1_accuracy(OnnxFileBackend(int8.onnx), data, spec)
-    assert fp32_top1 > 0.3 and abs(int8_top1 - fp32_top1) < 0.1
+    assert fp32_top1 > 0.6 and abs(int8_top1 - fp32_top1) < 0.05
     batch = preprocess_batch(data.images[:4], "rgb8", spec)
     assert OnnxFileBackend(int8.onnx).infer(batch).shape == (4, 10)
 
@@ -182,3 +184,18 @@ def test_measure_reports_every_metric(context):
         latency = metrics[f"latency_ms_{threads}t"]
         assert 0 < latency["p50"] <= latency["p95"]
     assert np.isfinite(metrics["top1"])
+
+
+def test_compact_names_keeps_the_graph_and_shrinks_the_file(context, tmp_path):
+    from robot_compress.compress.onnx_export import export_onnx
+    from robot_compress.compress.onnx_names import compact_names
+
+    path = export_onnx(context.teacher, tmp_path / "long.onnx", (3, 16, 16))
+    before = path.stat().st_size
+    x = preprocess_batch(context.splits.eval.images[:8], "rgb8", context.splits.spec)
+    expected = OnnxFileBackend(path).infer(x)
+    assert compact_names(path)
+    assert path.stat().st_size < before - 2000
+    session = OnnxFileBackend(path).session
+    assert [i.name for i in session.get_inputs()] == ["input"] and [o.name for o in session.get_outputs()] == ["logits"]
+    assert np.array_equal(OnnxFileBackend(path).infer(x), expected)

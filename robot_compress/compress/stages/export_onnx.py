@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from robot_compress.compress.onnx_export import export_onnx, max_abs_diff
+from robot_compress.compress.onnx_names import compact_names
 from robot_compress.compress.recipe import ExportOnnx
 from robot_compress.compress.stages import Artefact, Context
 from robot_compress.runtime.preprocess import preprocess_batch
@@ -13,10 +14,11 @@ class ExportMismatch(RuntimeError):
 
 
 def export_checked(model, path, ctx: Context, check_images: int, bound: float) -> float:
-    """Export `model` to `path`; returns max |ONNX Runtime - PyTorch| over real images, or raises."""
-    spec = ctx.splits.spec
-    export_onnx(model.cpu().eval(), path, (3, *spec.input_size))
-    inputs = preprocess_batch(ctx.splits.val.images[:check_images], "rgb8", spec)
+    """Export `model` to `path` with short tensor names; returns max |ONNX Runtime - PyTorch| over
+    real images, or raises."""
+    export_onnx(model.cpu().eval(), path, (3, *ctx.splits.spec.input_size))
+    compact_names(path)
+    inputs = preprocess_batch(ctx.splits.val.images[:check_images], "rgb8", ctx.splits.spec)
     diff = max_abs_diff(model, path, inputs)
     if diff > bound:
         raise ExportMismatch(f"{path}: ONNX Runtime differs from PyTorch by {diff:.2e} (> {bound:.0e}) "

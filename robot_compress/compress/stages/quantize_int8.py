@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 from onnxruntime import quantization as q
 
+from robot_compress.compress.onnx_names import compact_names
 from robot_compress.compress.recipe import QuantizeInt8
 from robot_compress.compress.stages import Artefact, Context
 from robot_compress.runtime.preprocess import preprocess_batch
@@ -43,5 +44,6 @@ def run(params: QuantizeInt8, artefact: Artefact, ctx: Context) -> Artefact:
         q.quantize_dynamic(str(prepared), str(output), op_types_to_quantize=["MatMul", "Gemm"],
                            per_channel=params.per_channel, weight_type=q.QuantType.QInt8)
     prepared.unlink()
+    compact_names(output)
     return Artefact(artefact.model, onnx=output, info={"mode": params.mode, "calibration_images":
                                                         params.calibration_images if params.mode == "static" else 0})
