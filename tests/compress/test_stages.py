@@ -55,7 +55,7 @@ def test_prune_structured_gives_a_smaller_dense_model(context, scope, importance
         for bn in (m for m in teacher.modules() if isinstance(m, nn.BatchNorm2d)):
             bn.weight.uniform_(0.1, 1.0)
     result = runner("prune_structured")(params, Artefact(copy.deepcopy(teacher)), context)
-    assert result.info[f"{target}_removed"] >= 0.57
+    assert result.info[f"{target}_removed"] >= 0.58
     total, nonzero = count_params(result.model)
     assert total < 0.8 * count_params(teacher)[0]
     if target == "macs":
