@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
+from robot_compress.runtime.package_data import share_dir
+
+CONFIG_DIR = share_dir() / "config"
 DDS_PROFILE = CONFIG_DIR / "fastdds.xml"
 
 

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import sys
 import threading
-from pathlib import Path
 
-import numpy as np
 import rclpy
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.executors import ExternalShutdownException
@@ -31,26 +29,15 @@ from robot_compress.runtime.classification import predictions
 from robot_compress.runtime.errors import RobotCompressError
 from robot_compress.runtime.frame_queue import LatestFrameQueue
 from robot_compress.runtime.local_backend import LocalBackend
+from robot_compress.runtime.package_data import data_path
 from robot_compress.runtime.perception_config import ConfigError, PerceptionConfig, settings
 from robot_compress.runtime.preprocess import preprocess
 from robot_compress.runtime.router import Router, RouterEvent, RouterState
 
 NODE_NAME = "perception_node"
-REPO = Path(__file__).resolve().parents[2]
 BAD_INPUT_LOG_PERIOD_S = 5.0
-
-
-def resolve_model_dir(path: str) -> Path:
-    """A model directory as given, else relative to the source tree, else to the installed share."""
-    for candidate in (Path(path), REPO / path):
-        if candidate.is_dir():
-            return candidate
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        return Path(get_package_share_directory("robot_compress")) / path
-    except (ImportError, LookupError, OSError):  # not installed with colcon / no AMENT_PREFIX_PATH
-        return Path(path)
+# Router state changes are few and each one matters: reliable, and the last ones kept for late joiners.
+EVENTS_QOS = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
 def _descriptor(f) -> ParameterDescriptor:
@@ -70,10 +57,9 @@ class PerceptionNode(Node):
         node_cfg = self.config.node
         self._counters = {"frames_in": 0, "frames_out": 0, "bad_input": 0}  # drops: self.queue.dropped
         self._count_lock = threading.Lock()
-        self.local = LocalBackend(resolve_model_dir(node_cfg.local_model), threads=node_cfg.local_threads)
+        self.local = LocalBackend(data_path(node_cfg.local_model), threads=node_cfg.local_threads)
         self.manifest = self.local.manifest
-        spec = self.manifest.input  # the first ONNX Runtime run allocates: pay it now, not on the first failover
-        self.local.infer(np.zeros((1, *spec.shape), dtype=spec.dtype))
+        self.local.warm_up()  # pay ONNX Runtime's first runs now, not on the first failover
         self.edge = self._make_edge() if node_cfg.edge_url else None
 
         self.result_pub = self.create_publisher(messages.CLASSIFICATION_TYPE, "~/classification", 100)
@@ -81,6 +67,7 @@ class PerceptionNode(Node):
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL,
                              reliability=ReliabilityPolicy.RELIABLE)
         self.backend_pub = self.create_publisher(String, "~/backend", latched)
+        self.events_pub = self.create_publisher(String, "~/events", EVENTS_QOS)
         self.diag_pub = self.create_publisher(messages.DiagnosticArray, "/diagnostics", 10)
 
         self.router = Router(self.local, self.edge, self.config.router, on_event=self._on_router_event)
@@ -147,6 +134,7 @@ class PerceptionNode(Node):
         else:  # rclpy wants one severity per call site
             self.get_logger().info(text)
         self.backend_pub.publish(String(data="edge" if event.state is RouterState.EDGE else "local"))
+        self.events_pub.publish(messages.event_message(event))
 
     def _publish_diagnostics(self) -> None:
         with self._count_lock:

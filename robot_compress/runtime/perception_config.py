@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from robot_compress.runtime.errors import RobotCompressError
+from robot_compress.runtime.package_data import share_dir
 
-CONFIG_FILE = Path(__file__).resolve().parents[2] / "config" / "perception.yaml"
+CONFIG_FILE = share_dir() / "config" / "perception.yaml"
 
 
 class ConfigError(RobotCompressError, ValueError):
@@ -58,7 +59,7 @@ class NodeConfig:
     edge_url: str = _setting("127.0.0.1:8001", "edge server host:port (OIP v2 gRPC); empty = local only")
     edge_model: str = _setting("cifar10_resnet56", "model name on the edge server")
     edge_token: str = _setting("", "bearer token for the edge server (empty = none)")
-    queue_size: int = _setting(1, "frames waiting for inference; when full the oldest is dropped "
+    queue_size: int = _setting(3, "frames waiting for inference; when full the oldest is dropped "
                                "(newest frame wins) and counted", 1, 100)
     top_k: int = _setting(3, "labels per result", 1, 100)
     diagnostics_period_s: float = _setting(1.0, "how often /diagnostics is published", 0.05, 60.0)

@@ -167,14 +167,14 @@ def test_launch_defaults_point_into_the_colcon_install(colcon_install, tmp_path)
     code = textwrap.dedent("""\
         import json, os
         from robot_compress.ros.launch_description import DEFAULTS, describe
-        from robot_compress.ros.perception_node import resolve_model_dir
+        from robot_compress.runtime.package_data import data_path
         import yaml
         node = next(s for s in describe({}) if s.name == "perception_node")
         exists = os.path.isfile(node.params_file)
         local_model = yaml.safe_load(open(node.params_file))["perception_node"]["ros__parameters"][
             "local_model"] if exists else "models/cifar10_resnet20"
         print(json.dumps({"params_file": node.params_file, "exists": exists,
-                          "model": str(resolve_model_dir(local_model))}))
+                          "model": str(data_path(local_model))}))
         """)
     env = {**os.environ, "PYTHONPATH": str(site_packages(colcon_install)), "AMENT_PREFIX_PATH": str(colcon_install)}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path,
