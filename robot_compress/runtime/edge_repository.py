@@ -96,6 +96,7 @@ def load_repository(repository: str | Path, threads: int = 1, default_queue_size
                 raise ModelError(f"{path}: model name '{model.name}' is already served from "
                                  f"{served[model.name].model.root}")
             backend = LocalBackend(model, threads=threads)
+            backend.warm_up()
             config = batching_config(model, default_queue_size, adaptive_delay)
             served[model.name] = ServedModel(model, backend, DynamicBatcher(model.name, backend.infer, config))
             log.info("event=model_loaded model=%s version=%s path=%s max_batch_size=%d dynamic=%s "

@@ -68,6 +68,13 @@ class LocalBackend:
         (logits,) = self.session.run([spec.output.name], {spec.input.name: batch})
         return logits
 
+    def warm_up(self, runs: int = 3) -> None:
+        """Run a few zero batches so the first real frame does not pay ONNX Runtime's first-run
+        cost (allocation, kernel selection), which is long enough to miss an edge deadline."""
+        spec = self.model.manifest.input
+        for _ in range(runs):
+            self.infer(np.zeros((1, *spec.shape), dtype=spec.dtype))
+
     def classify(self, images: np.ndarray, encoding: str = "rgb8", k: int = 5) -> list[Prediction]:
         """Raw uint8 images (NxHxWxC) -> predictions, using the manifest's preprocessing."""
         batch = preprocess_batch(images, encoding, self.model.manifest.preprocessing)
