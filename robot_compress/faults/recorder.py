@@ -7,6 +7,7 @@ robot_compress.faults stays importable without ROS. Each line is one of
   {"kind": "truth", "t": ..., **sim_camera's ~/ground_truth JSON}
   {"kind": "image", "t": ..., "stamp": {...}}             (every image sim_camera published)
   {"kind": "backend", "t": ..., "backend": "edge"|"local"}
+  {"kind": "event", "t": <when the router changed state>, "previous", "state", "reason", "detail"}
   {"kind": "diagnostics", "t": ..., "values": {...}}
 """
 
@@ -54,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     node.create_subscription(String, f"/{args.camera}/ground_truth",
                              lambda m: write("truth", **json.loads(m.data)), reliable)
     node.create_subscription(String, f"/{args.node}/backend", lambda m: write("backend", backend=m.data), latched)
+    events = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    node.create_subscription(String, f"/{args.node}/events", lambda m: write("event", **json.loads(m.data)), events)
     node.create_subscription(Image, "/image", lambda m: write("image", stamp=stamp(m.header)),
                              qos_profile_sensor_data)
     node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)

@@ -14,7 +14,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from std_msgs.msg import String
 
 from robot_compress.runtime.classification import Prediction
-from robot_compress.runtime.router import RouteResult, RouterState, RouterStats
+from robot_compress.runtime.router import RouteResult, RouterEvent, RouterState, RouterStats
 
 try:
     from vision_msgs.msg import Classification, ObjectHypothesis
@@ -47,6 +47,12 @@ def result_record(result: RouteResult, header, prediction: Prediction | None) ->
 
 def json_message(record: dict[str, Any]) -> String:
     return String(data=json.dumps(record, separators=(",", ":")))
+
+
+def event_message(event: RouterEvent) -> String:
+    """One router state change for `~/events`: when, from what, to what, and why."""
+    return json_message({"t": event.time, "previous": event.previous.value if event.previous else None,
+                         "state": event.state.value, "reason": event.reason, "detail": event.detail})
 
 
 def classification_message(result: RouteResult, header, prediction: Prediction | None):
