@@ -21,7 +21,7 @@ def _stamp(record: dict) -> float:
     return record["stamp"]["sec"] + record["stamp"]["nanosec"] * 1e-9
 
 
-def _key(record: dict) -> tuple[int, int]:
+def frame_key(record: dict) -> tuple[int, int]:
     return record["stamp"]["sec"], record["stamp"]["nanosec"]
 
 
@@ -55,8 +55,8 @@ class ScenarioMetrics:
     e2e_p50_ms: float | None
     e2e_p99_ms: float | None
     e2e_max_ms: float | None
-    fault_start: float
-    fault_end: float
+    fault_start: float | None  # None: the run injected no fault
+    fault_end: float | None
     first_local_after_fault_ms: float | None  # fault start -> first local result received
     first_hit_e2e_ms: float | None  # the first result received after the fault start: stamp -> result
     first_hit_backend: str | None
@@ -80,15 +80,16 @@ def analyze(run: RunRecord) -> ScenarioMetrics:
     by_kind: dict[str, list[dict]] = {}
     for record in run.records:
         by_kind.setdefault(record["kind"], []).append(record)
-    truth = {_key(r): r for r in by_kind.get("truth", [])}
-    published = set(truth) | {_key(r) for r in by_kind.get("image", [])}
+    truth = {frame_key(r): r for r in by_kind.get("truth", [])}
+    published = set(truth) | {frame_key(r) for r in by_kind.get("image", [])}
     results = by_kind.get("result", [])
-    answered = Counter(_key(r) for r in results)
+    answered = Counter(frame_key(r) for r in results)
     stamps = [_stamp(r) for r in results]
     out_of_order = sum(b < a for a, b in zip(stamps, stamps[1:], strict=False))
     diagnostics = by_kind.get("diagnostics", [{}])[-1].get("values", {})
 
-    fault_start, fault_end = run.actions[0][0], run.actions[-1][0]
+    # A run without fault actions (the demo's --no-fault) has no fault window: nothing is "after" it.
+    fault_start, fault_end = (run.actions[0][0], run.actions[-1][0]) if run.actions else (math.inf, math.inf)
     e2e = {id(r): (r["t"] - _stamp(r)) * 1000 for r in results}
     latency = [r["latency_ms"] for r in results]
     local_after = [r for r in results if r["backend"] == "local" and r["t"] >= fault_start]
@@ -96,8 +97,8 @@ def analyze(run: RunRecord) -> ScenarioMetrics:
     after = [r["latency_ms"] for r in results if r["t"] >= fault_start]
     back = next((r for r in results if r["backend"] == "edge" and _stamp(r) >= fault_end), None)
 
-    pairs = {name: [(r.get("class_id"), truth[_key(r)]["class_id"]) for r in results
-                    if _key(r) in truth and (name == "all" or r["backend"] == name)]
+    pairs = {name: [(r.get("class_id"), truth[frame_key(r)]["class_id"]) for r in results
+                    if frame_key(r) in truth and (name == "all" or r["backend"] == name)]
              for name in ("all", "edge", "local")}
     dwell = _local_dwells(by_kind.get("backend", []), run.t0)
     return ScenarioMetrics(
@@ -112,7 +113,7 @@ def analyze(run: RunRecord) -> ScenarioMetrics:
         latency_max_ms=max(latency, default=None),
         e2e_p50_ms=percentile(list(e2e.values()), 50), e2e_p99_ms=percentile(list(e2e.values()), 99),
         e2e_max_ms=max(e2e.values(), default=None),
-        fault_start=fault_start, fault_end=fault_end,
+        fault_start=fault_start if run.actions else None, fault_end=fault_end if run.actions else None,
         first_local_after_fault_ms=(local_after[0]["t"] - fault_start) * 1000 if local_after else None,
         first_hit_e2e_ms=e2e[id(hit)] if hit else None, first_hit_backend=hit["backend"] if hit else None,
         fault_latency_max_ms=max(after, default=None),
@@ -194,6 +195,23 @@ def violations(m: ScenarioMetrics, b: Bounds) -> list[str]:
     return problems
 
 
+def fault_windows(actions: list[tuple[float, str]]) -> list[tuple[float, float]]:
+    """When the link or the edge was faulty. Runs that only switch the fault proxy's mode get one
+    window per non-pass stretch (the demo's black hole, each flap); others one from first to last action."""
+    if not actions:
+        return []
+    if not all(a.startswith("proxy:") for _, a in actions):
+        return [(actions[0][0], actions[-1][0])]
+    windows, opened = [], None
+    for t, action in actions:
+        if action != "proxy:pass" and opened is None:
+            opened = t
+        elif action == "proxy:pass" and opened is not None:
+            windows.append((opened, t))
+            opened = None
+    return windows + ([(opened, actions[-1][0])] if opened is not None else [])
+
+
 def plot_timeline(run: RunRecord, metrics: ScenarioMetrics, path: Path) -> Path:
     """Per-frame latency coloured by backend, the active backend, and the fault shaded."""
     import matplotlib
@@ -208,8 +226,9 @@ def plot_timeline(run: RunRecord, metrics: ScenarioMetrics, path: Path) -> Path:
         ax_lat.scatter([_stamp(r) - run.t0 for r in chosen], [r["latency_ms"] for r in chosen], s=6, c=colour,
                        label=f"{backend} ({len(chosen)})")
         ax_backend.scatter([_stamp(r) - run.t0 for r in chosen], [backend] * len(chosen), s=4, c=colour)
-    for ax in (ax_lat, ax_backend):
-        ax.axvspan(metrics.fault_start - run.t0, metrics.fault_end - run.t0, color="grey", alpha=0.2)
+    for start, end in fault_windows(run.actions):
+        for ax in (ax_lat, ax_backend):
+            ax.axvspan(start - run.t0, end - run.t0, color="grey", alpha=0.2)
     for t, action in run.actions:
         ax_lat.axvline(t - run.t0, color="grey", lw=0.5)
         ax_lat.annotate(action, (t - run.t0, ax_lat.get_ylim()[1]), fontsize=6, rotation=90, va="top")

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from robot_compress.faults.netns import EDGE_IP, NetTestbed, signal_group
+from robot_compress.faults.netns import NetTestbed, signal_group
 from robot_compress.faults.proxy import ProxyClient
 from robot_compress.faults.scenarios import Scenario, Step
 
@@ -44,6 +44,7 @@ class RunConfig:
     node_params: dict[str, Any] = field(default_factory=lambda: dict(NODE_PARAMS))
     node_command: tuple[str, ...] = (str(BIN / "perception_node"),)  # e.g. a ROS install's lib/ path
     edge_port: int = 8001
+    external_edge: str | None = None  # host:port of an edge run elsewhere: start none of our own
     proxy_port: int = 8002
     startup_timeout_s: float = 60.0
     drain_s: float = 3.0  # after the camera's last frame, how long results may still come
@@ -197,21 +198,25 @@ class ScenarioRun:
             self.flood.wait(timeout=10)
         elif action == "swap_edge":
             self._wrong_edge()
-        self.actions.append((time.time() if action in TAKES_EFFECT_WHEN_DONE else began, action))
+        label = f"proxy:{args['mode']}" if action == "proxy" and "mode" in args else action
+        self.actions.append((time.time() if action in TAKES_EFFECT_WHEN_DONE else began, label))
 
     # --- the whole run --------------------------------------------------------------------------
     def run(self) -> RunRecord:
         cfg, scenario = self.config, self.scenario
-        self.start_edge()
-        edge_url = f"{EDGE_IP}:{cfg.edge_port}"
+        if cfg.external_edge:
+            upstream = edge_url = cfg.external_edge
+        else:
+            self.start_edge()
+            upstream, edge_url = f"127.0.0.1:{cfg.edge_port}", f"{self.bed.edge_ip}:{cfg.edge_port}"
         if scenario.via_proxy:
             control = f"unix:{self.dir / 'proxy.sock'}"
             self._spawn("edge", "proxy", [sys.executable, "-m", "robot_compress.faults.proxy", "--listen",
-                                          f"{EDGE_IP}:{cfg.proxy_port}", "--upstream",
-                                          f"127.0.0.1:{cfg.edge_port}", "--control", control])
+                                          f"{self.bed.edge_ip}:{cfg.proxy_port}", "--upstream", upstream,
+                                          "--control", control])
             self.proxy = ProxyClient(control)
             self.proxy.wait_ready()
-            edge_url = f"{EDGE_IP}:{cfg.proxy_port}"
+            edge_url = f"{self.bed.edge_ip}:{cfg.proxy_port}"
         recorder = self._spawn("robot", "recorder", [sys.executable, "-m", "robot_compress.faults.recorder",
                                                      "--out", str(self.tail.path)])
         params = {"local_model": str(cfg.local_model), "edge_model": cfg.edge_model.name, "edge_url": edge_url,

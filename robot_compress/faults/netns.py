@@ -74,6 +74,7 @@ class Event:
 class NetTestbed:
     """A robot and an edge namespace joined by veth, with the faults to inject between them."""
 
+    edge_ip: str = EDGE_IP  # where the robot reaches the edge host
     robot_ns: str = ""
     edge_ns: str = ""
     robot_if: str = ""
