@@ -1,0 +1,1 @@
+"""`robot-compress demo`: the whole product on one machine, with a scripted link failure."""

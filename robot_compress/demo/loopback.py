@@ -1,0 +1,60 @@
+"""The fault testbed's process interface on this host's loopback: no namespaces, no root.
+
+`faults.experiment.ScenarioRun` starts and signals processes through a testbed; this one runs
+them directly, so the demo works for any user. Link faults come from the fault proxy instead
+of iptables or a veth link.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import subprocess
+from collections.abc import Sequence
+
+from robot_compress.faults.netns import signal_group
+
+
+class LoopbackBed:
+    """Runs the robot and edge processes on this host; every process leads its own group so a
+    signal reaches its children, and `close()` ends them all (also after Ctrl-C)."""
+
+    edge_ip = "127.0.0.1"
+
+    def __init__(self) -> None:
+        self._procs: list[subprocess.Popen] = []
+
+    def __enter__(self) -> LoopbackBed:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def popen(self, side: str, argv: Sequence[str], **kwargs) -> subprocess.Popen:
+        proc = subprocess.Popen(list(argv), start_new_session=True, **kwargs)
+        self._procs.append(proc)
+        return proc
+
+    def kill(self, proc: subprocess.Popen) -> None:
+        signal_group(proc, signal.SIGKILL)
+        proc.wait(timeout=5)
+
+    def freeze(self, proc: subprocess.Popen) -> None:
+        signal_group(proc, signal.SIGSTOP)
+
+    def thaw(self, proc: subprocess.Popen) -> None:
+        signal_group(proc, signal.SIGCONT)
+
+    def close(self, grace_s: float = 5.0) -> None:
+        """SIGINT (ROS nodes shut down cleanly on it), then SIGKILL whatever is left."""
+        for proc in self._procs:
+            if proc.poll() is None:
+                signal_group(proc, signal.SIGCONT)  # a frozen process cannot act on SIGINT
+                signal_group(proc, signal.SIGINT)
+        for proc in self._procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=grace_s)
+            if proc.poll() is None:
+                signal_group(proc, signal.SIGKILL)
+                proc.wait(timeout=5)
+        self._procs.clear()
