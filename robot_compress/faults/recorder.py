@@ -3,7 +3,8 @@
 Runs as its own process next to perception_node and sim_camera (inside the robot namespace:
 DDS does not cross namespaces). rclpy is imported in `main` only, so the rest of
 robot_compress.faults stays importable without ROS. Each line is one of
-  {"kind": "result", "t": ..., **the node's ~/classification JSON}
+  {"kind": "result", "t": ..., **the node's result JSON (~/classification, or ~/route where
+                                 vision_msgs is installed and ~/classification is typed)}
   {"kind": "truth", "t": ..., **sim_camera's ~/ground_truth JSON}
   {"kind": "image", "t": ..., "stamp": {...}}             (every image sim_camera published)
   {"kind": "backend", "t": ..., "backend": "edge"|"local"}
@@ -33,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     from sensor_msgs.msg import Image
     from std_msgs.msg import String
 
+    from robot_compress.ros.messages import HAVE_VISION_MSGS
+
     rclpy.init()
     node = rclpy.create_node("fault_recorder")
     out = open(args.out, "w", buffering=1)  # noqa: SIM115 - closed below, after spinning stops
@@ -50,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
 
     reliable = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
     latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-    node.create_subscription(String, f"/{args.node}/classification",
+    results_topic = "route" if HAVE_VISION_MSGS else "classification"
+    node.create_subscription(String, f"/{args.node}/{results_topic}",
                              lambda m: write("result", **json.loads(m.data)), reliable)
     node.create_subscription(String, f"/{args.camera}/ground_truth",
                              lambda m: write("truth", **json.loads(m.data)), reliable)
