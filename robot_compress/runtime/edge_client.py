@@ -111,8 +111,9 @@ class EdgeBackend:
         return self._check_answer(response, len(batch))
 
     def probe(self, timeout_s: float | None = None) -> float:
-        """Seconds for ServerReady + ModelReady, both within `timeout_s` together; BackendError if
-        the edge could not serve this model now (not ready counts as UNREACHABLE)."""
+        """Seconds for ServerReady + ModelReady + ModelMetadata, all within `timeout_s` together;
+        BackendError if the edge could not serve this model now (not ready counts as UNREACHABLE, a
+        model whose tensors differ from the manifest as BAD_ANSWER)."""
         timeout = self.probe_timeout_s if timeout_s is None else timeout_s
         started = time.monotonic()
         if not self._call("ServerReady", service_pb2.ServerReadyRequest(), timeout).ready:
@@ -121,7 +122,24 @@ class EdgeBackend:
         request = service_pb2.ModelReadyRequest(name=self.model_name, version=self.model_version)
         if not self._call("ModelReady", request, remaining).ready:
             raise BackendError(FailureKind.UNREACHABLE, f"model '{self.model_name}' is not ready on {self.url}")
+        remaining = max(timeout - (time.monotonic() - started), 1e-3)
+        request = service_pb2.ModelMetadataRequest(name=self.model_name, version=self.model_version)
+        self._check_metadata(self._call("ModelMetadata", request, remaining))
         return time.monotonic() - started
+
+    def _check_metadata(self, metadata) -> None:
+        """A ready edge serving another model under our model's name must not look healthy: the
+        router would go back to it only to replace every answer locally. BAD_ANSWER otherwise."""
+        manifest = self.manifest
+        for wanted, tensors in ((manifest.input, metadata.inputs), (manifest.output, metadata.outputs)):
+            found = {t.name: t for t in tensors}.get(wanted.name)
+            dims = list(found.shape) if found else []
+            if found is None or found.datatype != wanted.v2_datatype or dims[-len(wanted.shape):] != list(wanted.shape) \
+                    or len(dims) not in (len(wanted.shape), len(wanted.shape) + 1):
+                served = {t.name: (t.datatype, list(t.shape)) for t in tensors}
+                raise BackendError(FailureKind.BAD_ANSWER, f"edge model '{self.model_name}' on {self.url} serves "
+                                   f"{served}, manifest expects '{wanted.name}' {wanted.v2_datatype} "
+                                   f"{list(wanted.shape)}")
 
     def close(self) -> None:
         with self._lock:

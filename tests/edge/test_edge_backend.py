@@ -84,6 +84,14 @@ def test_wrong_model_is_a_bad_answer(edge_server, edge_manifest, frames, model_n
     assert error.kind == FailureKind.BAD_ANSWER and problem in error.message
 
 
+@pytest.mark.parametrize("model_name", ["tiny", "tiny_logits"])
+def test_probe_of_a_ready_but_wrong_model_is_a_bad_answer(edge_server, edge_manifest, model_name):
+    """Ready is not healthy: the router must not go back to an edge serving other tensors."""
+    with EdgeBackend(edge_server.url, edge_manifest, model_name=model_name) as backend:
+        error = failure(lambda: backend.probe(5))
+    assert error.kind == FailureKind.BAD_ANSWER and "manifest expects" in error.message
+
+
 def test_message_over_the_size_limit_is_a_bad_answer_not_overload(edge_server, edge_manifest, frames):
     """gRPC reports an oversized message as RESOURCE_EXHAUSTED too; retrying later would not help."""
     with EdgeBackend(edge_server.url, edge_manifest, channel=ChannelSettings(max_message_mb=0.01)) as backend:
