@@ -57,7 +57,8 @@ class PerceptionNode(Node):
         node_cfg = self.config.node
         self._counters = {"frames_in": 0, "frames_out": 0, "bad_input": 0}  # drops: self.queue.dropped
         self._count_lock = threading.Lock()
-        self.local = LocalBackend(data_path(node_cfg.local_model), threads=node_cfg.local_threads)
+        self.local = LocalBackend(data_path(node_cfg.local_model), threads=node_cfg.local_threads,
+                                  providers=node_cfg.local_providers)
         self.manifest = self.local.manifest
         self.local.warm_up()  # pay ONNX Runtime's first runs now, not on the first failover
         self.edge = self._make_edge() if node_cfg.edge_url else None

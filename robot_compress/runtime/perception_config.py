@@ -18,6 +18,9 @@ from robot_compress.runtime.package_data import share_dir
 CONFIG_FILE = share_dir() / "config" / "perception.yaml"
 
 
+PROVIDER_CHOICES = ("cpu", "auto")  # LocalBackend's providers argument
+
+
 class ConfigError(RobotCompressError, ValueError):
     """A setting is missing, of the wrong type or out of its range."""
 
@@ -56,6 +59,8 @@ class NodeConfig:
 
     local_model: str = _setting("models/cifar10_resnet20", "on-robot model directory (models/<name>)")
     local_threads: int = _setting(1, "ONNX Runtime threads for the on-robot model", 1, 64)
+    local_providers: str = _setting("cpu", "ONNX Runtime providers for the on-robot model: cpu, or auto "
+                                    "(TensorRT, then CUDA, then CPU: whichever the installed ONNX Runtime has)")
     edge_url: str = _setting("127.0.0.1:8001", "edge server host:port (OIP v2 gRPC); empty = local only")
     edge_model: str = _setting("cifar10_resnet56", "model name on the edge server")
     edge_token: str = _setting("", "bearer token for the edge server (empty = none)")
@@ -66,6 +71,9 @@ class NodeConfig:
 
     def __post_init__(self) -> None:
         validate(self)
+        if self.local_providers not in PROVIDER_CHOICES:
+            raise ConfigError(f"setting 'local_providers' must be one of {list(PROVIDER_CHOICES)}, "
+                              f"got {self.local_providers!r}")
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ def test_every_setting_has_a_description():
     ({"failure_threshold": True}, "'failure_threshold' must be int, got bool"),
     ({"hedge_after_ms": 80.0, "deadline_ms": 50.0}, "hedge_after_ms (80) must be below deadline_ms (50)"),
     ({"deadline": 50}, "unknown perception setting(s) ['deadline']"),
+    ({"local_providers": "gpu"}, "'local_providers' must be one of ['cpu', 'auto'], got 'gpu'"),
 ])
 def test_bad_values_are_named(values, message):
     with pytest.raises(ConfigError) as info:
