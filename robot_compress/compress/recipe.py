@@ -224,9 +224,12 @@ class QuantizeInt8:
     per_channel: bool = True
     calibration_images: int = 512
     calibrate_method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    percentile: float = 99.99  # with calibrate_method percentile: the activation range kept
 
     def validate(self, where: str) -> None:
         _positive(self.calibration_images, f"{where}.calibration_images")
+        if not 50 < self.percentile <= 100:
+            raise RecipeError(f"{where}.percentile must be in (50, 100], got {self.percentile}")
 
 
 STAGE_TYPES: dict[str, type] = {

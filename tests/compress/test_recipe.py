@@ -56,6 +56,7 @@ def edit(recipe: dict, path: str, value) -> dict:
     ("data.batch_size", True, "batch_size must be int, got bool"),
     ("teacher.checkpoint", "/nonexistent.th", "file '/nonexistent.th' does not exist"),
     ("stages.3.mode", "int4", "mode must be one of ['static', 'dynamic']"),
+    ("stages.3.percentile", 10.0, "percentile must be in (50, 100]"),
 ])
 def test_bad_field_is_named(good, path, value, message):
     with pytest.raises(RecipeError) as error:

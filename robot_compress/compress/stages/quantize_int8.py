@@ -39,7 +39,8 @@ def run(params: QuantizeInt8, artefact: Artefact, ctx: Context) -> Artefact:
         reader = CalibrationImages(ctx.splits.train.images[np.sort(order)], ctx.splits.spec)
         q.quantize_static(str(prepared), str(output), reader, quant_format=q.QuantFormat.QDQ,
                           per_channel=params.per_channel, activation_type=q.QuantType.QUInt8,
-                          weight_type=q.QuantType.QInt8, calibrate_method=METHODS[params.calibrate_method])
+                          weight_type=q.QuantType.QInt8, calibrate_method=METHODS[params.calibrate_method],
+                          extra_options={"CalibPercentile": params.percentile})
     else:
         q.quantize_dynamic(str(prepared), str(output), op_types_to_quantize=["MatMul", "Gemm"],
                            per_channel=params.per_channel, weight_type=q.QuantType.QInt8)
