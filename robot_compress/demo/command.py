@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     if "error" in outcome:
         print(f"error: the demo run failed: {outcome['error']} (logs in {out})", file=sys.stderr)
         return 1
-    return _summarise(outcome["record"], state, out)
+    return _summarise(outcome["record"], state, out, bed.started)
 
 
 def _free_port() -> int:
@@ -164,7 +164,7 @@ def _watch(runner, thread: threading.Thread, live: bool, changes) -> DemoState:
     return state
 
 
-def _summarise(record, state, out: Path) -> int:
+def _summarise(record, state, out: Path, processes: list[dict]) -> int:
     from rich.console import Console
     from rich.table import Table
 
@@ -179,6 +179,7 @@ def _summarise(record, state, out: Path) -> int:
         "config": {"rate_hz": record.config.rate_hz, "duration_s": record.scenario.duration_s,
                    "local_model": str(record.config.local_model), "edge_model": str(record.config.edge_model),
                    "external_edge": record.config.external_edge},
+        "processes": processes,  # all stopped before this was written
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     table = Table(title="demo summary", show_header=False)

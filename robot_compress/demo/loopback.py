@@ -23,6 +23,7 @@ class LoopbackBed:
 
     def __init__(self) -> None:
         self._procs: list[subprocess.Popen] = []
+        self.started: list[dict] = []  # every process ever started: {"pid", "program"}, for the summary
 
     def __enter__(self) -> LoopbackBed:
         return self
@@ -33,6 +34,7 @@ class LoopbackBed:
     def popen(self, side: str, argv: Sequence[str], **kwargs) -> subprocess.Popen:
         proc = subprocess.Popen(list(argv), start_new_session=True, **kwargs)
         self._procs.append(proc)
+        self.started.append({"pid": proc.pid, "program": " ".join(argv[:3])})
         return proc
 
     def kill(self, proc: subprocess.Popen) -> None:
