@@ -95,11 +95,43 @@ def retime(entries: list[dict], threads: tuple[int, ...], rounds: int, runs: int
                                          "p95": float(np.percentile(times, 95))}
 
 
+def channel_alignment(runs: int) -> None:
+    """Latency of ResNet-56 pruned by 50% (no training: latency only) with and without round_to=8."""
+    import copy
+
+    import torch
+
+    from robot_compress.compress.cifar_resnet import cifar_resnet, load_checkpoint
+    from robot_compress.compress.metrics import count_params, latency_ms
+    from robot_compress.compress.onnx_export import export_onnx
+    from robot_compress.compress.recipe import PruneStructured
+    from robot_compress.compress.stages.prune_structured import (
+        _pruner,
+        channel_ratio_for,
+        replace_zero_pad_shortcuts,
+    )
+
+    model = cifar_resnet("resnet56")
+    load_checkpoint(model, REPO.parent / "shared/data/weights/cifar10_resnet56-4bfd9763.th")
+    replace_zero_pad_shortcuts(model.eval())
+    example = torch.zeros(1, 3, 32, 32)
+    print("| pruning | stage widths | params | p50 ms 1 thread | edge p50 ms 1 thread |\n|---|---|---|---|---|")
+    for round_to in (None, 8):
+        params = PruneStructured(ratio=0.5, round_to=round_to)
+        pruned = copy.deepcopy(model)
+        _pruner(pruned, params, example, channel_ratio_for(pruned, params, example), 1).step()
+        path = export_onnx(pruned, REPO / "runs" / f"alignment_{round_to}.onnx", (3, 32, 32))
+        widths = sorted({m.out_channels for m in pruned.modules() if isinstance(m, torch.nn.Conv2d)})
+        ours = latency_ms(path, (3, 32, 32), 1, 20, runs)["p50"]
+        edge = latency_ms(EDGE / "1" / "model.onnx", (3, 32, 32), 1, 20, runs)["p50"]
+        print(f"| ratio 0.5, round_to {round_to} | {widths} | {count_params(pruned)[0]:,} | {ours:.2f} | {edge:.2f} |")
+
+
 def markdown(entries: list[dict]) -> str:
     edge = entries[0]
     head = ("| model | top-1 test_dev | Δ vs edge | params | removed | MACs | ONNX bytes | gzip bytes | "
             "p50/p95 ms 1 thread | p50/p95 ms 2 threads | speed-up 1 thread |")
-    lines = [head, "|" + "---|" * head.count(" | ")]
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for e in entries:
         m = e["metrics"]
         l1, l2 = e["latency_ms_1t"], e["latency_ms_2t"]
@@ -117,8 +149,13 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads for training")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--runs", type=int, default=30, help="timed runs per model per round")
+    parser.add_argument("--channel-alignment", action="store_true",
+                        help="only time 50%%-pruned ResNet-56 with and without round_to=8")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
+    if args.channel_alignment:
+        channel_alignment(300)
+        return 0
     if args.run:
         run_recipes(args.threads)
     entries = collect()

@@ -143,10 +143,13 @@ class PruneStructured(TrainConfig):
     scope: Literal["global", "uniform"] = "uniform"
     steps: int = 1
     max_layer_ratio: float = 0.9
+    round_to: int | None = None  # keep channel counts multiples of this (CPU kernels favour 8)
 
     def validate(self, where: str) -> None:
         super().validate(where)
         _unit(self.ratio, f"{where}.ratio")
+        if self.round_to is not None:
+            _positive(self.round_to, f"{where}.round_to")
         _unit(self.max_layer_ratio, f"{where}.max_layer_ratio")
         _positive(self.steps, f"{where}.steps")
 

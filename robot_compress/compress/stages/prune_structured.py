@@ -63,7 +63,7 @@ def _pruner(model: nn.Module, params: PruneStructured, example: torch.Tensor, ch
     return tp.pruner.MetaPruner(
         model, example, importance=_importance(params.importance), global_pruning=params.scope == "global",
         pruning_ratio=channel_ratio, max_pruning_ratio=params.max_layer_ratio, iterative_steps=steps,
-        ignored_layers=[head])
+        ignored_layers=[head], round_to=params.round_to)
 
 
 def _cost(model: nn.Module, example: torch.Tensor, target: str) -> float:
