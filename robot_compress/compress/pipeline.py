@@ -13,7 +13,6 @@ Work directory layout (runs/<name>/ by default, gitignored):
 from __future__ import annotations
 
 import copy
-import dataclasses
 import hashlib
 import json
 import platform
@@ -84,11 +83,12 @@ def _open_run(recipe: Recipe, work_dir: Path, resume: bool, command: str) -> dic
 
 
 def stage_key(recipe: Recipe, index: int) -> str:
-    """Identifies what stage `index` computes: teacher, data, seed and every stage up to it. A
-    finished stage is reused on --resume only while its key is unchanged."""
+    """Identifies what stage `index` computes: teacher, data, seed and every stage's settings up to
+    it. A finished stage is reused on --resume only while its key is unchanged."""
     source = recipe.source
     content = {key: source.get(key) for key in ("teacher", "data", "seed")}
-    content["stages"] = [(stage.name, dataclasses.asdict(stage.params)) for stage in recipe.stages[:index]]
+    # the settings as written: a new field with a default in a later version keeps old stages valid
+    content["stages"] = [stage.name for stage in recipe.stages[:index]] + source["stages"][:index]
     return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
 
 
