@@ -98,3 +98,14 @@ def test_decode_png_round_trip_and_corrupt_data():
         decode_image(jpeg.tobytes()[:40])
     with pytest.raises(ImageError, match="empty"):
         decode_image(b"")
+
+
+def test_camera_sized_bgr_and_mono_match_converting_first():
+    """Resizing before reordering channels gives what converting the full frame first would."""
+    rng = np.random.default_rng(6)
+    rgb = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    converted_first = cv2.resize(rgb, (32, 32), interpolation=cv2.INTER_AREA)
+    np.testing.assert_allclose(preprocess(rgb[:, :, ::-1].copy(), "bgr8", SPEC), _reference(converted_first), atol=1e-5)
+    mono = rng.integers(0, 256, (480, 640), dtype=np.uint8)
+    mono_first = cv2.resize(np.repeat(mono[:, :, None], 3, axis=2), (32, 32), interpolation=cv2.INTER_AREA)
+    np.testing.assert_allclose(preprocess(mono, "mono8", SPEC), _reference(mono_first), atol=1e-5)
