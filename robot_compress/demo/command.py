@@ -91,6 +91,8 @@ def run(args: argparse.Namespace) -> int:
             state = _watch(runner, thread, live, changes)
         except KeyboardInterrupt:
             print("\ninterrupted: stopping every process", file=sys.stderr)
+            bed.close()
+            thread.join(timeout=30)  # its next step fails on the closed testbed
             return 130
     if "error" in outcome:
         print(f"error: the demo run failed: {outcome['error']} (logs in {out})", file=sys.stderr)

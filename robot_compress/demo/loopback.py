@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import subprocess
+import threading
 from collections.abc import Sequence
 
 from robot_compress.faults.netns import signal_group
@@ -24,6 +25,8 @@ class LoopbackBed:
     def __init__(self) -> None:
         self._procs: list[subprocess.Popen] = []
         self.started: list[dict] = []  # every process ever started: {"pid", "program"}, for the summary
+        self._lock = threading.Lock()  # the runner thread starts processes while Ctrl-C closes
+        self._closed = False
 
     def __enter__(self) -> LoopbackBed:
         return self
@@ -32,9 +35,12 @@ class LoopbackBed:
         self.close()
 
     def popen(self, side: str, argv: Sequence[str], **kwargs) -> subprocess.Popen:
-        proc = subprocess.Popen(list(argv), start_new_session=True, **kwargs)
-        self._procs.append(proc)
-        self.started.append({"pid": proc.pid, "program": " ".join(argv[:3])})
+        with self._lock:
+            if self._closed:
+                raise RuntimeError(f"testbed is closed: not starting {argv[0]}")
+            proc = subprocess.Popen(list(argv), start_new_session=True, **kwargs)
+            self._procs.append(proc)
+            self.started.append({"pid": proc.pid, "program": " ".join(argv[:3])})
         return proc
 
     def kill(self, proc: subprocess.Popen) -> None:
@@ -48,7 +54,10 @@ class LoopbackBed:
         signal_group(proc, signal.SIGCONT)
 
     def close(self, grace_s: float = 5.0) -> None:
-        """SIGINT (ROS nodes shut down cleanly on it), then SIGKILL whatever is left."""
+        """SIGINT (ROS nodes shut down cleanly on it), then SIGKILL whatever is left. After this,
+        `popen` refuses, so a run still starting processes in another thread cannot leak one."""
+        with self._lock:
+            self._closed = True
         for proc in self._procs:
             if proc.poll() is None:
                 signal_group(proc, signal.SIGCONT)  # a frozen process cannot act on SIGINT

@@ -38,3 +38,37 @@ def test_demo_reports_a_missing_source(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "robot_compress.cli", "demo", "--source", str(tmp_path / "none.npz")],
                           cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "--source" in proc.stderr and "does not exist" in proc.stderr
+
+
+def _processes_in_domain(domain: int) -> list[str]:
+    """Live processes started with this test's ROS_DOMAIN_ID (the demo's children inherit it)."""
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if proc.environ().get("ROS_DOMAIN_ID") == str(domain) and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(" ".join(proc.info["cmdline"] or [])[:120])
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+def test_ctrl_c_stops_every_child_process(tmp_path, ros_domain_id, shared_data):
+    import signal
+    import time
+
+    demo = subprocess.Popen([sys.executable, "-m", "robot_compress.cli", "demo", "--duration", "60",
+                             "--out", str(tmp_path / "run")], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and len(_processes_in_domain(ros_domain_id)) < 5:
+            time.sleep(0.5)  # edge server, proxy, recorder, node, camera all up
+        assert len(_processes_in_domain(ros_domain_id)) >= 5, "the demo did not start its processes"
+        demo.send_signal(signal.SIGINT)
+        output, _ = demo.communicate(timeout=60)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+    assert demo.returncode == 130, output[-2000:]
+    assert "stopping every process" in output
+    assert _processes_in_domain(ros_domain_id) == [], "the demo left processes running after Ctrl-C"
