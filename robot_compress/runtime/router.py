@@ -10,7 +10,9 @@ States (see DESIGN.md):
 The router starts in LOCAL (reason "startup"): the link is trusted only once probes say so.
 
 Every `classify` call returns exactly one `RouteResult`. An edge answer that arrives after its
-frame was answered locally is dropped and counted. No ROS here: the node is a thin shell over this.
+frame was answered locally is dropped and counted. Every edge call counts once for the circuit
+breaker (success, failure, or an answer after the deadline), also when a hedge answered its frame
+first. No ROS here: the node is a thin shell over this.
 """
 
 from __future__ import annotations
@@ -101,14 +103,18 @@ class RouterStats:
     events: list[RouterEvent] = field(default_factory=list)
 
 
-class _Claim:
-    """Who answered a frame. Whichever of (edge finished, local claimed the frame) happens second
-    decides whether a late edge answer was dropped, so the count is exact under any interleaving."""
+class _EdgeCall:
+    """One edge request. Who answered its frame: whichever of (edge finished, local claimed the frame)
+    happens second decides whether a late edge answer was dropped, so the count is exact under any
+    interleaving. `counted` makes sure the circuit breaker sees its outcome exactly once."""
 
-    def __init__(self) -> None:
+    def __init__(self, deadline: float) -> None:
         self.lock = threading.Lock()
+        self.deadline = deadline
         self.owner: str | None = None
         self.edge_ok: bool | None = None  # None while the edge call is running
+        self.finished_at: float | None = None
+        self.counted = False
 
 
 class Router:
@@ -176,47 +182,47 @@ class Router:
         if not room:
             self._edge_failed(FailureKind.OVERLOADED, f"{cfg.edge_max_inflight} edge requests already in flight")
             return self._answer_locally(batch, seq, stamp, start, FailureKind.OVERLOADED.value)
-        claim = _Claim()
-        edge_future = self._edge_pool.submit(self._edge_call, batch, cfg.deadline_ms / 1000.0)
-        edge_future.add_done_callback(lambda f: self._edge_finished(f, claim))
+        call = _EdgeCall(deadline)
+        edge_future = self._edge_pool.submit(self._edge_call, batch, cfg.deadline_ms / 1000.0, call)
+        edge_future.add_done_callback(lambda f: self._edge_finished(f, call))
         hedge_at = start + cfg.hedge_after_ms / 1000.0 if cfg.hedge_after_ms else None
         local_future: Future | None = None
         failure: BackendError | None = None
         while True:
             if edge_future.done():
-                error = edge_future.exception()
-                if error is None:
+                failure = self._outcome(edge_future, call)
+                if failure is None:
                     logits, rtt_ms = edge_future.result()
-                    with claim.lock:
-                        claim.owner = EDGE
-                    self._edge_succeeded(rtt_ms)
+                    with call.lock:
+                        call.owner = EDGE
+                    self._settle(call, None, rtt_ms)
                     return self._result(seq, stamp, EDGE, logits, start, rtt_ms, hedged=local_future is not None)
-                failure = error
+                self._settle(call, failure)
                 break
-            if local_future is not None and local_future.done():
-                break  # the hedge won; the edge's eventual answer is late
+            hedge_done = local_future is not None and local_future.done()
+            if hedge_done and local_future.exception() is None:
+                break  # the hedge won; the edge call is counted when it finishes or its deadline passes
             now = self._clock()
             if now >= deadline:
                 failure = BackendError(FailureKind.TIMEOUT, f"no edge answer within {cfg.deadline_ms:g} ms")
+                self._settle(call, failure)
                 break
             if hedge_at is not None and local_future is None and now >= hedge_at:
                 local_future = self._local_pool.submit(self._local_call, batch)
                 with self._lock:
                     self._hedged += 1
             wake = deadline if hedge_at is None or local_future is not None else hedge_at
-            waiting = [f for f in (edge_future, local_future) if f is not None]
+            waiting = [edge_future] if local_future is None or hedge_done else [edge_future, local_future]
             wait(waiting, timeout=max(0.0, wake - now), return_when=FIRST_COMPLETED)
-        with claim.lock:
-            claim.owner = LOCAL
-            late = claim.edge_ok is True
+        with call.lock:
+            call.owner = LOCAL
+            late = call.edge_ok is True
         if late:
             self._count_late()
-        if failure is not None:
-            self._edge_failed(failure.kind, failure.message)
         kind = failure.kind.value if failure is not None else None
         return self._answer_locally(batch, seq, stamp, start, kind, local_future)
 
-    def _edge_call(self, batch: np.ndarray, timeout_s: float) -> tuple[np.ndarray, float]:
+    def _edge_call(self, batch: np.ndarray, timeout_s: float, call: _EdgeCall) -> tuple[np.ndarray, float]:
         t0 = self._clock()
         try:
             logits = self.edge.infer(batch, timeout_s=timeout_s)
@@ -224,20 +230,50 @@ class Router:
             raise
         except Exception as exc:  # a client bug must not take the frame down with it
             raise BackendError(FailureKind.BAD_ANSWER, f"edge client raised {type(exc).__name__}: {exc}") from exc
+        finally:
+            call.finished_at = self._clock()
         logits = np.asarray(logits)
         if logits.ndim != 2 or logits.shape[0] != batch.shape[0] or not np.isfinite(logits).all():
             raise BackendError(FailureKind.BAD_ANSWER, f"edge logits of shape {logits.shape} (finite: "
                                f"{bool(np.isfinite(logits).all())}) for a batch of {batch.shape[0]}")
-        return logits, (self._clock() - t0) * 1000.0
+        return logits, (call.finished_at - t0) * 1000.0
 
-    def _edge_finished(self, future: Future, claim: _Claim) -> None:
+    def _outcome(self, future: Future, call: _EdgeCall) -> BackendError | None:
+        """A finished edge call's failure (an answer after the deadline is a timeout), or None."""
+        error = future.exception()
+        if error is None and call.finished_at > call.deadline:
+            late_ms = (call.finished_at - call.deadline) * 1000.0
+            return BackendError(FailureKind.TIMEOUT, f"edge answered {late_ms:.1f} ms after the "
+                                f"{self.config.deadline_ms:g} ms deadline")
+        return error
+
+    def _edge_finished(self, future: Future, call: _EdgeCall) -> None:
+        """Done callback of every edge call: frees its slot, counts a dropped late answer, and counts
+        its outcome unless the frame's thread already did."""
         with self._lock:
             self._inflight -= 1
-        with claim.lock:
-            claim.edge_ok = not future.cancelled() and future.exception() is None
-            late = claim.edge_ok and claim.owner == LOCAL
+        if future.cancelled():  # close() cancelled it before it ran
+            return
+        answered = future.exception() is None
+        with call.lock:
+            call.edge_ok = answered
+            late = answered and call.owner == LOCAL
         if late:
             self._count_late()
+        failure = self._outcome(future, call)
+        self._settle(call, failure, future.result()[1] if failure is None else None)
+
+    def _settle(self, call: _EdgeCall, failure: BackendError | None, rtt_ms: float | None = None) -> None:
+        """The one place where an edge call's outcome reaches the circuit breaker, once per call: when
+        the call finishes or its deadline passes, whether or not a hedge already answered the frame."""
+        with call.lock:
+            if call.counted:
+                return
+            call.counted = True
+        if failure is None:
+            self._edge_succeeded(rtt_ms)
+        else:
+            self._edge_failed(failure.kind, failure.message)
 
     def _count_late(self) -> None:
         with self._lock:

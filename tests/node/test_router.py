@@ -227,3 +227,50 @@ def test_a_failing_local_backend_still_gives_one_result(make_router):
     assert (result.backend, result.stamp, result.logits) == ("none", 3, None)
     assert "scripted local failure" in result.error
     assert router.stats().answers == {"none": 1}
+
+
+def test_hedging_against_a_hanging_edge_still_fails_over(make_router):
+    edge = ScriptedEdge()
+    router = at_edge(make_router, edge, deadline_ms=60.0, hedge_after_ms=20.0, failure_threshold=3)
+    edge.mode, edge.probe_ok = "hang", False
+    results = []
+    for i in range(60):  # two seconds at 30 Hz
+        results.append(router.classify(BATCH, stamp=i))
+        time.sleep(1 / 30)
+    assert all(r.backend == "local" for r in results)
+    assert router.state is RouterState.LOCAL and router.stats().failovers == 1
+    assert router.events[-1].reason == "timeout"
+    hedged_before_failover = [r for r in results if r.hedged]
+    assert 3 <= len(hedged_before_failover) <= 6  # the threshold, plus frames sent before the failures landed
+    assert router.stats().edge_failures["timeout"] == len(hedged_before_failover)
+
+
+def test_a_late_but_successful_edge_answer_after_a_hedge_counts_as_a_timeout(make_router):
+    edge = ScriptedEdge()
+    router = at_edge(make_router, edge, deadline_ms=60.0, hedge_after_ms=10.0)
+    edge.delay_s, edge.probe_ok = 0.2, False  # answers, but after the deadline
+    edge.finished.clear()
+    result = router.classify(BATCH)
+    assert (result.backend, result.hedged) == ("local", True)
+    assert edge.finished.wait(2.0)
+    assert wait_for(lambda: router.state is RouterState.LOCAL)
+    stats = router.stats()
+    assert stats.edge_failures == {"timeout": 1} and stats.late_edge_dropped == 1
+
+
+def test_a_failing_hedge_does_not_end_the_wait_for_the_edge(make_router):
+    local = SlowLocal(fail=True)
+    router = at_edge(make_router, ScriptedEdge(delay_s=0.05), local=local, deadline_ms=300.0, hedge_after_ms=10.0)
+    result = router.classify(BATCH)
+    assert (result.backend, result.hedged, result.error) == ("edge", True, None)
+    assert local.calls == 1 and router.state is RouterState.EDGE
+
+
+def test_a_failing_hedge_and_a_failing_edge_give_one_result_with_the_reason(make_router):
+    edge = ScriptedEdge()
+    router = at_edge(make_router, edge, local=SlowLocal(fail=True), deadline_ms=80.0, hedge_after_ms=10.0)
+    edge.mode, edge.probe_ok = "hang", False
+    result = router.classify(BATCH)
+    assert (result.backend, result.edge_failure, result.hedged) == ("none", "timeout", True)
+    assert "scripted local failure" in result.error
+    assert router.state is RouterState.LOCAL and router.stats().edge_failures == {"timeout": 1}
