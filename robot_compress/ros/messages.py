@@ -8,6 +8,7 @@ router state). With vision_msgs, the routing facts of each frame go to `~/route`
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -71,11 +72,16 @@ def _ms(value: float | None) -> str:
 
 
 def diagnostics_message(stamp, stats: RouterStats, counters: dict[str, int], edge_configured: bool,
-                        hardware_id: str) -> DiagnosticArray:
-    """One DiagnosticStatus for the router: WARN while the edge is configured but not in use."""
+                        hardware_id: str, stopped_threads: Sequence[str] = ()) -> DiagnosticArray:
+    """One DiagnosticStatus for the router: ERROR when one of the node's threads (`stopped_threads`)
+    has ended, WARN while the edge is configured but not in use."""
     degraded = edge_configured and stats.state is not RouterState.EDGE
     level = DiagnosticStatus.WARN if degraded or stats.answers.get("none") else DiagnosticStatus.OK
     reason = stats.last_event.reason if stats.last_event else ""
+    message = f"{stats.state.value} ({reason})"
+    if stopped_threads:
+        level = DiagnosticStatus.ERROR
+        message = f"thread stopped: {', '.join(stopped_threads)}; {message}"
     values = {
         "state": stats.state.value,
         "state_reason": reason,
@@ -92,10 +98,12 @@ def diagnostics_message(stamp, stats: RouterStats, counters: dict[str, int], edg
         "failovers": str(stats.failovers),
         "late_edge_answers_dropped": str(stats.late_edge_dropped),
         "hedged": str(stats.hedged),
+        "event_callback_errors": str(stats.event_callback_errors),
+        "stopped_threads": ",".join(stopped_threads),
         **{f"edge_failures_{k}": str(v) for k, v in sorted(stats.edge_failures.items())},
     }
     status = DiagnosticStatus(level=level, name="perception_node: router", hardware_id=hardware_id,
-                              message=f"{stats.state.value} ({reason})",
+                              message=message,
                               values=[KeyValue(key=k, value=v) for k, v in values.items()])
     array = DiagnosticArray(status=[status])
     array.header.stamp = stamp

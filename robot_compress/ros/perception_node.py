@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import traceback
 
 import rclpy
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
@@ -36,6 +37,7 @@ from robot_compress.runtime.router import Router, RouterEvent, RouterState
 
 NODE_NAME = "perception_node"
 BAD_INPUT_LOG_PERIOD_S = 5.0
+FRAME_ERROR_LOG_PERIOD_S = 5.0
 # Router state changes are few and each one matters: reliable, and the last ones kept for late joiners.
 EVENTS_QOS = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
@@ -55,7 +57,8 @@ class PerceptionNode(Node):
         super().__init__(NODE_NAME, **kwargs)
         self.config = self._read_parameters()
         node_cfg = self.config.node
-        self._counters = {"frames_in": 0, "frames_out": 0, "bad_input": 0}  # drops: self.queue.dropped
+        # frames_in == frames_out + frames_dropped (self.queue.dropped) + bad_input + frame_errors
+        self._counters = {"frames_in": 0, "frames_out": 0, "bad_input": 0, "frame_errors": 0}
         self._count_lock = threading.Lock()
         self.local = LocalBackend(data_path(node_cfg.local_model), threads=node_cfg.local_threads,
                                   providers=node_cfg.local_providers)
@@ -137,33 +140,47 @@ class PerceptionNode(Node):
         self.backend_pub.publish(String(data="edge" if event.state is RouterState.EDGE else "local"))
         self.events_pub.publish(messages.event_message(event))
 
-    def _publish_diagnostics(self) -> None:
+    def _diagnostics(self) -> messages.DiagnosticArray:
         with self._count_lock:
             counters = dict(self._counters, frames_dropped=self.queue.dropped)
-        self.diag_pub.publish(messages.diagnostics_message(
-            self.get_clock().now().to_msg(), self.router.stats(), counters, self.edge is not None,
-            self.get_fully_qualified_name()))
+        stats = self.router.stats()
+        stopped = [name for name, alive in (("inference", self._worker.is_alive()), ("prober", stats.prober_alive))
+                   if not alive]
+        return messages.diagnostics_message(self.get_clock().now().to_msg(), stats, counters, self.edge is not None,
+                                            self.get_fully_qualified_name(), stopped_threads=stopped)
+
+    def _publish_diagnostics(self) -> None:
+        self.diag_pub.publish(self._diagnostics())
 
     # --- inference thread ------------------------------------------------------------------------
 
     def _work(self) -> None:
+        """The inference thread: one frame at a time until the queue is closed. An unexpected error
+        in one frame is counted and logged (throttled), and the thread goes on with the next frame."""
         while (item := self.queue.get()) is not None:
-            msg, convert = item
             try:
-                image, encoding = convert(msg)
-                batch = preprocess(image, encoding, self.manifest.preprocessing)
-            except RobotCompressError as exc:
-                self._count("bad_input")
-                self.get_logger().warning(f"bad frame skipped: {exc}", throttle_duration_sec=BAD_INPUT_LOG_PERIOD_S)
-                continue
-            result = self.router.classify(batch, stamp=msg.header)
-            prediction = None
-            if result.logits is not None:
-                (prediction,) = predictions(result.logits, self.manifest.labels, k=self.config.node.top_k)
-            self.result_pub.publish(messages.classification_message(result, msg.header, prediction))
-            if self.route_pub is not None:
-                self.route_pub.publish(messages.json_message(messages.result_record(result, msg.header, None)))
-            self._count("frames_out")
+                self._process(*item)
+            except Exception as exc:
+                self._count("frame_errors")
+                self.get_logger().error(f"frame failed, no result published: {type(exc).__name__}: {exc}\n"
+                                        f"{traceback.format_exc()}", throttle_duration_sec=FRAME_ERROR_LOG_PERIOD_S)
+
+    def _process(self, msg, convert) -> None:
+        try:
+            image, encoding = convert(msg)
+            batch = preprocess(image, encoding, self.manifest.preprocessing)
+        except RobotCompressError as exc:
+            self._count("bad_input")
+            self.get_logger().warning(f"bad frame skipped: {exc}", throttle_duration_sec=BAD_INPUT_LOG_PERIOD_S)
+            return
+        result = self.router.classify(batch, stamp=msg.header)
+        prediction = None
+        if result.logits is not None:
+            (prediction,) = predictions(result.logits, self.manifest.labels, k=self.config.node.top_k)
+        self.result_pub.publish(messages.classification_message(result, msg.header, prediction))
+        if self.route_pub is not None:
+            self.route_pub.publish(messages.json_message(messages.result_record(result, msg.header, None)))
+        self._count("frames_out")
 
     def close(self) -> None:
         self.queue.close()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import enum
 import itertools
+import logging
 import threading
 import time
 from collections import Counter, deque
@@ -49,6 +50,9 @@ RECOVERED = "recovered"
 FORCED_LOCAL = "forced_local"
 
 EDGE, LOCAL, NONE = "edge", "local", "none"  # RouteResult.backend values
+CALLBACK_ERROR_LOG_PERIOD_S = 5.0
+
+log = logging.getLogger(__name__)
 
 
 class EdgeBackend(Backend, Protocol):
@@ -100,6 +104,8 @@ class RouterStats:
     local_p99_ms: float | None
     last_probe_ms: float | None
     last_event: RouterEvent | None
+    event_callback_errors: int  # exceptions raised by on_event, caught and counted
+    prober_alive: bool  # False once the prober thread has ended (True without an edge)
     events: list[RouterEvent] = field(default_factory=list)
 
 
@@ -145,6 +151,8 @@ class Router:
         self._edge_rtt = LatencyWindow()
         self._local_ms = LatencyWindow()
         self._last_probe_ms: float | None = None
+        self._callback_errors = 0
+        self._callback_error_logged_at: float | None = None
         self._events: deque[RouterEvent] = deque(maxlen=50)
         self._local_pool = ThreadPoolExecutor(1, thread_name_prefix="router-local")
         self._edge_pool: ThreadPoolExecutor | None = None
@@ -391,8 +399,22 @@ class Router:
         self._emit(event)
 
     def _emit(self, event: RouterEvent | None) -> None:
-        if event is not None and self._on_event is not None:
+        """Call on_event; an exception from it is counted and logged (throttled), never raised into
+        the frame's thread or the prober."""
+        if event is None or self._on_event is None:
+            return
+        try:
             self._on_event(event)
+        except Exception:
+            now = self._clock()
+            with self._lock:
+                self._callback_errors += 1
+                errors, last = self._callback_errors, self._callback_error_logged_at
+                quiet = last is not None and now - last < CALLBACK_ERROR_LOG_PERIOD_S
+                if not quiet:
+                    self._callback_error_logged_at = now
+            if not quiet:
+                log.exception("router on_event callback raised (%d so far); the router goes on", errors)
 
     # --- operator and introspection -------------------------------------------------------------
 
@@ -420,7 +442,8 @@ class Router:
                 edge_rtt_p50_ms=self._edge_rtt.percentile(50), edge_rtt_p99_ms=self._edge_rtt.percentile(99),
                 local_p50_ms=self._local_ms.percentile(50), local_p99_ms=self._local_ms.percentile(99),
                 last_probe_ms=self._last_probe_ms, last_event=self._events[-1] if self._events else None,
-                events=list(self._events))
+                event_callback_errors=self._callback_errors,
+                prober_alive=self._prober is None or self._prober.is_alive(), events=list(self._events))
 
     def close(self) -> None:
         """Stop the prober and the worker pools (the backends stay open: their owner closes them)."""

@@ -43,3 +43,16 @@ def test_diagnostics_warn_while_the_edge_is_configured_but_unused():
     values = {kv.key: kv.value for kv in degraded.status[0].values}
     assert (values["state"], values["frames_dropped"], values["state_reason"]) == ("local", "1", "no_edge")
     assert {"edge_rtt_p50_ms", "edge_rtt_p99_ms", "local_latency_p99_ms", "failovers", "bad_input"} <= set(values)
+
+
+def test_diagnostics_say_error_when_a_thread_has_stopped():
+    router = Router(SlowLocal())
+    try:
+        stats = router.stats()
+    finally:
+        router.close()
+    counters = {"frames_in": 0, "frames_out": 0, "frames_dropped": 0, "bad_input": 0}
+    status = messages.diagnostics_message(Time(sec=1), stats, counters, False, "/perception_node",
+                                          stopped_threads=["prober"]).status[0]
+    assert status.level == DiagnosticStatus.ERROR and status.message.startswith("thread stopped: prober")
+    assert {kv.key: kv.value for kv in status.values}["stopped_threads"] == "prober"

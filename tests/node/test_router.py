@@ -274,3 +274,23 @@ def test_a_failing_hedge_and_a_failing_edge_give_one_result_with_the_reason(make
     assert (result.backend, result.edge_failure, result.hedged) == ("none", "timeout", True)
     assert "scripted local failure" in result.error
     assert router.state is RouterState.LOCAL and router.stats().edge_failures == {"timeout": 1}
+
+
+def test_a_raising_event_callback_stops_neither_the_prober_nor_the_frames():
+    def on_event(event):
+        raise RuntimeError("subscriber bug")
+
+    edge = ScriptedEdge()
+    router = Router(SlowLocal(), edge, RouterConfig(**FAST), on_event=on_event)
+    try:
+        assert wait_for(lambda: router.state is RouterState.EDGE), router.stats()  # prober survived two events
+        edge.mode, edge.probe_ok = FailureKind.UNREACHABLE, False
+        assert router.classify(BATCH).backend == "local" and router.state is RouterState.LOCAL
+        edge.mode, edge.probe_ok = "ok", True
+        assert wait_for(lambda: router.state is RouterState.EDGE)
+        stats = router.stats()
+        assert stats.prober_alive and stats.event_callback_errors >= 6  # startup, 2 recoveries, failover
+        assert [e.reason for e in stats.events][-3:] == ["unreachable", "healthy_probe", "recovered"]
+    finally:
+        router.close()
+    assert not router.stats().prober_alive

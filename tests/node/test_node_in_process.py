@@ -1,0 +1,70 @@
+"""perception_node constructed in this process (local only, no subscribers): the inference thread
+and the messages it publishes, driven through its own queue."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from robot_compress.ros.image_conversion import image_to_array
+from tests.conftest import SMALL_MODEL
+from tests.node.conftest import wait_until
+from tests.node.test_node_process import image_msg
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def node(ros_domain_id):
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    from robot_compress.ros.perception_node import PerceptionNode
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = PerceptionNode(context=context, parameter_overrides=[
+        Parameter("local_model", value=str(SMALL_MODEL)), Parameter("edge_url", value="")])
+    yield node
+    node.close()
+    node.destroy_node()
+    context.try_shutdown()
+
+
+def good_frame(sec: int):
+    return image_msg(sec, data=np.full((48, 64, 3), 128, np.uint8).tobytes())
+
+
+def counters(node) -> dict[str, int]:
+    with node._count_lock:
+        return dict(node._counters)
+
+
+def test_an_exception_in_one_frame_does_not_stop_the_inference_thread(node, monkeypatch):
+    classify = node.router.classify
+    stamps = []
+
+    def flaky(batch, stamp=None):
+        stamps.append(stamp.stamp.sec)
+        if len(stamps) == 1:
+            raise RuntimeError("router bug")
+        return classify(batch, stamp)
+
+    monkeypatch.setattr(node.router, "classify", flaky)
+    node._enqueue(good_frame(1), image_to_array)
+    wait_until(lambda: stamps, 10, "the first frame to reach the router")
+    node._enqueue(good_frame(2), image_to_array)
+    wait_until(lambda: counters(node)["frames_out"] == 1, 10, "the second frame's result",
+               detail=lambda: counters(node))
+    assert node._worker.is_alive() and stamps == [1, 2]
+    assert counters(node)["frame_errors"] == 1
+
+
+def test_diagnostics_say_error_once_the_inference_thread_has_ended(node):
+    from diagnostic_msgs.msg import DiagnosticStatus
+
+    assert node._diagnostics().status[0].level == DiagnosticStatus.OK
+    node.queue.close()
+    node._worker.join(5)
+    status = node._diagnostics().status[0]
+    assert status.level == DiagnosticStatus.ERROR and "thread stopped: inference" in status.message
