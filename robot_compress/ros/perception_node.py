@@ -179,7 +179,7 @@ class PerceptionNode(Node):
             (prediction,) = predictions(result.logits, self.manifest.labels, k=self.config.node.top_k)
         self.result_pub.publish(messages.classification_message(result, msg.header, prediction))
         if self.route_pub is not None:
-            self.route_pub.publish(messages.json_message(messages.result_record(result, msg.header, None)))
+            self.route_pub.publish(messages.json_message(messages.result_record(result, msg.header, prediction)))
         self._count("frames_out")
 
     def close(self) -> None:

@@ -68,3 +68,23 @@ def test_diagnostics_say_error_once_the_inference_thread_has_ended(node):
     node._worker.join(5)
     status = node._diagnostics().status[0]
     assert status.level == DiagnosticStatus.ERROR and "thread stopped: inference" in status.message
+
+
+class Capture:
+    def __init__(self):
+        self.messages = []
+
+    def publish(self, msg):
+        self.messages.append(msg)
+
+
+def test_route_record_carries_the_prediction(node):
+    """With vision_msgs, ~/route holds the JSON result the recorder and demo read: it must have the label."""
+    import json
+
+    node.route_pub = Capture()  # here without vision_msgs the node has no ~/route: capture what it would send
+    node._enqueue(good_frame(3), image_to_array)
+    wait_until(lambda: node.route_pub.messages, 10, "a ~/route message")
+    record = json.loads(node.route_pub.messages[0].data)
+    assert record["stamp"]["sec"] == 3 and record["backend"] == "local"
+    assert record["label"] in node.manifest.labels and len(record["top_k"]) == node.config.node.top_k
