@@ -1,4 +1,5 @@
-"""sensor_msgs <-> numpy without cv_bridge (not installed here): step padding, encodings, bad input."""
+"""sensor_msgs <-> numpy: step padding, encodings, bad input. The numpy conversion is tested
+directly, and image_to_array through whichever path this machine has (cv_bridge or numpy)."""
 
 from __future__ import annotations
 
@@ -7,40 +8,51 @@ import numpy as np
 import pytest
 from sensor_msgs.msg import CompressedImage, Image
 
-from robot_compress.ros import image_conversion
-from robot_compress.ros.image_conversion import array_to_image, compressed_to_array, image_to_array
+from robot_compress.ros.image_conversion import (
+    array_to_image,
+    compressed_to_array,
+    image_to_array,
+    numpy_from_image,
+)
 from robot_compress.runtime.errors import ImageError
 
 RNG = np.random.default_rng(0)
 
 
-def test_this_machine_has_no_cv_bridge_so_numpy_conversion_is_tested():
-    assert image_conversion._BRIDGE is None
+def numpy_to_array(msg) -> tuple[np.ndarray, str]:
+    """The numpy path of image_to_array, whether or not cv_bridge is installed."""
+    return numpy_from_image(msg.encoding, msg.height, msg.width, msg.step, msg.data), msg.encoding
 
 
+CONVERTERS = pytest.mark.parametrize("to_array", [numpy_to_array, image_to_array], ids=["numpy", "installed"])
+
+
+@CONVERTERS
 @pytest.mark.parametrize("encoding, channels", [("rgb8", 3), ("bgr8", 3), ("mono8", 1)])
-def test_round_trip(encoding, channels):
+def test_round_trip(to_array, encoding, channels):
     pixels = RNG.integers(0, 256, (5, 7, channels), dtype=np.uint8)
     msg = array_to_image(pixels, encoding)
     assert (msg.height, msg.width, msg.step, msg.encoding) == (5, 7, 7 * channels, encoding)
-    array, got_encoding = image_to_array(msg)
+    array, got_encoding = to_array(msg)
     assert got_encoding == encoding and np.array_equal(array, pixels)
 
 
-def test_padded_rows_are_cut_to_the_width():
+@CONVERTERS
+def test_padded_rows_are_cut_to_the_width(to_array):
     pixels = RNG.integers(0, 256, (4, 3, 3), dtype=np.uint8)
     step = 3 * 3 + 7  # e.g. a driver aligning rows to 16 bytes
     padded = np.full((4, step), 0xAB, dtype=np.uint8)
     padded[:, :9] = pixels.reshape(4, 9)
     msg = Image(height=4, width=3, encoding="rgb8", step=step)
     msg.data = padded.tobytes()
-    array, _ = image_to_array(msg)
+    array, _ = to_array(msg)
     assert np.array_equal(array, pixels)
 
 
-def test_mono_from_a_two_dimensional_array():
+@CONVERTERS
+def test_mono_from_a_two_dimensional_array(to_array):
     msg = array_to_image(np.arange(12, dtype=np.uint8).reshape(3, 4), "mono8")
-    array, _ = image_to_array(msg)
+    array, _ = to_array(msg)
     assert array.shape == (3, 4, 1) and array[2, 3, 0] == 11
 
 
@@ -59,9 +71,10 @@ def _image(encoding="rgb8", height=2, width=2, step=6, size=12):
     (_image(size=0), "0 bytes"),
     (_image(step=5, size=10), "step 5 is smaller than width 2 x 3"),
 ])
-def test_bad_images_raise_image_error(msg, message):
+@CONVERTERS
+def test_bad_images_raise_image_error(to_array, msg, message):
     with pytest.raises(ImageError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        image_to_array(msg)
+        to_array(msg)
 
 
 def test_compressed_jpeg_decodes_to_bgr():

@@ -20,13 +20,18 @@ def test_json_result_carries_the_frame_and_routing_facts():
     logits = np.eye(10, dtype=np.float32)[[3]] * 4
     result = RouteResult(4, header, "local", RouterState.LOCAL, logits, 12.5, 2.0, edge_failure="timeout")
     (prediction,) = predictions(logits, [f"c{i}" for i in range(10)], k=2)
-    msg = messages.classification_message(result, header, prediction)
-    assert not messages.HAVE_VISION_MSGS  # here the String JSON form is the one published
-    record = json.loads(msg.data)
+    record = json.loads(messages.json_message(messages.result_record(result, header, prediction)).data)
     assert record["stamp"] == {"sec": 5, "nanosec": 7} and record["frame_id"] == "cam"
     assert (record["backend"], record["state"], record["edge_failure"], record["label"]) == \
         ("local", "local", "timeout", "c3")
     assert record["latency_ms"] == 12.5 and len(record["top_k"]) == 2
+
+    msg = messages.classification_message(result, header, prediction)
+    assert isinstance(msg, messages.CLASSIFICATION_TYPE)
+    if messages.HAVE_VISION_MSGS:
+        assert msg.header.frame_id == "cam" and [h.class_id for h in msg.results] == ["c3", prediction.top_k[1][0]]
+    else:  # the String form is that same JSON record
+        assert json.loads(msg.data) == record
 
 
 def test_diagnostics_warn_while_the_edge_is_configured_but_unused():
