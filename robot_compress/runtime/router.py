@@ -48,6 +48,7 @@ SLOW = "slow"  # a probe answered, but slower than max_edge_latency_ms
 HEALTHY_PROBE = "healthy_probe"
 RECOVERED = "recovered"
 FORCED_LOCAL = "forced_local"
+FORCE_RELEASED = "force_released"
 
 EDGE, LOCAL, NONE = "edge", "local", "none"  # RouteResult.backend values
 CALLBACK_ERROR_LOG_PERIOD_S = 5.0
@@ -63,7 +64,8 @@ class EdgeBackend(Backend, Protocol):
 
 @dataclass(frozen=True)
 class RouterEvent:
-    """A state change: when (wall clock, for logs and messages), from what, to what, and why."""
+    """A state change, or an operator's force_local request (then `state` may equal `previous`):
+    when (wall clock, for logs and messages), from what, to what, and why."""
 
     time: float
     previous: RouterState | None
@@ -140,6 +142,7 @@ class Router:
         self._forced = False
         self._consecutive_failures = 0
         self._healthy_probes = 0
+        self._probe_generation = 0  # bumped by force_local: a probe started before it does not count
         self._inflight = 0
         self._seq = itertools.count()
         self._frames = 0
@@ -350,6 +353,8 @@ class Router:
             self._probe_once()
 
     def _probe_once(self) -> None:
+        with self._lock:
+            generation = self._probe_generation
         t0 = self._clock()
         try:
             self.edge.probe(timeout_s=self.config.probe_timeout_ms / 1000.0)
@@ -363,7 +368,8 @@ class Router:
         events = []
         with self._lock:
             self._last_probe_ms = ms
-            if self._forced or self._state is RouterState.EDGE or self._closed:
+            stale = generation != self._probe_generation
+            if stale or self._forced or self._state is RouterState.EDGE or self._closed:
                 return
             if reason is None:
                 self._healthy_probes += 1
@@ -420,10 +426,16 @@ class Router:
 
     def force_local(self, enabled: bool) -> None:
         """Operator override: stay LOCAL and stop probing until released; then probing resumes and
-        the edge must earn `recovery_probes` healthy probes again."""
+        the edge must earn `recovery_probes` healthy probes again, none of them a probe that was in
+        flight at the request. Every request is an event, also when the state does not change."""
+        reason = FORCED_LOCAL if enabled else FORCE_RELEASED
         with self._lock:
             self._forced = enabled
-            event = self._transition(RouterState.LOCAL, FORCED_LOCAL, "operator request") if enabled else None
+            self._probe_generation += 1
+            event = self._transition(RouterState.LOCAL, reason, "operator request") if enabled else None
+            if event is None:
+                event = RouterEvent(time.time(), self._state, self._state, reason, "operator request")
+                self._events.append(event)
             self._healthy_probes = 0
             self._wake.notify_all()
         self._emit(event)

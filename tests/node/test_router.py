@@ -294,3 +294,27 @@ def test_a_raising_event_callback_stops_neither_the_prober_nor_the_frames():
     finally:
         router.close()
     assert not router.stats().prober_alive
+
+
+def test_every_force_local_request_is_an_event_also_while_already_local(make_router):
+    router = make_router(ScriptedEdge(probe_ok=False))
+    router.force_local(True)
+    router.force_local(False)
+    local = RouterState.LOCAL
+    assert [(e.previous, e.state, e.reason, e.detail) for e in router.events] == [
+        (None, local, "startup", ""), (local, local, "forced_local", "operator request"),
+        (local, local, "force_released", "operator request")]
+    assert router.stats().failovers == 0 and router.stats().last_event.reason == "force_released"
+
+
+def test_a_probe_in_flight_when_the_override_is_released_does_not_count(make_router):
+    edge = ScriptedEdge(probe_delay_s=0.3)
+    router = make_router(edge, probe_timeout_ms=1000.0, recovery_probes=1)
+    assert wait_for(lambda: edge.probes == 1)  # a probe is in flight; it takes 300 ms
+    router.force_local(True)
+    router.force_local(False)
+    assert wait_for(lambda: edge.probes == 2), router.stats()  # the stale probe ended, a fresh one began
+    assert router.state is RouterState.LOCAL
+    assert wait_for(lambda: router.state is RouterState.EDGE)
+    assert [e.reason for e in router.events] == ["startup", "forced_local", "force_released", "healthy_probe",
+                                                 "recovered"]
