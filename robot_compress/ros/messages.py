@@ -74,9 +74,9 @@ def _ms(value: float | None) -> str:
 def diagnostics_message(stamp, stats: RouterStats, counters: dict[str, int], edge_configured: bool,
                         hardware_id: str, stopped_threads: Sequence[str] = ()) -> DiagnosticArray:
     """One DiagnosticStatus for the router: ERROR when one of the node's threads (`stopped_threads`)
-    has ended, WARN while the edge is configured but not in use."""
+    has ended, WARN while the edge is configured but not in use or while a recent frame got no answer."""
     degraded = edge_configured and stats.state is not RouterState.EDGE
-    level = DiagnosticStatus.WARN if degraded or stats.answers.get("none") else DiagnosticStatus.OK
+    level = DiagnosticStatus.WARN if degraded or stats.recent_answers.get("none") else DiagnosticStatus.OK
     reason = stats.last_event.reason if stats.last_event else ""
     message = f"{stats.state.value} ({reason})"
     if stopped_threads:
@@ -95,6 +95,7 @@ def diagnostics_message(stamp, stats: RouterStats, counters: dict[str, int], edg
         "answers_edge": str(stats.answers.get("edge", 0)),
         "answers_local": str(stats.answers.get("local", 0)),
         "answers_failed": str(stats.answers.get("none", 0)),
+        "answers_failed_recent": str(stats.recent_answers.get("none", 0)),
         "failovers": str(stats.failovers),
         "late_edge_answers_dropped": str(stats.late_edge_dropped),
         "hedged": str(stats.hedged),

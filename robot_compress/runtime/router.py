@@ -52,6 +52,7 @@ FORCE_RELEASED = "force_released"
 
 EDGE, LOCAL, NONE = "edge", "local", "none"  # RouteResult.backend values
 CALLBACK_ERROR_LOG_PERIOD_S = 5.0
+RECENT_RESULTS = 100  # RouterStats.recent_answers: the backends of this many latest results
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,8 @@ class RouterStats:
     state: RouterState
     forced_local: bool
     frames: int
-    answers: dict[str, int]
+    answers: dict[str, int]  # since start
+    recent_answers: dict[str, int]  # among the last RECENT_RESULTS results
     failovers: int
     late_edge_dropped: int
     hedged: int
@@ -147,6 +149,7 @@ class Router:
         self._seq = itertools.count()
         self._frames = 0
         self._answers: Counter[str] = Counter()
+        self._recent: deque[str] = deque(maxlen=RECENT_RESULTS)
         self._edge_failures: Counter[str] = Counter()
         self._failovers = 0
         self._late_dropped = 0
@@ -181,6 +184,7 @@ class Router:
         with self._lock:
             self._frames += 1
             self._answers[result.backend] += 1
+            self._recent.append(result.backend)
         return result
 
     def _via_edge(self, batch: np.ndarray, seq: int, stamp: Any, start: float) -> RouteResult:
@@ -449,6 +453,7 @@ class Router:
         with self._lock:
             return RouterStats(
                 state=self._state, forced_local=self._forced, frames=self._frames, answers=dict(self._answers),
+                recent_answers=dict(Counter(self._recent)),
                 failovers=self._failovers, late_edge_dropped=self._late_dropped, hedged=self._hedged,
                 edge_failures=dict(self._edge_failures),
                 edge_rtt_p50_ms=self._edge_rtt.percentile(50), edge_rtt_p99_ms=self._edge_rtt.percentile(99),

@@ -28,3 +28,14 @@ def test_get_waits_for_a_frame_and_close_wakes_it():
     queue.close()
     reader.join(2)
     assert not reader.is_alive() and got == ["frame", None]
+
+
+def test_frames_left_at_close_and_put_after_it_are_counted_as_dropped():
+    queue = LatestFrameQueue(4)
+    for i in range(3):
+        queue.put(i)
+    assert queue.get(0) == 0
+    queue.close()
+    assert queue.get(0) is None and queue.dropped == 2  # in == out + dropped: 3 == 1 + 2
+    queue.put(3)
+    assert queue.get(0) is None and queue.dropped == 3

@@ -61,3 +61,30 @@ def test_diagnostics_say_error_when_a_thread_has_stopped():
                                           stopped_threads=["prober"]).status[0]
     assert status.level == DiagnosticStatus.ERROR and status.message.startswith("thread stopped: prober")
     assert {kv.key: kv.value for kv in status.values}["stopped_threads"] == "prober"
+
+
+def test_diagnostics_warn_about_failed_answers_only_while_they_are_recent():
+    from robot_compress.runtime.router import RECENT_RESULTS
+
+    local = SlowLocal(delay_s=0.0, fail=True)
+    router = Router(local)
+    counters = {"frames_in": 0, "frames_out": 0, "frames_dropped": 0, "bad_input": 0}
+
+    def status():
+        return messages.diagnostics_message(Time(sec=1), router.stats(), counters, False, "/perception_node").status[0]
+
+    try:
+        router.classify(np.zeros((1, 3, 32, 32), np.float32))
+        local.fail = False
+        after_failure = status()
+        for _ in range(RECENT_RESULTS - 1):
+            router.classify(np.zeros((1, 3, 32, 32), np.float32))
+        still_recent = status().level
+        router.classify(np.zeros((1, 3, 32, 32), np.float32))
+        later = status()
+    finally:
+        router.close()
+    values = {kv.key: kv.value for kv in later.values}
+    assert (after_failure.level, still_recent, later.level) == (DiagnosticStatus.WARN, DiagnosticStatus.WARN,
+                                                                DiagnosticStatus.OK)
+    assert (values["answers_failed"], values["answers_failed_recent"]) == ("1", "0")
