@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_SOURCE = REPO.parent / "shared" / "data" / "cifar10" / "test_dev.npz"
-ROBOT_MODELS = ("robot_small", "robot_balanced", "cifar10_resnet20")  # first one present is the default
+ROBOT_MODELS = ("robot_balanced", "cifar10_resnet20")  # first one present is the default
 
 
 def default_local_model() -> Path:
