@@ -24,6 +24,8 @@ REPO = Path(__file__).resolve().parents[1]
 # (label, recipe, model directory it writes); the work directory is runs/<model directory name>.
 RUNS = [
     ("robot_balanced: prune 50% + KD", "recipes/resnet56_prune50_distill.yaml", "models/robot_balanced"),
+    ("prune 50% with round_to 8 + KD", "recipes/resnet56_prune50_round8_distill.yaml",
+     "runs/models/resnet56_prune50_round8_distill"),
     ("robot_small: prune 90% + KD", "recipes/resnet56_prune90_distill.yaml", "models/robot_small"),
     ("ablation: prune 90% + plain fine-tune", "recipes/resnet56_prune90_finetune.yaml",
      "runs/models/resnet56_prune90_finetune"),
