@@ -34,22 +34,25 @@ def pareto_plot(rows: list[tuple[str, dict[str, Any]]], path: Path, title: str) 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5 + 0.22 * len(rows)))
+    markers = "osD^v<>pP*Xh"
     for ax, key, xlabel in ((axes[0], "bytes", "model bytes (ONNX file; coded size for weight sharing), log"),
                             (axes[1], "latency", "ORT CPU latency p50, batch 1, 1 thread (ms)")):
-        for label, m in rows:
+        for index, (label, m) in enumerate(rows):
             x = m.get("coded_bytes") or m["bytes"] if key == "bytes" else m.get("latency_ms_1t", {}).get("p50")
-            if x is None:
-                continue
-            ax.scatter(x, m["top1"] * 100)
-            ax.annotate(label, (x, m["top1"] * 100), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            if x is not None:
+                ax.scatter(x, m["top1"] * 100, marker=markers[index % len(markers)], s=45, label=label)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("top-1 (%)")
         ax.grid(alpha=0.3)
     axes[0].set_xscale("log")
+    axes[0].xaxis.set_minor_formatter(NullFormatter())
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.11 * len(rows) / 5, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
