@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import signal
@@ -88,6 +89,7 @@ def test_up_runs_the_stack_and_stops_it_cleanly_on_ctrl_c(listener, shared_data,
         # Its own session, so the SIGINT below reaches only `up`, as a terminal's Ctrl-C would reach it.
         up = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=os.environ, start_new_session=True,
                               cwd=REPO)
+    children: list[psutil.Process] = []
     try:
         wait_until(lambda: len(listener.snapshot("results")) >= 5, 30, "results from the stack",
                    detail=lambda: log.read_text()[-2000:])
@@ -99,8 +101,12 @@ def test_up_runs_the_stack_and_stops_it_cleanly_on_ctrl_c(listener, shared_data,
         assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
     finally:
         if up.poll() is None:
+            children = children or psutil.Process(up.pid).children()
             up.kill()
             up.wait()
+        for child in children:  # each in its own session: killing `up` does not reach them
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
 
 
 def test_up_stops_with_the_code_of_a_failing_process(ros_domain_id):
