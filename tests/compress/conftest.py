@@ -10,6 +10,9 @@ import torch
 import yaml
 
 SIZE = 16  # image side: small enough for seconds per epoch, large enough for two stride-2 stages
+# One intra-op thread: on a shared machine torch's OpenMP threads spin-wait for a busy sibling core
+# and multiply the CPU time; these tiny models gain nothing from a second thread.
+torch.set_num_threads(1)
 
 
 def synthetic_images(count: int, seed: int, size: int = SIZE) -> tuple[np.ndarray, np.ndarray]:

@@ -26,7 +26,7 @@ STAGES = [
 
 def compress(recipe: Path, out: Path, work: Path, *extra: str, **popen) -> subprocess.Popen:
     command = [sys.executable, "-m", "robot_compress.cli", "compress", str(recipe), "--out", str(out),
-               "--work-dir", str(work), "--threads", "2", *extra]
+               "--work-dir", str(work), "--threads", "1", *extra]
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
 
 
