@@ -16,7 +16,6 @@ import threading
 import traceback
 
 import rclpy
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -26,6 +25,7 @@ from std_srvs.srv import SetBool
 
 from robot_compress.ros import messages
 from robot_compress.ros.image_conversion import compressed_to_array, image_to_array
+from robot_compress.ros.parameters import read_only_descriptor
 from robot_compress.runtime.classification import predictions
 from robot_compress.runtime.errors import RobotCompressError
 from robot_compress.runtime.frame_queue import LatestFrameQueue
@@ -40,16 +40,6 @@ BAD_INPUT_LOG_PERIOD_S = 5.0
 FRAME_ERROR_LOG_PERIOD_S = 5.0
 # Router state changes are few and each one matters: reliable, and the last ones kept for late joiners.
 EVENTS_QOS = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-
-
-def _descriptor(f) -> ParameterDescriptor:
-    low, high = f.metadata.get("range", (None, None))
-    descriptor = ParameterDescriptor(description=f.metadata["description"], read_only=True)
-    if low is not None and isinstance(f.default, float):
-        descriptor.floating_point_range = [FloatingPointRange(from_value=float(low), to_value=float(high))]
-    elif low is not None:
-        descriptor.integer_range = [IntegerRange(from_value=int(low), to_value=int(high), step=1)]
-    return descriptor
 
 
 class PerceptionNode(Node):
@@ -93,7 +83,8 @@ class PerceptionNode(Node):
         values = {}
         for f in settings():
             try:
-                self.declare_parameter(f.name, f.default, _descriptor(f))
+                self.declare_parameter(f.name, f.default, read_only_descriptor(
+                    f.metadata["description"], f.metadata.get("range"), isinstance(f.default, float)))
             except Exception as exc:  # rclpy raises one of several exception types per problem
                 low, high = f.metadata.get("range", (None, None))
                 kind = "a float (with a decimal point)" if isinstance(f.default, float) else type(f.default).__name__

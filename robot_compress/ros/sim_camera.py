@@ -22,7 +22,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import rclpy
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
@@ -30,6 +29,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 
 from robot_compress.ros.image_conversion import array_to_image
+from robot_compress.ros.parameters import read_only_descriptor
 from robot_compress.runtime.datasets import load_labelled_images
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm")
@@ -92,19 +92,10 @@ PARAMETERS = {
 }
 
 
-def _descriptor(description: str, value_range) -> ParameterDescriptor:
-    descriptor = ParameterDescriptor(description=description, read_only=True)
-    if value_range and isinstance(value_range[0], float):
-        descriptor.floating_point_range = [FloatingPointRange(from_value=value_range[0], to_value=value_range[1])]
-    elif value_range:
-        descriptor.integer_range = [IntegerRange(from_value=value_range[0], to_value=value_range[1], step=1)]
-    return descriptor
-
-
 class SimCamera(Node):
     def __init__(self, **kwargs):
         super().__init__("sim_camera", **kwargs)
-        p = {name: self.declare_parameter(name, default, _descriptor(desc, rng)).value
+        p = {name: self.declare_parameter(name, default, read_only_descriptor(desc, rng, bool(rng) and isinstance(rng[0], float))).value
              for name, (default, desc, rng) in PARAMETERS.items()}
         if not p["source"]:
             raise ValueError("parameter 'source' is required (a CIFAR-10 .npz, an image folder or a video file)")
