@@ -30,7 +30,8 @@ def compress(recipe: Path, out: Path, work: Path, *extra: str, **popen) -> subpr
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
 
 
-def finish(process: subprocess.Popen, timeout: float = 240) -> tuple[int, str]:
+def finish(process: subprocess.Popen, timeout: float = 480) -> tuple[int, str]:
+    """Wait for a compress run; the timeout is a safety net for a loaded machine, not a speed goal."""
     output, _ = process.communicate(timeout=timeout)
     return process.returncode, output
 
