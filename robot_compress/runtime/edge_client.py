@@ -19,7 +19,6 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from robot_compress.runtime.backend import BackendError, FailureKind
 from robot_compress.runtime.edge_protocol import V2_TO_NUMPY, element_count
-from robot_compress.runtime.errors import ImageError
 from robot_compress.runtime.model_contract import Manifest
 
 # How a server says "too busy" with UNAVAILABLE (Triton: "Exceeds maximum queue size").
@@ -60,7 +59,6 @@ class EdgeBackend:
         self.probe_timeout_s = probe_timeout_s
         self.settings = channel or ChannelSettings()
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
-        self._input_dtype = np.dtype(manifest.input.dtype)
         self._output_dtype = V2_TO_NUMPY[manifest.output.v2_datatype]
         self._lock = threading.Lock()
         self._credentials = (grpc.ssl_channel_credentials(root_certificates, private_key, certificate_chain)
@@ -95,11 +93,7 @@ class EdgeBackend:
     def infer(self, batch: np.ndarray, timeout_s: float | None = None) -> np.ndarray:
         """Logits for a preprocessed batch, or BackendError; a wrong input is the caller's bug (ImageError)."""
         spec = self.manifest.input
-        if not isinstance(batch, np.ndarray) or batch.dtype != self._input_dtype or batch.shape[1:] != spec.shape \
-                or len(batch) == 0:
-            raise ImageError(f"input batch must be {self._input_dtype} of shape (N, "
-                             f"{', '.join(map(str, spec.shape))}), got {getattr(batch, 'dtype', type(batch).__name__)} "
-                             f"{getattr(batch, 'shape', '')}")
+        spec.check_batch(batch)
         tensor = service_pb2.ModelInferRequest.InferInputTensor(name=spec.name, datatype=spec.v2_datatype,
                                                                 shape=batch.shape)
         request = service_pb2.ModelInferRequest(

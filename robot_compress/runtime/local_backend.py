@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from robot_compress.runtime.classification import Prediction, predictions
-from robot_compress.runtime.errors import ImageError, ModelError
+from robot_compress.runtime.errors import ModelError
 from robot_compress.runtime.model_contract import ModelDir
 from robot_compress.runtime.preprocess import preprocess_batch
 
@@ -51,8 +51,6 @@ class LocalBackend:
         if spec.name not in inputs:
             raise ModelError(f"{self.model.onnx_path} has inputs {sorted(inputs)}, manifest expects "
                              f"'{spec.name}'")
-        self._expected_shape = tuple(spec.shape)
-        self._dtype = np.dtype(spec.dtype)
 
     @property
     def manifest(self):
@@ -61,10 +59,8 @@ class LocalBackend:
     def infer(self, batch: np.ndarray, timeout_s: float | None = None) -> np.ndarray:
         """Logits for a preprocessed batch. `timeout_s` is accepted for the Backend protocol and
         ignored: local inference cannot be abandoned half-way."""
-        if not isinstance(batch, np.ndarray) or batch.dtype != self._dtype or batch.shape[1:] != self._expected_shape:
-            raise ImageError(f"input batch must be {self._dtype} of shape (N, {', '.join(map(str, self._expected_shape))}), "
-                             f"got {getattr(batch, 'dtype', type(batch).__name__)} {getattr(batch, 'shape', '')}")
         spec = self.model.manifest
+        spec.input.check_batch(batch)
         (logits,) = self.session.run([spec.output.name], {spec.input.name: batch})
         return logits
 

@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from robot_compress.runtime.errors import ManifestError, ModelError
+import numpy as np
+
+from robot_compress.runtime.errors import ImageError, ManifestError, ModelError
 
 MANIFEST_FILE = "manifest.json"
 CONFIG_FILE = "config.pbtxt"
@@ -45,6 +47,14 @@ class TensorSpec:
     def v2_datatype(self) -> str:
         """The Open Inference Protocol v2 datatype string ("FP32", ...)."""
         return TRITON_DTYPES[self.dtype][1]
+
+    def check_batch(self, batch: object) -> None:
+        """ImageError unless `batch` is a non-empty (N, *shape) array of this dtype: a caller's bug,
+        named before any backend (local or edge) sees it."""
+        if not isinstance(batch, np.ndarray) or batch.dtype != np.dtype(self.dtype) \
+                or batch.shape[1:] != self.shape or len(batch) == 0:
+            raise ImageError(f"input batch must be {self.dtype} of shape (N, {', '.join(map(str, self.shape))}), "
+                             f"got {getattr(batch, 'dtype', type(batch).__name__)} {getattr(batch, 'shape', '')}")
 
 
 @dataclass(frozen=True)
