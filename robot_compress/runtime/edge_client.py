@@ -18,7 +18,7 @@ import numpy as np
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from robot_compress.runtime.backend import BackendError, FailureKind
-from robot_compress.runtime.edge_protocol import V2_TO_NUMPY, element_count
+from robot_compress.runtime.edge_protocol import TensorDecodeError, from_raw
 from robot_compress.runtime.model_contract import Manifest
 
 # How a server says "too busy" with UNAVAILABLE (Triton: "Exceeds maximum queue size").
@@ -59,7 +59,6 @@ class EdgeBackend:
         self.probe_timeout_s = probe_timeout_s
         self.settings = channel or ChannelSettings()
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
-        self._output_dtype = V2_TO_NUMPY[manifest.output.v2_datatype]
         self._lock = threading.Lock()
         self._credentials = (grpc.ssl_channel_credentials(root_certificates, private_key, certificate_chain)
                              if self.tls else None)
@@ -179,11 +178,10 @@ class EdgeBackend:
                       f"{spec.v2_datatype} {list(shape)}")
         if len(response.raw_output_contents) != len(response.outputs):
             raise bad(f"{len(response.raw_output_contents)} raw output contents for {len(names)} outputs")
-        raw = response.raw_output_contents[index]
-        expected = element_count(shape) * self._output_dtype.itemsize
-        if len(raw) != expected:
-            raise bad(f"output '{spec.name}' has {len(raw)} bytes, expected {expected}")
-        return np.frombuffer(raw, dtype=self._output_dtype).reshape(shape)
+        try:
+            return from_raw(response.raw_output_contents[index], spec.v2_datatype, shape, spec.name)
+        except TensorDecodeError as exc:
+            raise bad(str(exc)) from exc
 
 
 def failure_from_rpc(exc: grpc.RpcError, what: str) -> BackendError:
