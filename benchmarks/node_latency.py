@@ -29,6 +29,7 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from robot_compress.demo.loopback import free_port  # noqa: E402
 from robot_compress.ros.launch_description import ProcessSpec, dds_environment  # noqa: E402
 from robot_compress.runtime.datasets import load_cifar10_npz  # noqa: E402
 
@@ -38,14 +39,6 @@ TARGETS = {"edge_p99_ms": 25.0, "local_extra_p99_ms": 10.0, "router_overhead_ms"
 
 def percentile(values, q):
     return float(np.percentile(values, q)) if len(values) else float("nan")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start(command: list[str], log: Path) -> subprocess.Popen:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import os
-import socket
 from pathlib import Path
 
 import pytest
+
+from robot_compress.demo.loopback import free_port  # noqa: F401  (tests import it from here)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -32,13 +33,6 @@ def pytest_collection_modifyitems(items) -> None:
 
 def pytest_report_header() -> str:
     return "torch: installed" if HAVE_TORCH else "torch: not installed, tests/compress not collected"
-
-
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def next_ros_domain_id() -> int:

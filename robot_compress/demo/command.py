@@ -61,7 +61,7 @@ def link_schedule(duration_s: float, no_fault: bool):
 
 
 def run(args: argparse.Namespace) -> int:
-    from robot_compress.demo.loopback import LoopbackBed
+    from robot_compress.demo.loopback import LoopbackBed, free_port
     from robot_compress.faults.experiment import RunConfig, ScenarioRun
     from robot_compress.faults.scenarios import FLAPPING, Scenario, Step
 
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         description="no injected fault" if args.no_fault else "black hole, recovery, then flapping (fault proxy)",
         steps=tuple(Step(c.at_s, "proxy", {"mode": c.mode}) for c in changes))
     config = RunConfig(source=args.source, rate_hz=args.rate_hz, image_size=(640, 480), local_model=local_model,
-                       edge_model=args.edge_model, edge_port=_free_port(), proxy_port=_free_port(),
+                       edge_model=args.edge_model, edge_port=free_port(), proxy_port=free_port(),
                        external_edge=args.edge_url)
     live = not args.plain and sys.stdout.isatty()
     print(f"robot-compress demo: edge {args.edge_url or args.edge_model.name + ' (local edge server)'}, "
@@ -98,14 +98,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: the demo run failed: {outcome['error']} (logs in {out})", file=sys.stderr)
         return 1
     return _summarise(outcome["record"], state, out, bed.started)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _run_into(runner, outcome: dict) -> None:

@@ -9,11 +9,19 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import socket
 import subprocess
 import threading
 from collections.abc import Sequence
 
 from robot_compress.faults.netns import signal_group
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 class LoopbackBed:
