@@ -96,8 +96,10 @@ class Bench:
         self.diagnostics: dict[str, str] = {}
         from diagnostic_msgs.msg import DiagnosticArray
 
+        from robot_compress.ros.messages import RESULT_JSON_TOPIC
+
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
-        self.node.create_subscription(String, "/perception_node/classification", self._on_result, 1000)
+        self.node.create_subscription(String, f"/perception_node/{RESULT_JSON_TOPIC}", self._on_result, 1000)
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.node.create_subscription(String, "/perception_node/backend", self._on_backend, latched)
         self.executor = SingleThreadedExecutor(context=self.context)

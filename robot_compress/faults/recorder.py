@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     from sensor_msgs.msg import Image
     from std_msgs.msg import String
 
-    from robot_compress.ros.messages import HAVE_VISION_MSGS
+    from robot_compress.ros.messages import RESULT_JSON_TOPIC
 
     rclpy.init()
     node = rclpy.create_node("fault_recorder")
@@ -53,8 +53,7 @@ def main(argv: list[str] | None = None) -> int:
 
     reliable = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
     latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-    results_topic = "route" if HAVE_VISION_MSGS else "classification"
-    node.create_subscription(String, f"/{args.node}/{results_topic}",
+    node.create_subscription(String, f"/{args.node}/{RESULT_JSON_TOPIC}",
                              lambda m: write("result", **json.loads(m.data)), reliable)
     node.create_subscription(String, f"/{args.camera}/ground_truth",
                              lambda m: write("truth", **json.loads(m.data)), reliable)

@@ -24,6 +24,9 @@ except ImportError:
 
 HAVE_VISION_MSGS = Classification is not None
 CLASSIFICATION_TYPE = Classification if HAVE_VISION_MSGS else String
+# Where listeners (recorder, tests, benchmarks) read each frame's JSON result: ~/classification is
+# typed where vision_msgs is installed, and the JSON then goes to ~/route.
+RESULT_JSON_TOPIC = "route" if HAVE_VISION_MSGS else "classification"
 
 
 def result_record(result: RouteResult, header, prediction: Prediction | None) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from robot_compress.ros.launch_description import ProcessSpec, dds_environment
+from robot_compress.ros.messages import RESULT_JSON_TOPIC
 from tests.conftest import EDGE_MODEL, MODELS, REPO, SMALL_MODEL, free_port
 
 CONFIG = REPO / "config" / "perception.yaml"
@@ -154,13 +155,6 @@ def camera_spec(source: Path, count: int, rate_hz: float, **parameters) -> Proce
         "wait_for_truth_subscribers": 1, **parameters}, remappings=REMAP)
 
 
-def results_topic() -> str:
-    """The node's topic with the JSON result of each frame (as robot_compress/faults/recorder.py reads it)."""
-    from robot_compress.ros.messages import HAVE_VISION_MSGS
-
-    return "route" if HAVE_VISION_MSGS else "classification"
-
-
 class Listener:
     """An rclpy node in the test process that records what the perception stack publishes."""
 
@@ -180,7 +174,7 @@ class Listener:
         self.backend: list[tuple[float, str]] = []
         self.diagnostics: dict[str, str] = {}
         # The JSON result: ~/classification, or ~/route where vision_msgs types ~/classification.
-        self.node.create_subscription(String, f"/perception_node/{results_topic()}",
+        self.node.create_subscription(String, f"/perception_node/{RESULT_JSON_TOPIC}",
                                       lambda m: self._add(self.results, json.loads(m.data)), 1000)
         self.node.create_subscription(String, "/sim_camera/ground_truth",
                                       lambda m: self._add(self.truth, json.loads(m.data)), 1000)
