@@ -121,6 +121,9 @@ class TrainConfig:
     temperature: float = 4.0
     alpha: float = 0.9
     feature_weight: float = 0.0
+    # bf16 autocast: about 1.8x faster training on CPUs with AMX (Sapphire Rapids) and on GPUs;
+    # master weights stay float32, so the exported model is unchanged in kind.
+    precision: Literal["fp32", "bf16"] = "fp32"
 
     def validate(self, where: str) -> None:
         if self.epochs < 0:
@@ -228,6 +231,9 @@ class QuantizeInt8:
     calibration_images: int = 512
     calibrate_method: Literal["minmax", "entropy", "percentile"] = "minmax"
     percentile: float = 99.99  # with calibrate_method percentile: the activation range kept
+    # 7-bit weights: x86 CPUs with AVX2 but no VNNI multiply uint8 x int8 pairs into saturating int16,
+    # so full 8-bit weights give different (worse) answers there than on VNNI or ARM CPUs.
+    reduce_range: bool = True
 
     def validate(self, where: str) -> None:
         _positive(self.calibration_images, f"{where}.calibration_images")

@@ -3,6 +3,7 @@ accuracy, and a checkpoint after every epoch so an interrupted run resumes where
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import sys
 import time
@@ -19,6 +20,13 @@ from robot_compress.compress.recipe import TrainConfig
 
 def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def autocast(precision: str, dev: torch.device):
+    """The forward passes' precision context: bf16 autocast, or nothing for fp32."""
+    if precision == "bf16":
+        return torch.autocast(dev.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
@@ -100,15 +108,17 @@ def train(model: nn.Module, config: TrainConfig, splits: Splits, teacher: nn.Mod
             if augment_images:
                 images = augment(images, generator)
             x, y = normalize(images, splits.spec).to(dev), labels.to(dev)
-            logits = model(x)
-            if use_teacher:
-                with torch.no_grad():
-                    teacher_logits = teacher(x)
-                loss = kd_loss(logits, teacher_logits, y, config.temperature, config.alpha)
-                if taps:
-                    loss = loss + config.feature_weight * F.mse_loss(adapter(taps[0].features), taps[1].features)
-            else:
-                loss = F.cross_entropy(logits, y)
+            with autocast(config.precision, dev):
+                logits = model(x).float()
+                if use_teacher:
+                    with torch.no_grad():
+                        teacher_logits = teacher(x).float()
+                    loss = kd_loss(logits, teacher_logits, y, config.temperature, config.alpha)
+                    if taps:
+                        loss = loss + config.feature_weight * F.mse_loss(adapter(taps[0].features).float(),
+                                                                         taps[1].features.float())
+                else:
+                    loss = F.cross_entropy(logits, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -57,6 +57,7 @@ def edit(recipe: dict, path: str, value) -> dict:
     ("teacher.checkpoint", "/nonexistent.th", "file '/nonexistent.th' does not exist"),
     ("stages.3.mode", "int4", "mode must be one of ['static', 'dynamic']"),
     ("stages.3.percentile", 10.0, "percentile must be in (50, 100]"),
+    ("stages.1.precision", "fp16", "precision must be one of ['fp32', 'bf16']"),
 ])
 def test_bad_field_is_named(good, path, value, message):
     with pytest.raises(RecipeError) as error:

@@ -24,6 +24,7 @@ from robot_compress.compress.recipe import (
     WeightShare,
 )
 from robot_compress.compress.stages import Artefact, runner
+from robot_compress.compress.stages.quantize_int8 import largest_int8_weight
 from robot_compress.compress.train import accuracy, kd_loss
 from robot_compress.runtime.evaluate import top1_accuracy
 from robot_compress.runtime.preprocess import preprocess_batch
@@ -132,11 +133,12 @@ def test_kd_loss_alpha_zero_is_cross_entropy_and_kd_pulls_towards_teacher():
 
 
 def test_distill_learns_the_synthetic_task(context, trained_model):
-    """A fresh ResNet-20 distilled (with a feature term) from a trained teacher learns the task."""
+    """A fresh ResNet-20 distilled (with a feature term, in bf16 autocast) from a trained teacher
+    learns the task; the teacher itself was trained in fp32."""
     teacher_top1 = accuracy(trained_model, context.splits.eval, context.splits.spec)
     assert teacher_top1 > 0.6
     context.teacher = trained_model
-    params = Distill(epochs=4, lr=0.05, alpha=0.7, feature_weight=0.1)
+    params = Distill(epochs=4, lr=0.05, alpha=0.7, feature_weight=0.1, precision="bf16")
     result = runner("distill")(params, Artefact(cifar_resnet("resnet20")), context)
     assert len(result.info["history"]) == 4 and (context.stage_dir / "train_state.pt").is_file()
     assert accuracy(result.model, context.splits.eval, context.splits.spec) > 0.3  # chance: 0.1
@@ -153,6 +155,7 @@ def test_export_and_int8_static_run_in_onnxruntime(context, trained_model):
     ops = {node.op_type for node in onnx.load(int8.onnx).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     assert int8.onnx.stat().st_size < len(fp32) / 3
+    assert 32 < largest_int8_weight(int8.onnx) <= 64  # 7-bit weights by default (reduce_range)
     spec, data = context.splits.spec, context.splits.eval
     fp32_top1 = top1_accuracy(OnnxFileBackend(fp32_path), data, spec)
     int8_top1 = top1_accuracy(OnnxFileBackend(int8.onnx), data, spec)

@@ -1,6 +1,7 @@
-"""INT8 with ONNX Runtime's quantization tool. Static: QDQ format, per-channel int8 weights,
-uint8 activations calibrated on training images (never on evaluation images). Dynamic: only
-MatMul/Gemm, because dynamic quantization of convolutions makes them slower on CPU."""
+"""INT8 with ONNX Runtime's quantization tool. Static: QDQ format, per-channel int8 weights
+(7-bit by default, see QuantizeInt8.reduce_range), uint8 activations calibrated on training
+images (never on evaluation images). Dynamic: only MatMul/Gemm, because dynamic quantization of
+convolutions makes them slower on CPU."""
 
 from __future__ import annotations
 
@@ -29,6 +30,17 @@ class CalibrationImages(q.CalibrationDataReader):
         return None if batch is None else {self.input_name: batch}
 
 
+def largest_int8_weight(path) -> int:
+    """The largest |value| among a quantized model's int8 initializers: at most 64 when the
+    weights are 7-bit, so no uint8 x int8 pair sum can saturate int16 on an AVX2 CPU."""
+    import onnx
+    from onnx import numpy_helper
+
+    weights = [numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer
+               if t.data_type == onnx.TensorProto.INT8]
+    return max((int(np.abs(w.astype(np.int16)).max()) for w in weights if w.size), default=0)
+
+
 def run(params: QuantizeInt8, artefact: Artefact, ctx: Context) -> Artefact:
     source = artefact.onnx
     prepared = ctx.stage_dir / "preprocessed.onnx"
@@ -38,7 +50,8 @@ def run(params: QuantizeInt8, artefact: Artefact, ctx: Context) -> Artefact:
         order = np.random.default_rng(ctx.seed).permutation(len(ctx.splits.train))[:params.calibration_images]
         reader = CalibrationImages(ctx.splits.train.images[np.sort(order)], ctx.splits.spec)
         q.quantize_static(str(prepared), str(output), reader, quant_format=q.QuantFormat.QDQ,
-                          per_channel=params.per_channel, activation_type=q.QuantType.QUInt8,
+                          per_channel=params.per_channel, reduce_range=params.reduce_range,
+                          activation_type=q.QuantType.QUInt8,
                           weight_type=q.QuantType.QInt8, calibrate_method=METHODS[params.calibrate_method],
                           extra_options={"CalibPercentile": params.percentile})
     else:
