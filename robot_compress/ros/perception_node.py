@@ -131,9 +131,14 @@ class PerceptionNode(Node):
         self.backend_pub.publish(String(data="edge" if event.state is RouterState.EDGE else "local"))
         self.events_pub.publish(messages.event_message(event))
 
-    def _diagnostics(self) -> messages.DiagnosticArray:
+    def tally(self) -> dict[str, int]:
+        """Every frame counted once: frames_in == frames_out + frames_dropped + bad_input + frame_errors
+        once the inference thread is idle or stopped (a frame in flight is in no other counter yet)."""
         with self._count_lock:
-            counters = dict(self._counters, frames_dropped=self.queue.dropped)
+            return dict(self._counters, frames_dropped=self.queue.dropped)
+
+    def _diagnostics(self) -> messages.DiagnosticArray:
+        counters = self.tally()
         stats = self.router.stats()
         stopped = [name for name, alive in (("inference", self._worker.is_alive()), ("prober", stats.prober_alive))
                    if not alive]
@@ -174,8 +179,11 @@ class PerceptionNode(Node):
         self._count("frames_out")
 
     def close(self) -> None:
+        """Stops the inference thread after its current frame (frames still queued are dropped and
+        counted) and logs the final tally, so a shutdown never loses a frame silently."""
         self.queue.close()
         self._worker.join(timeout=5.0)
+        self.get_logger().info("stopped: " + ", ".join(f"{key} {value}" for key, value in self.tally().items()))
         self.router.close()
         if self.edge is not None:
             self.edge.close()

@@ -88,3 +88,27 @@ def test_route_record_carries_the_prediction(node):
     record = json.loads(node.route_pub.messages[0].data)
     assert record["stamp"]["sec"] == 3 and record["backend"] == "local"
     assert record["label"] in node.manifest.labels and len(record["top_k"]) == node.config.node.top_k
+
+
+def test_every_frame_is_accounted_for_at_shutdown(node, monkeypatch):
+    """A burst faster than inference, with bad frames in it, then close() while frames are queued:
+    every frame put is published, dropped, or counted as bad; none vanishes."""
+    import time
+
+    classify = node.router.classify
+
+    def slow(batch, stamp=None):
+        time.sleep(0.02)
+        return classify(batch, stamp)
+
+    monkeypatch.setattr(node.router, "classify", slow)
+    for sec in range(40):
+        frame = good_frame(sec) if sec % 10 else image_msg(sec, data=b"\x00" * 7)
+        node._enqueue(frame, image_to_array)
+        time.sleep(0.005)
+    node.close()
+    tally = node.tally()
+    assert tally["frames_in"] == 40 and not node._worker.is_alive()
+    assert tally["frames_out"] > 0 and tally["frames_dropped"] > 0 and tally["bad_input"] > 0
+    assert tally["frames_in"] == sum(tally[key] for key in ("frames_out", "frames_dropped", "bad_input",
+                                                             "frame_errors"))
