@@ -65,6 +65,52 @@ def test_launch_file_loads_without_launch_installed():
             module.generate_launch_description()
 
 
+def launch_actions(monkeypatch, overrides: dict[str, str]) -> tuple[dict[str, list], list]:
+    """Runs the launch file against the FAKE launch modules (tests/node/fake_launch.py): the
+    declared actions by type, and the processes its OpaqueFunction returns for these arguments."""
+    from tests.node import fake_launch
+
+    fake_launch.install(monkeypatch)
+    spec = importlib.util.spec_from_file_location("perception_launch_fake", LAUNCH_FILE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    (entities,) = module.generate_launch_description().args
+    declared: dict[str, list] = {}
+    for action in entities:
+        declared.setdefault(type(action).__name__, []).append(action)
+    defaults = {a.args[0]: a.kwargs["default_value"] for a in declared["DeclareLaunchArgument"]}
+    (opaque,) = declared["OpaqueFunction"]
+    return declared, opaque.kwargs["function"]({**defaults, **overrides})
+
+
+def test_launch_file_starts_what_describe_says(monkeypatch):
+    """The launch file's arguments, environment and actions are the shared description's: the same
+    node names, executables, parameter files, parameters and remappings."""
+    from robot_compress.ros.launch_description import dds_environment
+
+    overrides = {"camera": "true", "camera_source": "data.npz", "edge_server": "true", "edge_port": "9100",
+                 "image_topic": "/front/image", "local_model": "models/robot_small"}
+    declared, processes = launch_actions(monkeypatch, overrides)
+    assert [a.args[0] for a in declared["DeclareLaunchArgument"]] == [a.name for a in ARGUMENTS]
+    assert dict(a.args for a in declared["SetEnvironmentVariable"]) == dds_environment()
+    expected = describe(overrides)
+    assert [type(p).__name__ for p in processes] == ["ExecuteProcess" if not s.ros_node else "Node" for s in expected]
+    for process, spec in zip(processes, expected, strict=True):
+        if not spec.ros_node:
+            assert process.kwargs["cmd"] == spec.command() and process.kwargs["name"] == spec.name
+            continue
+        kwargs = process.kwargs
+        assert (kwargs["package"], kwargs["executable"], kwargs["name"]) == ("robot_compress", spec.executable,
+                                                                             spec.name)
+        assert kwargs["parameters"] == [p for p in (spec.params_file,) if p] + [spec.parameters]
+        assert dict(kwargs["remappings"]) == spec.remappings
+
+
+def test_launch_file_refuses_a_bad_argument(monkeypatch):
+    with pytest.raises(ValueError, match="'camera_source' is required"):
+        launch_actions(monkeypatch, {"camera": "true"})
+
+
 def test_up_arguments_mirror_the_launch_arguments():
     from robot_compress.cli import build_parser
 
