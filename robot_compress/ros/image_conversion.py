@@ -9,9 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from robot_compress.runtime.errors import ImageError
-from robot_compress.runtime.preprocess import ENCODINGS, check_image, decode_image
-
-CHANNELS = {"rgb8": 3, "bgr8": 3, "mono8": 1}
+from robot_compress.runtime.preprocess import channels_of, check_image, decode_image
 
 try:
     from cv_bridge import CvBridge, CvBridgeError
@@ -23,11 +21,9 @@ except ImportError:
 
 def check_header(encoding: str, height: int, width: int, step: int, size: int) -> int:
     """Validate an Image's layout fields against its data length; return the channel count."""
-    if encoding not in ENCODINGS:
-        raise ImageError(f"unsupported image encoding {encoding!r}; supported: {', '.join(ENCODINGS)}")
+    channels = channels_of(encoding)
     if height <= 0 or width <= 0:
         raise ImageError(f"image has zero size ({width}x{height})")
-    channels = CHANNELS[encoding]
     if step < width * channels:
         raise ImageError(f"step {step} is smaller than width {width} x {channels} bytes per pixel")
     if size != step * height:

@@ -12,20 +12,26 @@ import numpy as np
 from robot_compress.runtime.errors import ImageError
 from robot_compress.runtime.model_contract import Preprocessing
 
-ENCODINGS = ("rgb8", "bgr8", "mono8")
+CHANNELS = {"rgb8": 3, "bgr8": 3, "mono8": 1}  # the encodings the robot takes, and bytes per pixel
+ENCODINGS = tuple(CHANNELS)
 _INTERPOLATION = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR,
                   "nearest": cv2.INTER_NEAREST, "cubic": cv2.INTER_CUBIC}
 
 
+def channels_of(encoding: str) -> int:
+    """Bytes per pixel of a supported encoding; ImageError naming the supported ones otherwise."""
+    if encoding not in CHANNELS:
+        raise ImageError(f"unsupported image encoding {encoding!r}; supported: {', '.join(ENCODINGS)}")
+    return CHANNELS[encoding]
+
+
 def check_image(image: object, encoding: str) -> np.ndarray:
     """Validate dtype, shape and encoding; return the image as HxWxC (C=3, or 1 for mono8)."""
-    if encoding not in ENCODINGS:
-        raise ImageError(f"unsupported image encoding {encoding!r}; supported: {', '.join(ENCODINGS)}")
+    channels = channels_of(encoding)
     if not isinstance(image, np.ndarray):
         raise ImageError(f"image must be a numpy array, got {type(image).__name__}")
     if image.dtype != np.uint8:
         raise ImageError(f"image dtype must be uint8 for {encoding}, got {image.dtype}")
-    channels = 1 if encoding == "mono8" else 3
     if encoding == "mono8" and image.ndim == 2:
         image = image[:, :, None]
     if image.ndim != 3 or image.shape[2] != channels:
