@@ -60,13 +60,27 @@ def test_prune_structured_gives_a_smaller_dense_model(context, scope, importance
     total, nonzero = count_params(result.model)
     assert total < 0.8 * count_params(teacher)[0]
     if target == "macs":
-        with pytest.raises(ValueError, match="removed only"):  # ties: nothing to rank channels by
+        with pytest.raises(ValueError, match="importance scores tie"):  # nothing to rank channels by
             runner("prune_structured")(params, Artefact(copy.deepcopy(context.teacher)), context)
     convs = [m for m in result.model.modules() if isinstance(m, nn.Conv2d)]
     assert min(c.out_channels for c in convs) >= 1 and convs[1].out_channels < 16
     assert nonzero > 0.95 * total - sum(c.weight.numel() for c in convs if not c.weight.requires_grad)
     assert outputs(result.model).shape == (8, 10)
     assert not any(isinstance(m, ShortcutA) for m in result.model.modules())
+
+
+def test_round_to_finds_a_ratio_or_says_how_far_it_can_go(context):
+    """With round_to 8 torch-pruning leaves whole any layer that would keep fewer than 8 channels,
+    so removal is not monotonic in the channel ratio (on ResNet-20: 88% at 0.7, 74% at 0.8, 0% at
+    0.9 for the pretrained model). The stage meets a reachable target, and names the ceiling of an
+    unreachable one (8 channels per layer at least)."""
+    reachable = runner("prune_structured")(PruneStructured(ratio=0.86, round_to=8),
+                                           Artefact(copy.deepcopy(context.teacher)), context)
+    assert reachable.info["params_removed"] >= 0.84
+    assert all(m.out_channels % 8 == 0 for m in reachable.model.modules() if isinstance(m, nn.Conv2d))
+    with pytest.raises(ValueError, match=r"cannot remove 97% of the params of this model: at most \d\d\.\d%"):
+        runner("prune_structured")(PruneStructured(ratio=0.97, round_to=8), Artefact(copy.deepcopy(context.teacher)),
+                                   context)
 
 
 def test_pruned_model_exports_and_matches_torch(context):

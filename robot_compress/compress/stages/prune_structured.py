@@ -22,6 +22,7 @@ from robot_compress.compress.recipe import PruneStructured
 from robot_compress.compress.stages import Artefact, Context
 from robot_compress.compress.train import train
 
+GRID_POINTS = 24  # the fallback scan when bisection misses (round_to)
 SEARCH_STEPS = 8  # bisection steps for the channel ratio that meets the parameter/MAC target
 TOLERANCE = 0.02  # the bisection's resolution; a bigger miss means the scores could not rank channels
 
@@ -71,20 +72,40 @@ def _cost(model: nn.Module, example: torch.Tensor, target: str) -> float:
     return float(n_params if target == "params" else macs)
 
 
+def _pruned_cost(model: nn.Module, params: PruneStructured, example: torch.Tensor, channel_ratio: float) -> float:
+    trial = copy.deepcopy(model)
+    _pruner(trial, params, example, channel_ratio, 1).step()
+    return _cost(trial, example, params.target)
+
+
 def channel_ratio_for(model: nn.Module, params: PruneStructured, example: torch.Tensor) -> float:
-    """Bisect the channel pruning ratio whose one-shot result removes `params.ratio` of the
-    parameters (or MACs) of `model`; torch-pruning's own ratio is per channel, not per weight."""
-    goal = (1 - params.ratio) * _cost(model, example, params.target)
+    """The channel pruning ratio whose one-shot result removes `params.ratio` of the parameters
+    (or MACs) of `model`; torch-pruning's own ratio is per channel, not per weight.
+
+    Bisection first. With round_to the result is not monotonic in the ratio (a layer that would
+    keep fewer than round_to channels is left whole), so when bisection misses, a grid scan takes
+    the smallest ratio that reaches the goal, or says how far this model can go."""
+    total = _cost(model, example, params.target)
+    goal, limit = (1 - params.ratio) * total, (1 - params.ratio + TOLERANCE) * total
     low, high = 0.0, params.max_layer_ratio
     for _ in range(SEARCH_STEPS):
         middle = (low + high) / 2
-        trial = copy.deepcopy(model)
-        _pruner(trial, params, example, middle, 1).step()
-        if _cost(trial, example, params.target) > goal:
+        if _pruned_cost(model, params, example, middle) > goal:
             low = middle
         else:
             high = middle
-    return high
+    if _pruned_cost(model, params, example, high) <= limit:
+        return high
+    grid = [params.max_layer_ratio * i / GRID_POINTS for i in range(1, GRID_POINTS + 1)]
+    costs = {ratio: _pruned_cost(model, params, example, ratio) for ratio in grid}
+    reaching = [ratio for ratio in grid if costs[ratio] <= limit]
+    if reaching:
+        return reaching[0]
+    best = min(grid, key=costs.get)
+    raise ValueError(f"prune_structured cannot remove {params.ratio:.0%} of the {params.target} of this model: "
+                     f"at most {1 - costs[best] / total:.1%} (channel ratio {best:.2f}) with round_to "
+                     f"{params.round_to} and max_layer_ratio {params.max_layer_ratio}, or the importance scores "
+                     f"tie (e.g. bn_scale on an untrained model)")
 
 
 def run(params: PruneStructured, artefact: Artefact, ctx: Context) -> Artefact:
