@@ -17,8 +17,5 @@ class LatencyWindow:
     def add(self, ms: float) -> None:
         self._samples.append(ms)
 
-    def __len__(self) -> int:
-        return len(self._samples)
-
     def percentile(self, q: float) -> float | None:
         return float(np.percentile(np.fromiter(self._samples, float), q)) if self._samples else None
