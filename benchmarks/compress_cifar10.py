@@ -98,7 +98,8 @@ def retime(entries: list[dict], threads: tuple[int, ...], rounds: int, runs: int
 
 
 def channel_alignment(runs: int) -> None:
-    """Latency of ResNet-56 pruned by 50% (no training: latency only) with and without round_to=8."""
+    """Batch-1 latency of ResNet-56 pruned in several ways (no training: latency only), next to the
+    unpruned edge model and the 20-layer ResNet-20: what channel counts and depth cost on this CPU."""
     import copy
 
     import torch
@@ -117,16 +118,26 @@ def channel_alignment(runs: int) -> None:
     load_checkpoint(model, REPO.parent / "shared/data/weights/cifar10_resnet56-4bfd9763.th")
     replace_zero_pad_shortcuts(model.eval())
     example = torch.zeros(1, 3, 32, 32)
-    print("| pruning | stage widths | params | p50 ms 1 thread | edge p50 ms 1 thread |\n|---|---|---|---|---|")
-    for round_to in (None, 8):
-        params = PruneStructured(ratio=0.5, round_to=round_to)
+    edge = latency_ms(EDGE / "1" / "model.onnx", (3, 32, 32), 1, 20, runs)["p50"]
+    print(f"edge model (ResNet-56, 56 layers) p50 {edge:.2f} ms, 1 thread\n")
+    print("| ResNet-56 pruned (56 layers) | stage widths | params | p50 ms 1 thread | speed-up vs edge |\n"
+          "|---|---|---|---|---|")
+    # (label, prune settings, fixed channel ratio or None to search for params.ratio)
+    variants = [("50% params, round_to None", PruneStructured(ratio=0.5), None),
+                ("50% params, round_to 8", PruneStructured(ratio=0.5, round_to=8), None),
+                ("90% params, round_to None", PruneStructured(ratio=0.9), None),
+                ("channel ratio 0.7, round_to 4 (narrowest)", PruneStructured(ratio=0.9, round_to=4), 0.7)]
+    for label, params, fixed in variants:
         pruned = copy.deepcopy(model)
-        _pruner(pruned, params, example, channel_ratio_for(pruned, params, example), 1).step()
-        path = export_onnx(pruned, REPO / "runs" / f"alignment_{round_to}.onnx", (3, 32, 32))
+        ratio = fixed if fixed is not None else channel_ratio_for(pruned, params, example)
+        _pruner(pruned, params, example, ratio, 1).step()
+        path = export_onnx(pruned, REPO / "runs" / "alignment.onnx", (3, 32, 32))
         widths = sorted({m.out_channels for m in pruned.modules() if isinstance(m, torch.nn.Conv2d)})
         ours = latency_ms(path, (3, 32, 32), 1, 20, runs)["p50"]
-        edge = latency_ms(EDGE / "1" / "model.onnx", (3, 32, 32), 1, 20, runs)["p50"]
-        print(f"| ratio 0.5, round_to {round_to} | {widths} | {count_params(pruned)[0]:,} | {ours:.2f} | {edge:.2f} |")
+        print(f"| {label} | {widths} | {count_params(pruned)[0]:,} | {ours:.2f} | {edge / ours:.1f}x |")
+    resnet20 = latency_ms(REPO / "models" / "cifar10_resnet20" / "1" / "model.onnx", (3, 32, 32), 1, 20, runs)["p50"]
+    print(f"| (not pruned) ResNet-20, 20 layers | [16, 32, 64] | {count_params(cifar_resnet('resnet20'))[0]:,} | "
+          f"{resnet20:.2f} | {edge / resnet20:.1f}x |")
 
 
 def markdown(entries: list[dict]) -> str:
@@ -152,7 +163,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--runs", type=int, default=30, help="timed runs per model per round")
     parser.add_argument("--channel-alignment", action="store_true",
-                        help="only time 50%%-pruned ResNet-56 with and without round_to=8")
+                        help="only time ResNet-56 pruned several ways (channel alignment, width, depth)")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
     if args.channel_alignment:
