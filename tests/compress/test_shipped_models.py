@@ -1,5 +1,5 @@
-"""Every robot model shipped under models/ loads (sha256 checked), and its accuracy on the first
-200 test_dev images matches the figure its manifest recorded for those images within 1 point."""
+"""Every robot model shipped under models/ loads (sha256 checked) and scores on test_dev what its
+manifest recorded, within the spread of ONNX Runtime's INT8 kernel paths."""
 
 from __future__ import annotations
 
@@ -22,19 +22,22 @@ def test_robot_models_are_shipped():
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_model_loads_and_classifies(name, cifar_test_dev):
+    """ONNX Runtime picks its INT8 kernels per process (with AMX once torch has enabled it, VNNI or
+    AVX2 otherwise), and requantization rounds differently on each path: the same robot_balanced
+    file scored 92.0% and 94.0% on the first 200 images in two processes on this machine, and
+    92.1% / 92.0% on all 5,000. So 200 images get a 5-image band, and all 5,000 a 0.5-point one."""
     model = ModelDir.load(MODELS / name)  # raises on a sha256 mismatch
     manifest = model.manifest
     assert manifest.recipe and manifest.created["command"].startswith("robot-compress compress")
     assert manifest.source["training_data"].endswith("train.npz")
+    backend = LocalBackend(model)
     head = cifar_test_dev.subset(np.arange(IMAGES))
-    accuracy = top1_accuracy(LocalBackend(model), head, manifest.preprocessing)
-    assert abs(accuracy - manifest.metrics[f"top1_first_{IMAGES}"]) <= 0.01
-    assert abs(accuracy - manifest.metrics["top1"]) <= 0.08  # 200 images vs 5000: sampling noise only
+    assert abs(top1_accuracy(backend, head, manifest.preprocessing) - manifest.metrics[f"top1_first_{IMAGES}"]) <= 0.025
+    assert abs(top1_accuracy(backend, cifar_test_dev, manifest.preprocessing) - manifest.metrics["top1"]) <= 0.005
 
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_int8_weights_are_7_bit(name):
-    """With full 8-bit weights, CI's CPU classified 3 of the 200 images differently from the build
-    machine (AVX-512 VNNI). ONNX Runtime documents the cause: AVX2 kernels without VNNI add
-    uint8 x int8 products in saturating int16 pairs. 7-bit weights (|w| <= 64) cannot saturate."""
+    """ONNX Runtime documents that AVX2 kernels without VNNI add uint8 x int8 products in
+    saturating int16 pairs, so 8-bit weights can give other answers on such CPUs; |w| <= 64 cannot."""
     assert largest_int8_weight(MODELS / name / "1" / "model.onnx") <= 64
