@@ -34,12 +34,17 @@ def test_json_result_carries_the_frame_and_routing_facts():
         assert json.loads(msg.data) == record
 
 
-def test_diagnostics_warn_while_the_edge_is_configured_but_unused():
+def local_router_stats():
+    """A fresh local-only router's stats: what diagnostics report before any frame."""
     router = Router(SlowLocal())
     try:
-        stats = router.stats()
+        return router.stats()
     finally:
         router.close()
+
+
+def test_diagnostics_warn_while_the_edge_is_configured_but_unused():
+    stats = local_router_stats()
     counters = {"frames_in": 3, "frames_out": 2, "frames_dropped": 1, "bad_input": 0}
     degraded = messages.diagnostics_message(Time(sec=1), stats, counters, True, "/perception_node")
     local_only = messages.diagnostics_message(Time(sec=1), stats, counters, False, "/perception_node")
@@ -51,11 +56,7 @@ def test_diagnostics_warn_while_the_edge_is_configured_but_unused():
 
 
 def test_diagnostics_say_error_when_a_thread_has_stopped():
-    router = Router(SlowLocal())
-    try:
-        stats = router.stats()
-    finally:
-        router.close()
+    stats = local_router_stats()
     counters = {"frames_in": 0, "frames_out": 0, "frames_dropped": 0, "bad_input": 0}
     status = messages.diagnostics_message(Time(sec=1), stats, counters, False, "/perception_node",
                                           stopped_threads=["prober"]).status[0]
