@@ -147,6 +147,8 @@ class PruneStructured(TrainConfig):
     steps: int = 1
     max_layer_ratio: float = 0.9
     round_to: int | None = None  # keep channel counts multiples of this (CPU kernels favour 8)
+    # what `ratio` is a fraction of: this stage's input, or the teacher (after prune_depth, say)
+    relative_to: Literal["input", "teacher"] = "input"
 
     def validate(self, where: str) -> None:
         super().validate(where)
@@ -155,6 +157,19 @@ class PruneStructured(TrainConfig):
             _positive(self.round_to, f"{where}.round_to")
         _unit(self.max_layer_ratio, f"{where}.max_layer_ratio")
         _positive(self.steps, f"{where}.steps")
+
+
+@dataclass(frozen=True)
+class PruneDepth:
+    """Remove `ratio` of the removable residual blocks, the one that changes the output least
+    first (fewer layers: what makes a small model fast at batch 1 on a CPU)."""
+
+    ratio: float = 0.5
+    calibration_images: int = 512
+
+    def validate(self, where: str) -> None:
+        _unit(self.ratio, f"{where}.ratio")
+        _positive(self.calibration_images, f"{where}.calibration_images")
 
 
 @dataclass(frozen=True)
@@ -243,6 +258,7 @@ class QuantizeInt8:
 
 STAGE_TYPES: dict[str, type] = {
     "prune_structured": PruneStructured,
+    "prune_depth": PruneDepth,
     "prune_unstructured": PruneUnstructured,
     "distill": Distill,
     "low_rank": LowRank,

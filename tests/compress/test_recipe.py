@@ -58,6 +58,7 @@ def edit(recipe: dict, path: str, value) -> dict:
     ("stages.3.mode", "int4", "mode must be one of ['static', 'dynamic']"),
     ("stages.3.percentile", 10.0, "percentile must be in (50, 100]"),
     ("stages.1.precision", "fp16", "precision must be one of ['fp32', 'bf16']"),
+    ("stages.0.relative_to", "edge", "relative_to must be one of ['input', 'teacher']"),
 ])
 def test_bad_field_is_named(good, path, value, message):
     with pytest.raises(RecipeError) as error:
@@ -110,3 +111,9 @@ def test_corrupt_checkpoint_fails_before_training(good, tmp_path):
     assert result.returncode == 2, result.stderr
     assert "corrupt.th could not be read" in result.stderr
     assert not work.exists() and not (tmp_path / "out").exists()
+
+
+def test_prune_depth_ratio_is_checked(good):
+    good["stages"][0] = {"stage": "prune_depth", "ratio": 1.0}
+    with pytest.raises(RecipeError, match=r"stages\[0\] \(prune_depth\)\.ratio must be in \(0, 1\)"):
+        parse_recipe(good)

@@ -18,6 +18,7 @@ from robot_compress.compress.recipe import (
     ExportOnnx,
     LowRank,
     MetricsConfig,
+    PruneDepth,
     PruneStructured,
     PruneUnstructured,
     QuantizeInt8,
@@ -101,6 +102,57 @@ def test_prune_structured_handles_depthwise_torchvision_model(context):
     depthwise = [m for m in result.model.modules() if isinstance(m, nn.Conv2d) and m.groups > 1]
     assert depthwise and all(m.groups == m.in_channels == m.out_channels for m in depthwise)
     assert outputs(result.model, torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def blocks(model: nn.Module) -> list[str]:
+    return [name for name, m in model.named_modules() if type(m).__name__ == "BasicBlock"]
+
+
+def test_prune_depth_removes_only_residual_blocks_least_harmful_first(context):
+    """ResNet-20 has 9 blocks; the first of layer2 and layer3 downsample and must stay. A block
+    whose residual branch is scaled almost to nothing changes the output least: it goes first."""
+    teacher = copy.deepcopy(context.teacher).eval()
+    with torch.no_grad():
+        teacher.layer3[1].bn2.weight.mul_(1e-4)
+        teacher.layer3[1].bn2.bias.zero_()
+    result = runner("prune_depth")(PruneDepth(ratio=0.5), Artefact(copy.deepcopy(teacher)), context)
+    assert result.info["removable_blocks"] == 7
+    removed = [r["block"] for r in result.info["removed_blocks"]]
+    assert removed[0] == "layer3.1" and len(removed) == 4 and not {"layer2.0", "layer3.0"} & set(removed)
+    assert len(blocks(result.model)) == 5 and len(result.model.layer2) >= 1 and len(result.model.layer3) >= 1
+    assert count_params(result.model)[0] < count_params(teacher)[0]
+    assert outputs(result.model).shape == (8, 10)
+    assert not any(isinstance(m, nn.Identity) and name.startswith("layer") and name.count(".") == 1
+                   for name, m in result.model.named_modules())  # deleted, not left as no-op layers
+
+
+def test_prune_depth_exports_and_refuses_a_model_without_residual_blocks(context):
+    from robot_compress.compress.stages.export_onnx import export_checked
+
+    pruned = runner("prune_depth")(PruneDepth(ratio=0.3), Artefact(copy.deepcopy(context.teacher)), context).model
+    assert export_checked(pruned, context.stage_dir / "shallow.onnx", context, 32, 1e-4) < 1e-4
+    plain = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+    with pytest.raises(ValueError, match="no removable residual blocks"):
+        runner("prune_depth")(PruneDepth(ratio=0.5), Artefact(plain), context)
+
+
+def test_prune_depth_finds_torchvision_residual_blocks(context):
+    from robot_compress.compress.teachers import torchvision_classifier
+
+    model = torchvision_classifier("mobilenet_v3_small", pretrained=False, num_classes=10).eval()
+    result = runner("prune_depth")(PruneDepth(ratio=0.5), Artefact(model), context)
+    inverted = [m for m in model.modules() if type(m).__name__ == "InvertedResidual"]
+    assert result.info["removable_blocks"] == sum(m.use_res_connect for m in inverted) > 0
+    assert outputs(result.model, torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_prune_structured_relative_to_teacher_counts_from_the_teacher(context):
+    shallow = runner("prune_depth")(PruneDepth(ratio=0.5), Artefact(copy.deepcopy(context.teacher)), context).model
+    result = runner("prune_structured")(PruneStructured(ratio=0.8, relative_to="teacher"), Artefact(shallow), context)
+    assert 0.17 <= count_params(result.model)[0] / count_params(context.teacher)[0] <= 0.21
+    with pytest.raises(ValueError, match="already has .* fewer params than the teacher"):
+        runner("prune_structured")(PruneStructured(ratio=0.05, relative_to="teacher"), Artefact(shallow), context)
 
 
 def test_prune_unstructured_reaches_sparsity_and_only_gzip_shrinks(context):

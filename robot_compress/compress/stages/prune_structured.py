@@ -108,12 +108,26 @@ def channel_ratio_for(model: nn.Module, params: PruneStructured, example: torch.
                      f"tie (e.g. bn_scale on an untrained model)")
 
 
+def relative_to_input(params: PruneStructured, input_cost: float, teacher_cost: float) -> PruneStructured:
+    """`params` with a ratio of the teacher's cost restated as a ratio of this stage's input."""
+    ratio = 1 - (1 - params.ratio) * teacher_cost / input_cost
+    if ratio <= 0:
+        raise ValueError(f"prune_structured: the input already has {1 - input_cost / teacher_cost:.1%} fewer "
+                         f"{params.target} than the teacher, at least the {params.ratio:.0%} asked for")
+    return dataclasses.replace(params, ratio=ratio, relative_to="input")
+
+
 def run(params: PruneStructured, artefact: Artefact, ctx: Context) -> Artefact:
     model = copy.deepcopy(artefact.model).cpu().eval()
     replaced = replace_zero_pad_shortcuts(model)
     size = ctx.recipe.data.input_size
     example = torch.zeros(1, 3, *size)
     before = _cost(model, example, params.target)
+    if params.relative_to == "teacher":
+        teacher = copy.deepcopy(ctx.teacher).cpu().eval()
+        replace_zero_pad_shortcuts(teacher)
+        params = relative_to_input(params, before, _cost(teacher, example, params.target))
+        print(f"prune_structured: removing {params.ratio:.1%} of the input's {params.target}", flush=True)
     ratio = channel_ratio_for(model, params, example)
     pruner = _pruner(model, params, example, ratio, params.steps)
     history = []
