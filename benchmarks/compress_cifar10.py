@@ -26,7 +26,10 @@ RUNS = [
     ("robot_balanced: prune 50% + KD", "recipes/resnet56_prune50_distill.yaml", "models/robot_balanced"),
     ("prune 50% with round_to 8 + KD", "recipes/resnet56_prune50_round8_distill.yaml",
      "runs/models/resnet56_prune50_round8_distill"),
-    ("robot_small: prune 90% + KD", "recipes/resnet56_prune90_distill.yaml", "models/robot_small"),
+    ("robot_small: 9 blocks + prune to 10% + KD", "recipes/resnet56_depth_prune90_distill.yaml",
+     "models/robot_small"),
+    ("prune 90% (width only) + KD", "recipes/resnet56_prune90_distill.yaml",
+     "runs/models/resnet56_prune90_distill"),
     ("ablation: prune 90% + plain fine-tune", "recipes/resnet56_prune90_finetune.yaml",
      "runs/models/resnet56_prune90_finetune"),
     ("low-rank (SVD, 95% energy)", "recipes/resnet56_lowrank.yaml", "runs/models/resnet56_lowrank"),
@@ -65,7 +68,7 @@ def collect() -> list[dict]:
             entries.append({"label": "edge: ResNet-56 (teacher), FP32", "onnx": str(EDGE / "1" / "model.onnx"),
                             "metrics": teacher, "recipe": None, "seconds": 0})
         run = json.loads((work_dir / "run.json").read_text())
-        seconds = sum(s["seconds"] for s in run["stages"].values())
+        seconds = sum(metrics.get("seconds", 0) for _, metrics in stages)
         for stage, metrics in stages[1:]:
             if stage.endswith(("export_onnx", "quantize_int8")):
                 kind = "INT8" if stage.endswith("quantize_int8") else "FP32"

@@ -149,6 +149,7 @@ def _run_stages(recipe: Recipe, run: dict, teacher, splits, work_dir: Path):
     for stale in sorted(work_dir.glob("[0-9][0-9]_*")):
         if stale.name not in expected | {teacher_dir.name}:  # the recipe's stage list changed
             shutil.rmtree(stale)
+            run["stages"].pop(stale.name, None)
     for index, stage in enumerate(recipe.stages, start=1):
         stage_dir = work_dir / f"{index:02d}_{stage.name}"
         label = f"{index:02d}_{stage.name}"
@@ -157,6 +158,7 @@ def _run_stages(recipe: Recipe, run: dict, teacher, splits, work_dir: Path):
                 "stage_key") != key:
             console.print(f"stage {label}: settings changed, running it again")
             shutil.rmtree(stage_dir)
+            run["stages"].pop(label, None)
         if (stage_dir / METRICS_FILE).is_file():
             artefact = Artefact(torch.load(stage_dir / "model.pt", map_location="cpu", weights_only=False),
                                 onnx=stage_dir / "model.onnx" if stage.produces_onnx else None)

@@ -103,3 +103,9 @@ def test_resume_reruns_only_stages_whose_settings_changed(tiny_recipe, tmp_path)
     assert code == 0, output
     assert "01_prune_structured: done in a previous run" in output
     assert "02_distill: settings changed, running it again" in output
+    del stages[1]
+    recipe, _ = tiny_recipe(stages)
+    code, output = finish(compress(recipe, out, work, "--resume"))
+    assert code == 0, output
+    assert not (work / "02_distill").exists()
+    assert set(json.loads((work / "run.json").read_text())["stages"]) == {"01_prune_structured"}
