@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,12 @@ EDGE_MODEL = MODELS / "cifar10_resnet56"
 SMALL_MODEL = MODELS / "cifar10_resnet20"
 
 _domain_counter = itertools.count()
+
+# A test run started in the background (nohup, `&`) inherits SIGINT ignored, and so would every
+# child it starts: the Ctrl-C tests would then fail. Python's own handler here means children
+# start with the default disposition, as they would from a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # The offline pipeline's tests need torch, which the robot (and its Docker image) does not have:
 # there they are not collected at all, and everywhere else they carry the `torch` marker.
