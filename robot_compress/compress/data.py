@@ -40,6 +40,13 @@ def load_splits(config: DataConfig, seed: int) -> Splits:
                   val=train.subset(np.sort(order[:config.val_size])), eval=evaluation, spec=spec)
 
 
+def calibration_sample(data: LabelledImages, count: int, seed: int) -> np.ndarray:
+    """`count` uint8 NHWC images drawn by a seeded rule (the same ones on every machine), in file
+    order: what quantization calibrates on and depth pruning scores blocks with."""
+    order = np.random.default_rng(seed).permutation(len(data))[:count]
+    return data.images[np.sort(order)]
+
+
 class ImageDataset(Dataset):
     """LabelledImages as (uint8 CHW tensor, label) pairs."""
 

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from robot_compress.compress.data import normalize
+from robot_compress.compress.data import calibration_sample, normalize
 from robot_compress.compress.recipe import PruneDepth
 from robot_compress.compress.stages import Artefact, Context
 
@@ -102,10 +102,8 @@ def remove_blocks(model: nn.Module, candidates: list[tuple[str, nn.Sequential, n
 
 def run(params: PruneDepth, artefact: Artefact, ctx: Context) -> Artefact:
     model = copy.deepcopy(artefact.model).cpu().eval()
-    train = ctx.splits.train
-    order = np.random.default_rng(ctx.seed).permutation(len(train))[:params.calibration_images]
-    images = normalize(torch.from_numpy(np.ascontiguousarray(train.images[np.sort(order)].transpose(0, 3, 1, 2))),
-                       ctx.splits.spec)
+    sample = calibration_sample(ctx.splits.train, params.calibration_images, ctx.seed)
+    images = normalize(torch.from_numpy(np.ascontiguousarray(sample.transpose(0, 3, 1, 2))), ctx.splits.spec)
     candidates = removable_blocks(model, images)
     if not candidates:
         raise ValueError("prune_depth: this model has no removable residual blocks (a block in an nn.Sequential "

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 from onnxruntime import quantization as q
 
+from robot_compress.compress.data import calibration_sample
 from robot_compress.compress.onnx_names import compact_names
 from robot_compress.compress.recipe import QuantizeInt8
 from robot_compress.compress.stages import Artefact, Context
@@ -47,8 +48,8 @@ def run(params: QuantizeInt8, artefact: Artefact, ctx: Context) -> Artefact:
     q.quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
     output = ctx.stage_dir / "model.onnx"
     if params.mode == "static":
-        order = np.random.default_rng(ctx.seed).permutation(len(ctx.splits.train))[:params.calibration_images]
-        reader = CalibrationImages(ctx.splits.train.images[np.sort(order)], ctx.splits.spec)
+        reader = CalibrationImages(calibration_sample(ctx.splits.train, params.calibration_images, ctx.seed),
+                                   ctx.splits.spec)
         q.quantize_static(str(prepared), str(output), reader, quant_format=q.QuantFormat.QDQ,
                           per_channel=params.per_channel, reduce_range=params.reduce_range,
                           activation_type=q.QuantType.QUInt8,
