@@ -3,7 +3,6 @@ manifest recorded, within the spread of ONNX Runtime's INT8 kernel paths."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from robot_compress.compress.stages.quantize_int8 import largest_int8_weight
@@ -13,7 +12,6 @@ from robot_compress.runtime.model_contract import ModelDir
 from tests.conftest import MODELS
 
 SHIPPED = sorted(p.name for p in MODELS.glob("robot_*") if (p / "manifest.json").is_file())
-IMAGES = 200
 
 
 def test_robot_models_are_shipped():
@@ -22,18 +20,15 @@ def test_robot_models_are_shipped():
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_model_loads_and_classifies(name, cifar_test_dev):
-    """ONNX Runtime picks its INT8 kernels per process (with AMX once torch has enabled it, VNNI or
-    AVX2 otherwise), and requantization rounds differently on each path: the same robot_balanced
-    file scored 92.0% and 94.0% on the first 200 images in two processes on this machine, and
-    92.1% / 92.0% on all 5,000. So 200 images get a 5-image band, and all 5,000 a 0.5-point one."""
+    """Checked on all 5,000 images, not the first 200: ONNX Runtime's INT8 kernels round differently
+    from process to process, and the first 200 images of the shipped robot_balanced scored 91.5%,
+    93.5% and 94.5% in three processes on this machine while all 5,000 scored 92.46-92.52%."""
     model = ModelDir.load(MODELS / name)  # raises on a sha256 mismatch
     manifest = model.manifest
     assert manifest.recipe and manifest.created["command"].startswith("robot-compress compress")
     assert manifest.source["training_data"].endswith("train.npz")
-    backend = LocalBackend(model)
-    head = cifar_test_dev.subset(np.arange(IMAGES))
-    assert abs(top1_accuracy(backend, head, manifest.preprocessing) - manifest.metrics[f"top1_first_{IMAGES}"]) <= 0.025
-    assert abs(top1_accuracy(backend, cifar_test_dev, manifest.preprocessing) - manifest.metrics["top1"]) <= 0.005
+    accuracy = top1_accuracy(LocalBackend(model), cifar_test_dev, manifest.preprocessing)
+    assert abs(accuracy - manifest.metrics["top1"]) <= 0.005
 
 
 @pytest.mark.parametrize("name", SHIPPED)
