@@ -1,8 +1,9 @@
-"""Run a recipe's stages on its teacher and write a model directory in the model contract.
+"""Run a recipe's stages on its teacher (or its student) and write a model directory in the model contract.
 
 Work directory layout (runs/<name>/ by default, gitignored):
     run.json                       the run manifest: recipe + sha256, seed, versions, command, timings
-    00_teacher/                    model.onnx + metrics.json of the starting point
+    00_teacher/                    model.onnx + metrics.json of the teacher
+    00_student/                    the same for the student, when the recipe names one to start from
     NN_<stage>/model.pt            the stage's torch model (whole module: pruning changes shapes)
     NN_<stage>/model.onnx          its ONNX file (measured like the final model)
     NN_<stage>/metrics.json        written last: a stage with metrics.json is done and is reused on
@@ -25,14 +26,15 @@ from typing import Any
 import numpy as np
 import torch
 from rich.console import Console
+from torch import nn
 
 from robot_compress.compress.data import load_splits
 from robot_compress.compress.metrics import OnnxFileBackend, measure
+from robot_compress.compress.models import build_model
 from robot_compress.compress.recipe import ExportOnnx, Recipe, RecipeError
 from robot_compress.compress.report import write_report
 from robot_compress.compress.stages import Artefact, Context, runner
 from robot_compress.compress.stages.export_onnx import export_checked
-from robot_compress.compress.teachers import build_teacher
 from robot_compress.compress.train import device
 from robot_compress.runtime.evaluate import top1_accuracy
 from robot_compress.runtime.model_contract import Manifest, ModelDir, TensorSpec, write_model_dir
@@ -87,6 +89,8 @@ def stage_key(recipe: Recipe, index: int) -> str:
     it. A finished stage is reused on --resume only while its key is unchanged."""
     source = recipe.source
     content = {key: source.get(key) for key in ("teacher", "data", "seed")}
+    if "student" in source:  # only when present: runs without one keep their keys
+        content["student"] = source["student"]
     # the settings as written: a new field with a default in a later version keeps old stages valid
     content["stages"] = [stage.name for stage in recipe.stages[:index]] + source["stages"][:index]
     return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
@@ -102,16 +106,19 @@ def run_pipeline(recipe: Recipe, out: Path, work_dir: Path, resume: bool = False
                  command: str = "robot-compress compress") -> ModelDir:
     """Every stage in order (finished ones are loaded from `work_dir` when resuming), then the
     final ONNX artefact becomes the model directory `out` with report.md and pareto.png."""
-    teacher = build_teacher(recipe.teacher)  # bad checkpoints fail here, before anything is written
+    teacher = build_model(recipe.teacher)  # bad checkpoints fail here, before anything is written
+    student = build_model(recipe.student, "student") if recipe.student else None
     try:
         splits = load_splits(recipe.data, recipe.seed)
     except (ValueError, FileNotFoundError) as exc:
         raise RecipeError(f"data: {exc}") from exc
+    if student is not None:
+        _check_student(student, teacher, splits.spec.input_size)
     run = _open_run(recipe, work_dir, resume, command)
     console.print(f"[bold]{recipe.name}[/]: {len(splits.train)} training, {len(splits.val)} validation, "
                   f"{len(splits.eval)} evaluation images; device {device()}")
     try:
-        rows, final = _run_stages(recipe, run, teacher, splits, work_dir)
+        rows, final = _run_stages(recipe, run, teacher, student, splits, work_dir)
     except KeyboardInterrupt:
         run["status"] = "interrupted"
         _write_json(work_dir / RUN_FILE, run)
@@ -122,7 +129,9 @@ def run_pipeline(recipe: Recipe, out: Path, work_dir: Path, resume: bool = False
     run["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     _write_json(work_dir / RUN_FILE, run)
     model_dir = _write_model(recipe, run, splits, rows, final, out)
-    notes = [f"teacher: {recipe.teacher.kind} {recipe.teacher.arch or recipe.teacher.path}",
+    notes = [f"teacher: {recipe.teacher.kind} {recipe.teacher.arch or recipe.teacher.path}"
+             + (f"; student: {recipe.student.kind} {recipe.student.arch or recipe.student.path}, learning from it"
+                if recipe.student else ""),
              f"top-1 on {recipe.data.eval} ({rows[0][1]['eval_images']} images) with ONNX Runtime and the "
              f"manifest's preprocessing; latency is ONNX Runtime CPU at batch 1",
              "prune_unstructured keeps zeros in dense tensors: only gzip bytes shrink; "
@@ -133,21 +142,40 @@ def run_pipeline(recipe: Recipe, out: Path, work_dir: Path, resume: bool = False
     return model_dir
 
 
-def _run_stages(recipe: Recipe, run: dict, teacher, splits, work_dir: Path):
-    teacher_dir = work_dir / "00_teacher"
-    teacher_dir.mkdir(exist_ok=True)
-    ctx = Context(recipe, teacher, splits, teacher_dir, recipe.seed)
-    metrics_file = teacher_dir / METRICS_FILE
+def _check_student(student: nn.Module, teacher: nn.Module, input_size: tuple[int, int]) -> None:
+    """Distillation compares logits one to one: the student must answer with the teacher's classes."""
+    example = torch.zeros(1, 3, *input_size)
+    with torch.no_grad():
+        shapes = {name: tuple(model(example).shape) for name, model in (("student", student), ("teacher", teacher))}
+    if shapes["student"] != shapes["teacher"]:
+        raise RecipeError(f"student: its output has shape {shapes['student']} but the teacher's has "
+                          f"{shapes['teacher']}; set student.num_classes to the teacher's class count")
+
+
+def _measured_start(model: nn.Module, role: str, recipe: Recipe, splits, work_dir: Path) -> tuple[str, dict]:
+    """The report's row for a starting network (teacher, student): exported and measured once per key."""
+    directory = work_dir / f"00_{role}"
+    directory.mkdir(exist_ok=True)
+    metrics_file = directory / METRICS_FILE
     if not metrics_file.is_file() or json.loads(metrics_file.read_text()).get("stage_key") != stage_key(recipe, 0):
-        diff = export_checked(teacher, teacher_dir / "model.onnx", ctx, ExportOnnx().check_images, 1e-3)
-        metrics = measure(teacher, teacher_dir / "model.onnx", splits.eval, splits.spec, recipe.metrics)
+        ctx = Context(recipe, model, splits, directory, recipe.seed)
+        diff = export_checked(model, directory / "model.onnx", ctx, ExportOnnx().check_images, 1e-3)
+        metrics = measure(model, directory / "model.onnx", splits.eval, splits.spec, recipe.metrics)
         _write_json(metrics_file, {**metrics, "max_abs_diff": diff, "stage_key": stage_key(recipe, 0)})
-    rows = [("teacher", json.loads((teacher_dir / METRICS_FILE).read_text()))]
-    console.print(f"teacher top-1 {rows[0][1]['top1']:.2%}, {rows[0][1]['params']:,} parameters")
-    artefact = Artefact(copy.deepcopy(teacher))
+    metrics = json.loads(metrics_file.read_text())
+    console.print(f"{role} top-1 {metrics['top1']:.2%}, {metrics['params']:,} parameters")
+    return role, metrics
+
+
+def _run_stages(recipe: Recipe, run: dict, teacher: nn.Module, student: nn.Module | None, splits, work_dir: Path):
+    ctx = Context(recipe, teacher, splits, work_dir / "00_teacher", recipe.seed)
+    rows = [_measured_start(teacher, "teacher", recipe, splits, work_dir)]
+    if student is not None:
+        rows.append(_measured_start(student, "student", recipe, splits, work_dir))
+    artefact = Artefact(copy.deepcopy(student if student is not None else teacher))
     expected = {f"{index:02d}_{stage.name}" for index, stage in enumerate(recipe.stages, start=1)}
     for stale in sorted(work_dir.glob("[0-9][0-9]_*")):
-        if stale.name not in expected | {teacher_dir.name}:  # the recipe's stage list changed
+        if stale.name not in expected | {f"00_{role}" for role, _ in rows}:  # the stage list changed
             shutil.rmtree(stale)
             run["stages"].pop(stale.name, None)
     for index, stage in enumerate(recipe.stages, start=1):
@@ -205,8 +233,8 @@ def _write_model(recipe: Recipe, run: dict, splits, rows, final: Artefact, out: 
         input=TensorSpec("input", "float32", (3, *splits.spec.input_size)),
         output=TensorSpec("logits", "float32", (num_classes,)),
         preprocessing=splits.spec,
-        source={"teacher": {"kind": recipe.teacher.kind, "arch": recipe.teacher.arch,
-                            "checkpoint": recipe.teacher.checkpoint, "path": recipe.teacher.path},
+        source={**{role: {"kind": config.kind, "arch": config.arch, "checkpoint": config.checkpoint, "path": config.path}
+                   for role, config in (("teacher", recipe.teacher), ("student", recipe.student)) if config},
                 "training_data": recipe.data.train,
                 "validation": f"{recipe.data.val_size} images of the training data, held out by seed {recipe.seed}"},
         license=WEIGHTS_LICENSE if recipe.teacher.kind == "cifar_resnet" and recipe.teacher.checkpoint else "",

@@ -28,11 +28,12 @@ class RecipeError(ValueError):
     """A recipe that cannot run; the message names the file and the field."""
 
 
-# ---------------------------------------------------------------- teacher and data
+# ---------------------------------------------------------------- models and data
 
 @dataclass(frozen=True)
-class TeacherConfig:
-    """kind: cifar_resnet (arch + akamaster checkpoint), torchvision (name, pretrained) or file
+class ModelSource:
+    """Where a network comes from, for the teacher and for an optional separate student.
+    kind: cifar_resnet (arch + akamaster checkpoint), torchvision (name, pretrained) or file
     (a whole model saved with torch.save, or TorchScript)."""
 
     kind: Literal["cifar_resnet", "torchvision", "file"]
@@ -282,11 +283,13 @@ class Stage:
 @dataclass(frozen=True)
 class Recipe:
     name: str
-    teacher: TeacherConfig
+    teacher: ModelSource
     data: DataConfig
     stages: tuple[Stage, ...]
     seed: int = 0
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    # the network the stages start from; None: a copy of the teacher (prune the teacher itself)
+    student: ModelSource | None = None
     source: dict[str, Any] = field(default_factory=dict)  # the parsed YAML, for the manifest
 
     @property
@@ -308,7 +311,7 @@ def load_recipe(path: str | Path) -> Recipe:
 
 def parse_recipe(data: Any, where: str = "recipe") -> Recipe:
     top = _expect_mapping(data, where)
-    allowed = {"name", "seed", "teacher", "data", "stages", "metrics"}
+    allowed = {"name", "seed", "teacher", "student", "data", "stages", "metrics"}
     _no_unknown(top, allowed, where)
     for key in ("name", "teacher", "data", "stages"):
         if key not in top:
@@ -325,7 +328,8 @@ def parse_recipe(data: Any, where: str = "recipe") -> Recipe:
         stages += (Stage("export_onnx", ExportOnnx()),)
     return Recipe(
         name=name,
-        teacher=_build(TeacherConfig, top["teacher"], f"{where}.teacher"),
+        teacher=_build(ModelSource, top["teacher"], f"{where}.teacher"),
+        student=_build(ModelSource, top["student"], f"{where}.student") if "student" in top else None,
         data=_build(DataConfig, top["data"], f"{where}.data"),
         stages=stages,
         seed=_check(top.get("seed", 0), int, f"{where}.seed"),

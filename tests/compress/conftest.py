@@ -71,13 +71,13 @@ def tiny_recipe(synthetic_npz, tmp_path):
 def context(synthetic_npz, tmp_path):
     """A stage Context over the synthetic data with a random-init ResNet-20 teacher."""
     from robot_compress.compress.data import load_splits
+    from robot_compress.compress.models import build_model
     from robot_compress.compress.recipe import parse_recipe
     from robot_compress.compress.stages import Context
-    from robot_compress.compress.teachers import build_teacher
 
     torch.manual_seed(0)
     recipe = parse_recipe(recipe_dict(*synthetic_npz))
-    return Context(recipe, build_teacher(recipe.teacher), load_splits(recipe.data, 0), tmp_path, 0)
+    return Context(recipe, build_model(recipe.teacher), load_splits(recipe.data, 0), tmp_path, 0)
 
 
 @pytest.fixture(scope="session")

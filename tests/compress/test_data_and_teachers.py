@@ -11,8 +11,8 @@ import torch
 
 from robot_compress.compress.cifar_resnet import cifar_resnet
 from robot_compress.compress.data import augment, load_splits, normalize
-from robot_compress.compress.recipe import DataConfig, RecipeError, TeacherConfig
-from robot_compress.compress.teachers import build_teacher
+from robot_compress.compress.models import build_model
+from robot_compress.compress.recipe import DataConfig, ModelSource, RecipeError
 from robot_compress.runtime.preprocess import preprocess_batch
 from tests.compress.conftest import SIZE, synthetic_images
 
@@ -72,20 +72,20 @@ def test_teacher_from_whole_model_file_and_torchscript(tmp_path):
     torch.save(model, tmp_path / "whole.pt")
     torch.jit.save(torch.jit.trace(model, x), tmp_path / "scripted.pt")
     for name in ("whole.pt", "scripted.pt"):
-        teacher = build_teacher(TeacherConfig(kind="file", path=str(tmp_path / name)))
+        teacher = build_model(ModelSource(kind="file", path=str(tmp_path / name)))
         assert torch.allclose(teacher(x), model(x), atol=1e-5)
 
 
 def test_teacher_file_that_is_a_state_dict_is_refused(tmp_path):
     torch.save(cifar_resnet("resnet20").state_dict(), tmp_path / "weights.pt")
     with pytest.raises(RecipeError, match="not a whole nn.Module"):
-        build_teacher(TeacherConfig(kind="file", path=str(tmp_path / "weights.pt")))
+        build_model(ModelSource(kind="file", path=str(tmp_path / "weights.pt")))
 
 
 def test_pretrained_cifar_teacher_loads_its_checkpoint(shared_data):
     checkpoint = shared_data / "weights" / "cifar10_resnet20-12fca82f.th"
-    teacher = build_teacher(TeacherConfig(kind="cifar_resnet", arch="resnet20", checkpoint=str(checkpoint)))
+    teacher = build_model(ModelSource(kind="cifar_resnet", arch="resnet20", checkpoint=str(checkpoint)))
     assert not torch.equal(teacher.conv1.weight, cifar_resnet("resnet20").conv1.weight)
-    wrong = TeacherConfig(kind="cifar_resnet", arch="resnet32", checkpoint=str(checkpoint))
+    wrong = ModelSource(kind="cifar_resnet", arch="resnet32", checkpoint=str(checkpoint))
     with pytest.raises(RecipeError, match="does not fit"):
-        build_teacher(wrong)
+        build_model(wrong)

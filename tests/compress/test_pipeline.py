@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
+import yaml
 
 from robot_compress.runtime.local_backend import LocalBackend
 from robot_compress.runtime.model_contract import ModelDir
@@ -110,3 +112,37 @@ def test_resume_reruns_only_stages_whose_settings_changed(tiny_recipe, tmp_path)
     timed = set(json.loads((work / "run.json").read_text())["stages"])
     assert "02_distill" not in timed and not (work / "02_distill").exists()
     assert timed == {d.name for d in work.glob("[0-9][0-9]_*")} - {"00_teacher"}  # export_onnx is added
+
+
+def test_student_starts_the_stages_and_learns_from_the_teacher(tiny_recipe, tmp_path):
+    """A recipe with a separate student: the stages prune the student (a ResNet-20) under a
+    ResNet-32 teacher; both starting points are measured and named in the manifest."""
+    from robot_compress.compress.pipeline import run_pipeline, stage_key
+    from robot_compress.compress.recipe import load_recipe
+
+    stages = [{"stage": "prune_structured", "ratio": 0.5}, {"stage": "distill", "epochs": 1, "lr": 0.02}]
+    path, source = tiny_recipe(stages, arch="resnet32")
+    without_student = load_recipe(path)
+    source["student"] = {"kind": "cifar_resnet", "arch": "resnet20"}
+    path.write_text(yaml.safe_dump(source))
+    recipe = load_recipe(path)
+    assert stage_key(recipe, 1) != stage_key(without_student, 1)  # a finished run without it is not reused
+    model = run_pipeline(recipe, tmp_path / "out", tmp_path / "work")
+    stages_metrics = model.manifest.metrics["stages"]
+    assert list(stages_metrics)[:2] == ["teacher", "student"]
+    assert stages_metrics["student"]["params"] < 0.6 * stages_metrics["teacher"]["params"]
+    assert stages_metrics["01_prune_structured"]["params"] < 0.55 * stages_metrics["student"]["params"]
+    assert model.manifest.source["student"]["arch"] == "resnet20"
+    assert model.manifest.source["teacher"]["arch"] == "resnet32"
+
+
+def test_student_with_other_classes_is_refused_before_any_work(tiny_recipe, tmp_path):
+    from robot_compress.compress.pipeline import run_pipeline
+    from robot_compress.compress.recipe import RecipeError, load_recipe
+
+    path, source = tiny_recipe()
+    source["student"] = {"kind": "cifar_resnet", "arch": "resnet20", "num_classes": 5}
+    path.write_text(yaml.safe_dump(source))
+    with pytest.raises(RecipeError, match=r"student: its output has shape \(1, 5\) but the teacher's has \(1, 10\)"):
+        run_pipeline(load_recipe(path), tmp_path / "out", tmp_path / "work")
+    assert not (tmp_path / "work").exists()

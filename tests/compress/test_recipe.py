@@ -90,6 +90,15 @@ def test_unknown_torchvision_model(good):
         parse_recipe(good)
 
 
+def test_bad_student_is_named(good):
+    good["student"] = {"kind": "cifar_resnet", "arch": "resnet19"}
+    with pytest.raises(RecipeError, match=r"student.arch: unknown CIFAR ResNet 'resnet19'"):
+        parse_recipe(good)
+    good["student"] = {"kind": "file", "path": "/nonexistent/student.pt"}
+    with pytest.raises(RecipeError, match=r"student.path: file '/nonexistent/student.pt' does not exist"):
+        parse_recipe(good)
+
+
 def test_invalid_yaml_and_missing_file(tmp_path):
     (tmp_path / "bad.yaml").write_text("stages: [unclosed")
     with pytest.raises(RecipeError, match="not valid YAML"):

@@ -94,7 +94,7 @@ def test_pruned_model_exports_and_matches_torch(context):
 
 
 def test_prune_structured_handles_depthwise_torchvision_model(context):
-    from robot_compress.compress.teachers import torchvision_classifier
+    from robot_compress.compress.models import torchvision_classifier
 
     model = torchvision_classifier("mobilenet_v3_small", pretrained=False, num_classes=10).eval()
     result = runner("prune_structured")(PruneStructured(ratio=0.4, scope="uniform"), Artefact(model), context)
@@ -138,7 +138,7 @@ def test_prune_depth_exports_and_refuses_a_model_without_residual_blocks(context
 
 
 def test_prune_depth_finds_torchvision_residual_blocks(context):
-    from robot_compress.compress.teachers import torchvision_classifier
+    from robot_compress.compress.models import torchvision_classifier
 
     model = torchvision_classifier("mobilenet_v3_small", pretrained=False, num_classes=10).eval()
     result = runner("prune_depth")(PruneDepth(ratio=0.5), Artefact(model), context)

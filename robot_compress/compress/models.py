@@ -1,5 +1,6 @@
-"""Build the teacher network named by a recipe: CIFAR ResNet + checkpoint, a torchvision
-classifier (ImageNet weights downloaded on demand), or a model file saved with torch.save."""
+"""Build the networks a recipe names (its teacher, and its student when that is a different
+network): CIFAR ResNet + checkpoint, a torchvision classifier (ImageNet weights downloaded on
+demand), or a model file saved with torch.save."""
 
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ import torch
 from torch import nn
 
 from robot_compress.compress.cifar_resnet import cifar_resnet, load_checkpoint
-from robot_compress.compress.recipe import RecipeError, TeacherConfig
+from robot_compress.compress.recipe import ModelSource, RecipeError
 
 
-def build_teacher(config: TeacherConfig) -> nn.Module:
-    """The teacher in eval mode. Load problems become RecipeError before any training starts."""
+def build_model(config: ModelSource, role: str = "teacher") -> nn.Module:
+    """The model in eval mode. Load problems become RecipeError naming `role` before any training."""
     try:
         if config.kind == "cifar_resnet":
             model = cifar_resnet(config.arch, config.num_classes)
@@ -24,7 +25,7 @@ def build_teacher(config: TeacherConfig) -> nn.Module:
         else:
             model = load_model_file(config.path)
     except (ValueError, FileNotFoundError, OSError) as exc:
-        raise RecipeError(f"teacher: {exc}") from exc
+        raise RecipeError(f"{role}: {exc}") from exc
     return model.eval()
 
 
