@@ -15,10 +15,7 @@ import argparse
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
-
-import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 # (label, recipe, model directory it writes); the work directory is runs/<model directory name>.
@@ -80,24 +77,12 @@ def collect() -> list[dict]:
 
 def retime(entries: list[dict], threads: tuple[int, ...], rounds: int, runs: int) -> None:
     """p50/p95 batch-1 latency per model and thread count, interleaving models round by round."""
-    from robot_compress.runtime.local_backend import make_session
+    from robot_compress.compress.metrics import interleaved_latency_ms
 
-    x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
     for t in threads:
-        sessions = [make_session(e["onnx"], threads=t) for e in entries]
-        samples: list[list[float]] = [[] for _ in entries]
-        for session in sessions:
-            for _ in range(20):
-                session.run(None, {"input": x})
-        for _ in range(rounds):
-            for session, times in zip(sessions, samples, strict=True):
-                for _ in range(runs):
-                    start = time.perf_counter()
-                    session.run(None, {"input": x})
-                    times.append((time.perf_counter() - start) * 1e3)
-        for entry, times in zip(entries, samples, strict=True):
-            entry[f"latency_ms_{t}t"] = {"p50": float(np.percentile(times, 50)),
-                                         "p95": float(np.percentile(times, 95))}
+        results = interleaved_latency_ms([e["onnx"] for e in entries], (3, 32, 32), t, 20, rounds * runs, rounds)
+        for entry, result in zip(entries, results, strict=True):
+            entry[f"latency_ms_{t}t"] = result
 
 
 def channel_alignment(runs: int) -> None:

@@ -53,17 +53,27 @@ def count_macs(model: nn.Module, input_size: tuple[int, int]) -> int | None:
 
 def latency_ms(path: Path, input_shape: tuple[int, ...], threads: int, warmup: int, runs: int) -> dict[str, float]:
     """p50/p95 wall time of single-image inference with a fixed ONNX Runtime thread count."""
-    session = make_session(path, threads=threads)
-    name = session.get_inputs()[0].name
+    return interleaved_latency_ms([path], input_shape, threads, warmup, runs, rounds=1)[0]
+
+
+def interleaved_latency_ms(paths: list[Path], input_shape: tuple[int, ...], threads: int, warmup: int, runs: int,
+                           rounds: int = 10) -> list[dict[str, float]]:
+    """p50/p95 per file, the files taking turns for `rounds` rounds of runs/rounds calls each, so
+    all of them see the same machine load (a busy machine slows each one alike)."""
+    sessions = [make_session(path, threads=threads) for path in paths]
+    names = [session.get_inputs()[0].name for session in sessions]
     x = np.random.default_rng(0).standard_normal((1, *input_shape)).astype(np.float32)
-    for _ in range(warmup):
-        session.run(None, {name: x})
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        session.run(None, {name: x})
-        times.append((time.perf_counter() - start) * 1e3)
-    return {"p50": float(np.percentile(times, 50)), "p95": float(np.percentile(times, 95))}
+    for session, name in zip(sessions, names, strict=True):
+        for _ in range(warmup):
+            session.run(None, {name: x})
+    samples: list[list[float]] = [[] for _ in paths]
+    for _ in range(rounds):
+        for session, name, times in zip(sessions, names, samples, strict=True):
+            for _ in range(max(1, runs // rounds)):
+                start = time.perf_counter()
+                session.run(None, {name: x})
+                times.append((time.perf_counter() - start) * 1e3)
+    return [{"p50": float(np.percentile(times, 50)), "p95": float(np.percentile(times, 95))} for times in samples]
 
 
 def measure(model: nn.Module, onnx_path: Path, eval_data: LabelledImages, spec: Preprocessing,

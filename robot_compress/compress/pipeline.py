@@ -29,9 +29,9 @@ from rich.console import Console
 from torch import nn
 
 from robot_compress.compress.data import load_splits
-from robot_compress.compress.metrics import OnnxFileBackend, measure
+from robot_compress.compress.metrics import OnnxFileBackend, interleaved_latency_ms, measure
 from robot_compress.compress.models import build_model
-from robot_compress.compress.recipe import ExportOnnx, Recipe, RecipeError
+from robot_compress.compress.recipe import ExportOnnx, MetricsConfig, Recipe, RecipeError
 from robot_compress.compress.report import write_report
 from robot_compress.compress.stages import Artefact, Context, runner
 from robot_compress.compress.stages.export_onnx import export_checked
@@ -119,6 +119,7 @@ def run_pipeline(recipe: Recipe, out: Path, work_dir: Path, resume: bool = False
                   f"{len(splits.eval)} evaluation images; device {device()}")
     try:
         rows, final = _run_stages(recipe, run, teacher, student, splits, work_dir)
+        _retime(rows, work_dir, splits.spec.input_size, recipe.metrics)
     except KeyboardInterrupt:
         run["status"] = "interrupted"
         _write_json(work_dir / RUN_FILE, run)
@@ -134,6 +135,8 @@ def run_pipeline(recipe: Recipe, out: Path, work_dir: Path, resume: bool = False
                 if recipe.student else ""),
              f"top-1 on {recipe.data.eval} ({rows[0][1]['eval_images']} images) with ONNX Runtime and the "
              f"manifest's preprocessing; latency is ONNX Runtime CPU at batch 1",
+             "latencies: measured again at the end of the run with the artefacts taking turns, so all "
+             "see the same machine load (each stage's metrics.json keeps the figure from its own time)",
              "prune_unstructured keeps zeros in dense tensors: only gzip bytes shrink; "
              "weight_share's coded bytes assume b-bit indices + a float32 codebook per layer",
              f"recipe sha256 {recipe.digest}; command: {run['command']}"]
@@ -213,6 +216,16 @@ def _run_stages(recipe: Recipe, run: dict, teacher: nn.Module, student: nn.Modul
         console.print(f"stage {label}: top-1 {metrics['top1']:.2%}, {metrics['params']:,} parameters, "
                       f"{metrics['bytes']:,} bytes, {seconds:.0f} s")
     return rows, artefact
+
+
+def _retime(rows: list[tuple[str, dict]], work_dir: Path, input_size: tuple[int, int], config: MetricsConfig) -> None:
+    """Replace the rows' latencies by one interleaved measurement of all their ONNX files: a stage
+    timed while training ran elsewhere on the machine is not comparable with one timed at rest."""
+    files = [work_dir / (label if label[:2].isdigit() else f"00_{label}") / "model.onnx" for label, _ in rows]
+    for threads in config.latency_threads:
+        timings = interleaved_latency_ms(files, (3, *input_size), threads, config.latency_warmup, config.latency_runs)
+        for (_, metrics), timing in zip(rows, timings, strict=True):
+            metrics[f"latency_ms_{threads}t"] = timing
 
 
 def _write_model(recipe: Recipe, run: dict, splits, rows, final: Artefact, out: Path) -> ModelDir:

@@ -57,6 +57,9 @@ def test_whole_pipeline_writes_a_loadable_model_directory(tiny_recipe, tmp_path)
     for name in ("report.md", "pareto.png"):
         assert (out / name).stat().st_size > 500
     assert "05_quantize_int8" in (out / "report.md").read_text()
+    assert "measured again at the end of the run" in (out / "report.md").read_text()
+    at_stage_time = json.loads((work / "05_quantize_int8" / "metrics.json").read_text())["latency_ms_1t"]
+    assert manifest.metrics["latency_ms_1t"] != at_stage_time  # the final, interleaved measurement
     backend = LocalBackend(model)
     images = np.zeros((2, 16, 16, 3), dtype=np.uint8)
     assert len(backend.classify(images)) == 2

@@ -255,6 +255,21 @@ def test_measure_reports_every_metric(context):
     assert np.isfinite(metrics["top1"])
 
 
+def test_interleaved_latency_keeps_each_file_its_own_timings(context, tmp_path):
+    """The files take turns; each result must belong to its own file (ResNet-20 is far slower than
+    one tiny convolution), in the order given."""
+    from robot_compress.compress.metrics import interleaved_latency_ms
+    from robot_compress.compress.onnx_export import export_onnx
+
+    tiny = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                               torch.nn.Linear(4, 10))
+    small = export_onnx(tiny, tmp_path / "tiny.onnx", (3, 16, 16))
+    big = export_onnx(context.teacher, tmp_path / "resnet20.onnx", (3, 16, 16))
+    results = interleaved_latency_ms([big, small, big], (3, 16, 16), threads=1, warmup=2, runs=40, rounds=4)
+    assert len(results) == 3 and all(0 < r["p50"] <= r["p95"] for r in results)
+    assert results[0]["p50"] > 2 * results[1]["p50"] and results[2]["p50"] > 2 * results[1]["p50"]
+
+
 def test_compact_names_keeps_the_graph_and_shrinks_the_file(context, tmp_path):
     from robot_compress.compress.onnx_export import export_onnx
     from robot_compress.compress.onnx_names import compact_names
