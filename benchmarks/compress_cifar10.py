@@ -23,8 +23,12 @@ RUNS = [
     ("robot_balanced: prune 50% + KD", "recipes/resnet56_prune50_distill.yaml", "models/robot_balanced"),
     ("prune 50% with round_to 8 + KD", "recipes/resnet56_prune50_round8_distill.yaml",
      "runs/models/resnet56_prune50_round8_distill"),
+    ("ResNet-32 student, pruned to 50% of the teacher + KD", "recipes/resnet56_to_resnet32_prune50_distill.yaml",
+     "runs/models/robot_balanced_r32"),
     ("robot_small: 9 blocks + prune to 10% + KD", "recipes/resnet56_depth_prune90_distill.yaml",
      "models/robot_small"),
+    ("ResNet-20 student, pruned to 8% of the teacher + KD", "recipes/resnet56_to_resnet20_prune92_distill.yaml",
+     "runs/models/robot_small_r20"),
     ("prune 90% (width only) + KD", "recipes/resnet56_prune90_distill.yaml",
      "runs/models/resnet56_prune90_distill"),
     ("ablation: prune 90% + plain fine-tune", "recipes/resnet56_prune90_finetune.yaml",
@@ -61,12 +65,12 @@ def collect() -> list[dict]:
             print(f"skipping {label}: no finished run in {work_dir}", file=sys.stderr)
             continue
         if not entries:
-            teacher = dict(stages[0][1])
+            teacher = json.loads((work_dir / "00_teacher" / "metrics.json").read_text())
             entries.append({"label": "edge: ResNet-56 (teacher), FP32", "onnx": str(EDGE / "1" / "model.onnx"),
                             "metrics": teacher, "recipe": None, "seconds": 0})
         run = json.loads((work_dir / "run.json").read_text())
         seconds = sum(metrics.get("seconds", 0) for _, metrics in stages)
-        for stage, metrics in stages[1:]:
+        for stage, metrics in stages:
             if stage.endswith(("export_onnx", "quantize_int8")):
                 kind = "INT8" if stage.endswith("quantize_int8") else "FP32"
                 entries.append({"label": f"{label}, {kind}", "onnx": str(work_dir / stage / "model.onnx"),
