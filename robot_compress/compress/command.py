@@ -10,6 +10,10 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from robot_compress.compress.recipe import reference
+
+    parser.epilog = reference()
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("recipe", type=Path, help="recipe YAML (see recipes/)")
     parser.add_argument("--out", required=True, type=Path, help="model directory to write (models/<name>)")
     parser.add_argument("--work-dir", type=Path, help="stage artefacts, metrics and resume state "

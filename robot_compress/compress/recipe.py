@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import textwrap
 import types
 import typing
 from dataclasses import dataclass, field
@@ -438,3 +439,31 @@ def _unit(value: float, where: str, closed: bool = False) -> None:
 def _existing_file(path: str, where: str) -> None:
     if not path or not Path(path).is_file():
         raise RecipeError(f"{where}: file {path!r} does not exist")
+
+
+def reference() -> str:
+    """Every recipe key with its default and choices, generated from the dataclasses above (so it
+    cannot go stale): the epilog of `robot-compress compress --help`."""
+    def key(f: dataclasses.Field, hint: Any) -> str:
+        choices = "|".join(map(str, typing.get_args(hint))) if typing.get_origin(hint) is Literal else ""
+        if f.default is not dataclasses.MISSING:
+            return f"{f.name}={f.default!r}" + (f" ({choices})" if choices else "")
+        if f.default_factory is not dataclasses.MISSING:
+            return f"{f.name}={f.default_factory()!r}"
+        return f"{f.name} ({choices or getattr(hint, '__name__', hint)}, required)"
+
+    def keys(cls: type, indent: str) -> str:
+        hints = typing.get_type_hints(cls)
+        return textwrap.fill(", ".join(key(f, hints[f.name]) for f in dataclasses.fields(cls)), 100,
+                             initial_indent=indent, subsequent_indent=indent, break_on_hyphens=False)
+
+    lines = ["recipe keys (YAML), with defaults:", "  teacher:", keys(ModelSource, "      "),
+             "  student: optional, the teacher's keys: the network the stages start from (default: the teacher)",
+             "  data:", keys(DataConfig, "      "), "  metrics:", keys(MetricsConfig, "      "),
+             "  name: required; seed: 0",
+             "  stages: a list of `stage: NAME` items with that stage's keys: torch stages, then export_onnx,",
+             "          then quantize_int8 (export_onnx is added at the end when missing)"]
+    for name, cls in STAGE_TYPES.items():
+        lines += [textwrap.fill(f"{name}: {' '.join((cls.__doc__ or '').split())}", 100, initial_indent="  ",
+                                subsequent_indent="      "), keys(cls, "      ")]
+    return "\n".join(lines)

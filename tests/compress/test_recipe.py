@@ -126,3 +126,23 @@ def test_prune_depth_ratio_is_checked(good):
     good["stages"][0] = {"stage": "prune_depth", "ratio": 1.0}
     with pytest.raises(RecipeError, match=r"stages\[0\] \(prune_depth\)\.ratio must be in \(0, 1\)"):
         parse_recipe(good)
+
+
+def test_compress_help_lists_every_stage_and_key(capsys):
+    """The recipe reference in `compress --help` is generated from the dataclasses: a new stage or
+    key shows up there without anyone editing docs."""
+    import dataclasses
+
+    from robot_compress.cli import main
+    from robot_compress.compress.recipe import STAGE_TYPES, DataConfig, ModelSource
+
+    with pytest.raises(SystemExit) as done:
+        main(["compress", "--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    assert "kind (cifar_resnet|torchvision|file, required)" in text and "student: optional" in text
+    for name, cls in [*STAGE_TYPES.items(), ("teacher", ModelSource), ("data", DataConfig)]:
+        assert f"  {name}:" in text
+        for f in dataclasses.fields(cls):
+            assert f.name in text, (name, f.name)
+
