@@ -118,8 +118,8 @@ def run_pipeline(recipe: Recipe, out: Path, work_dir: Path, resume: bool = False
     console.print(f"[bold]{recipe.name}[/]: {len(splits.train)} training, {len(splits.val)} validation, "
                   f"{len(splits.eval)} evaluation images; device {device()}")
     try:
-        rows, final = _run_stages(recipe, run, teacher, student, splits, work_dir)
-        _retime(rows, work_dir, splits.spec.input_size, recipe.metrics)
+        rows, files, final = _run_stages(recipe, run, teacher, student, splits, work_dir)
+        _retime(rows, files, splits.spec.input_size, recipe.metrics)
     except KeyboardInterrupt:
         run["status"] = "interrupted"
         _write_json(work_dir / RUN_FILE, run)
@@ -155,9 +155,14 @@ def _check_student(student: nn.Module, teacher: nn.Module, input_size: tuple[int
                           f"{shapes['teacher']}; set student.num_classes to the teacher's class count")
 
 
+def _start_dir(work_dir: Path, role: str) -> Path:
+    """Where a starting network (teacher, student) is exported and measured."""
+    return work_dir / f"00_{role}"
+
+
 def _measured_start(model: nn.Module, role: str, recipe: Recipe, splits, work_dir: Path) -> tuple[str, dict]:
     """The report's row for a starting network (teacher, student): exported and measured once per key."""
-    directory = work_dir / f"00_{role}"
+    directory = _start_dir(work_dir, role)
     directory.mkdir(exist_ok=True)
     metrics_file = directory / METRICS_FILE
     if not metrics_file.is_file() or json.loads(metrics_file.read_text()).get("stage_key") != stage_key(recipe, 0):
@@ -171,14 +176,16 @@ def _measured_start(model: nn.Module, role: str, recipe: Recipe, splits, work_di
 
 
 def _run_stages(recipe: Recipe, run: dict, teacher: nn.Module, student: nn.Module | None, splits, work_dir: Path):
-    ctx = Context(recipe, teacher, splits, work_dir / "00_teacher", recipe.seed)
+    ctx = Context(recipe, teacher, splits, _start_dir(work_dir, "teacher"), recipe.seed)
     rows = [_measured_start(teacher, "teacher", recipe, splits, work_dir)]
     if student is not None:
         rows.append(_measured_start(student, "student", recipe, splits, work_dir))
+    files = [_start_dir(work_dir, role) / "model.onnx" for role, _ in rows]  # one per row, in row order
+    start_dirs = {file.parent for file in files}
     artefact = Artefact(copy.deepcopy(student if student is not None else teacher))
     expected = {f"{index:02d}_{stage.name}" for index, stage in enumerate(recipe.stages, start=1)}
     for stale in sorted(work_dir.glob("[0-9][0-9]_*")):
-        if stale.name not in expected | {f"00_{role}" for role, _ in rows}:  # the stage list changed
+        if stale.name not in expected and stale not in start_dirs:  # the recipe's stage list changed
             shutil.rmtree(stale)
             run["stages"].pop(stale.name, None)
     for index, stage in enumerate(recipe.stages, start=1):
@@ -194,6 +201,7 @@ def _run_stages(recipe: Recipe, run: dict, teacher: nn.Module, student: nn.Modul
             artefact = Artefact(torch.load(stage_dir / "model.pt", map_location="cpu", weights_only=False),
                                 onnx=stage_dir / "model.onnx" if stage.produces_onnx else None)
             rows.append((label, json.loads((stage_dir / METRICS_FILE).read_text())))
+            files.append(stage_dir / "model.onnx")
             console.print(f"stage {label}: done in a previous run, loaded")
             continue
         console.rule(f"stage {index}/{len(recipe.stages)}: {stage.name}")
@@ -211,17 +219,17 @@ def _run_stages(recipe: Recipe, run: dict, teacher: nn.Module, student: nn.Modul
                    **artefact.info, "seconds": seconds, "stage_key": key}
         _write_json(stage_dir / METRICS_FILE, metrics)
         rows.append((label, metrics))
+        files.append(onnx)
         run["stages"][label] = {"seconds": seconds, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         _write_json(work_dir / RUN_FILE, run)
         console.print(f"stage {label}: top-1 {metrics['top1']:.2%}, {metrics['params']:,} parameters, "
                       f"{metrics['bytes']:,} bytes, {seconds:.0f} s")
-    return rows, artefact
+    return rows, files, artefact
 
 
-def _retime(rows: list[tuple[str, dict]], work_dir: Path, input_size: tuple[int, int], config: MetricsConfig) -> None:
-    """Replace the rows' latencies by one interleaved measurement of all their ONNX files: a stage
+def _retime(rows: list[tuple[str, dict]], files: list[Path], input_size: tuple[int, int], config: MetricsConfig) -> None:
+    """Replace the rows' latencies by one interleaved measurement of their ONNX files: a stage
     timed while training ran elsewhere on the machine is not comparable with one timed at rest."""
-    files = [work_dir / (label if label[:2].isdigit() else f"00_{label}") / "model.onnx" for label, _ in rows]
     for threads in config.latency_threads:
         timings = interleaved_latency_ms(files, (3, *input_size), threads, config.latency_warmup, config.latency_runs)
         for (_, metrics), timing in zip(rows, timings, strict=True):
