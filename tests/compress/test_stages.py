@@ -241,6 +241,36 @@ def test_dynamic_int8_quantizes_only_matmul_gemm(context):
     assert ops & {"MatMulInteger", "DynamicQuantizeLinear", "DynamicQuantizeMatMul"}
 
 
+def test_quantize_int8_handles_convolutions_sharing_one_bias(context, tmp_path):
+    """The exporter stores equal biases once, and compact_names gives tensors names like t5 and t50.
+    ONNX Runtime's quantizer names its first copy of a shared bias t5 + "0": the second convolution's
+    input. Without unshare_biases the quantized file does not load."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weights = {"w1": rng.normal(size=(4, 3, 3, 3)), "w2": rng.normal(size=(4, 4, 3, 3)),
+               "w3": rng.normal(size=(10, 4)), "t5": np.full(4, 0.1), "b3": np.zeros(10)}
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["input", "w1", "t5"], ["c1"], pads=[1, 1, 1, 1]),
+         helper.make_node("Relu", ["c1"], ["t50"]),
+         helper.make_node("Conv", ["t50", "w2", "t5"], ["c2"], pads=[1, 1, 1, 1]),
+         helper.make_node("Relu", ["c2"], ["r2"]),
+         helper.make_node("Conv", ["r2", "w2", "t5"], ["c3"], pads=[1, 1, 1, 1]),
+         helper.make_node("GlobalAveragePool", ["c3"], ["pooled"]),
+         helper.make_node("Flatten", ["pooled"], ["flat"]),
+         helper.make_node("Gemm", ["flat", "w3", "b3"], ["logits"], transB=1)],
+        "shared_bias",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 16, 16])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])],
+        [numpy_helper.from_array(value.astype(np.float32), name) for name, value in weights.items()])
+    path = tmp_path / "shared.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)
+    int8 = runner("quantize_int8")(QuantizeInt8(calibration_images=32), Artefact(context.teacher, onnx=path), context)
+    session = ort.InferenceSession(str(int8.onnx), providers=["CPUExecutionProvider"])
+    assert session.run(None, {"input": np.zeros((1, 3, 16, 16), np.float32)})[0].shape == (1, 10)
+
+
 def test_measure_reports_every_metric(context):
     exported = runner("export_onnx")(ExportOnnx(), Artefact(context.teacher), context)
     metrics = measure(context.teacher, exported.onnx, context.splits.eval, context.splits.spec,
