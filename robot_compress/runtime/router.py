@@ -338,6 +338,7 @@ class Router:
     def _probe_loop(self) -> None:
         period = self.config.probe_period_ms / 1000.0
         next_probe = self._clock() + period
+        failovers_seen = 0
 
         def should_probe() -> bool:
             return self._closed or (self._state is not RouterState.EDGE and not self._forced)
@@ -347,6 +348,11 @@ class Router:
                 if not should_probe():
                     self._wake.wait_for(should_probe)
                     next_probe = self._clock() + period  # first probe one period after the failover
+                if self._failovers != failovers_seen:
+                    # A failover this loop did not wait for (it came while a probe or its event
+                    # callback ran): the schedule restarts too, or hysteresis would be cut short.
+                    failovers_seen = self._failovers
+                    next_probe = self._clock() + period
                 if self._closed:
                     return
                 delay = next_probe - self._clock()

@@ -158,6 +158,35 @@ def test_failed_probe_while_probing_goes_back_to_local(make_router):
     assert wait_for(lambda: router.state is RouterState.PROBING)
 
 
+def test_a_failover_right_after_recovery_still_waits_a_full_probe_period():
+    """Hysteresis holds even when the failover lands while the prober is busy: here the recovery
+    event's own callback (run in the prober's thread) sends a frame into a black hole. The first
+    probe after that failover must come a full period after it, not on the old schedule."""
+    edge, probe_times, failover_at = ScriptedEdge(), [], []
+    scripted_probe = edge.probe
+
+    def timed_probe(timeout_s):
+        probe_times.append(time.monotonic())
+        return scripted_probe(timeout_s)
+
+    def on_event(event):
+        if event.reason == "recovered" and not failover_at:
+            edge.mode = "hang"
+            router.classify(BATCH)  # fails over at the 100 ms deadline, inside the prober's thread
+        elif event.previous is RouterState.EDGE:
+            failover_at.append(time.monotonic())
+
+    edge.probe = timed_probe
+    config = RouterConfig(**{**FAST, "probe_period_ms": 200.0, "recovery_probes": 1, "failure_threshold": 1})
+    router = Router(SlowLocal(), edge, config, on_event=on_event)
+    try:
+        assert wait_for(lambda: failover_at and any(t > failover_at[0] for t in probe_times)), router.stats()
+    finally:
+        router.close()
+    first_probe_after = min(t for t in probe_times if t > failover_at[0])
+    assert first_probe_after - failover_at[0] >= 0.2 - 0.005, (probe_times, failover_at)
+
+
 def test_slow_probes_do_not_bring_the_edge_back(make_router):
     edge = ScriptedEdge(probe_delay_s=0.03)
     router = make_router(edge, probe_period_ms=10.0, max_edge_latency_ms=10.0, recovery_probes=1)
