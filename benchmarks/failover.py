@@ -35,7 +35,8 @@ COLUMNS = [  # header, metric key, format
     ("scenario", "scenario", "{}"), ("class", "fault_class", "{}"), ("frames", "frames_published", "{}"),
     ("lost", "lost", "{}"), ("in transport", "lost_in_transport", "{}"), ("dup", "duplicated", "{}"), ("p50 ms", "latency_p50_ms", "{:.1f}"),
     ("p99 ms", "latency_p99_ms", "{:.1f}"), ("max ms", "latency_max_ms", "{:.1f}"),
-    ("1st local ms", "first_local_after_fault_ms", "{:.0f}"), ("hit e2e ms", "first_hit_e2e_ms", "{:.1f}"),
+    ("1st local ms", "first_local_after_fault_ms", "{:.0f}"), ("hit ms", "first_hit_answered_ms", "{:.1f}"),
+    ("hit e2e ms", "first_hit_e2e_ms", "{:.1f}"),
     ("to edge ms", "back_to_edge_ms", "{:.0f}"), ("false alarms", "spurious_failovers", "{}"), ("edge %", "edge_fraction", "{:.0%}"),
     ("top1", "top1", "{:.3f}"), ("top1 edge", "top1_edge", "{:.3f}"), ("top1 local", "top1_local", "{:.3f}"),
 ]

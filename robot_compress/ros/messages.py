@@ -42,6 +42,7 @@ def result_record(result: RouteResult, header, prediction: Prediction | None) ->
         "edge_failure": result.edge_failure,
         "hedged": result.hedged,
         "error": result.error,
+        "answered_at": result.answered_at,
     }
     if prediction is not None:
         record.update(class_id=prediction.class_id, label=prediction.label, score=prediction.score,

@@ -89,6 +89,7 @@ class RouteResult:
     edge_failure: str | None = None  # why the edge did not answer this frame, when it was asked
     hedged: bool = False  # the local model was started early for this frame
     error: str | None = None
+    answered_at: float | None = None  # wall clock (time.time()) of the answer: comparable with camera stamps
 
 
 @dataclass(frozen=True)
@@ -317,7 +318,7 @@ class Router:
         with self._lock:
             state = self._state
         return RouteResult(seq, stamp, backend, state, logits, (self._clock() - start) * 1000.0, inference_ms,
-                           edge_failure, hedged, error)
+                           edge_failure, hedged, error, answered_at=time.time())
 
     # --- health -------------------------------------------------------------------------------
 

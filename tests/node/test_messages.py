@@ -18,13 +18,15 @@ from tests.node.doubles import SlowLocal
 def test_json_result_carries_the_frame_and_routing_facts():
     header = Header(stamp=Time(sec=5, nanosec=7), frame_id="cam")
     logits = np.eye(10, dtype=np.float32)[[3]] * 4
-    result = RouteResult(4, header, "local", RouterState.LOCAL, logits, 12.5, 2.0, edge_failure="timeout")
+    result = RouteResult(4, header, "local", RouterState.LOCAL, logits, 12.5, 2.0, edge_failure="timeout",
+                         answered_at=1700000000.25)
     (prediction,) = predictions(logits, [f"c{i}" for i in range(10)], k=2)
     record = json.loads(messages.json_message(messages.result_record(result, header, prediction)).data)
     assert record["stamp"] == {"sec": 5, "nanosec": 7} and record["frame_id"] == "cam"
     assert (record["backend"], record["state"], record["edge_failure"], record["label"]) == \
         ("local", "local", "timeout", "c3")
     assert record["latency_ms"] == 12.5 and len(record["top_k"]) == 2
+    assert record["answered_at"] == 1700000000.25
 
     msg = messages.classification_message(result, header, prediction)
     assert isinstance(msg, messages.CLASSIFICATION_TYPE)

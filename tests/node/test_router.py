@@ -78,6 +78,7 @@ def test_healthy_edge_answers_every_frame_once(make_router):
     assert [r.seq for r in results] == sorted(r.seq for r in results)
     assert all(int(np.argmax(r.logits)) == EDGE_CLASS and r.state is RouterState.EDGE for r in results)
     assert all(r.latency_ms >= r.inference_ms > 0 for r in results)
+    assert all(abs(r.answered_at - time.time()) < 5.0 for r in results)  # wall clock, like camera stamps
     stats = router.stats()
     assert stats.answers == {"edge": 20}
     assert stats.edge_rtt_p50_ms is not None and stats.failovers == 0
