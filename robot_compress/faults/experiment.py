@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -32,6 +33,12 @@ NODE_PARAMS: dict[str, Any] = {"queue_size": 3}
 TAKES_EFFECT_WHEN_DONE = frozenset({"start_edge", "flood"})
 
 
+def _last_cpu_of_several() -> str | None:
+    """The edge side's default CPU: the last one, when there are several and taskset to pin to it."""
+    cpus = sorted(os.sched_getaffinity(0))
+    return str(cpus[-1]) if len(cpus) > 1 and shutil.which("taskset") else None
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """How the robot side is set up for a run (router settings are the node's ROS parameters)."""
@@ -48,6 +55,9 @@ class RunConfig:
     proxy_port: int = 8002
     startup_timeout_s: float = 60.0
     drain_s: float = 3.0  # after the camera's last frame, how long results may still come
+    # CPUs (taskset list) for the edge side's processes: the edge is another machine, so a busy
+    # edge (the overload scenario's flood) must not take the robot's CPU. None: not pinned.
+    edge_cpus: str | None = field(default_factory=_last_cpu_of_several)
 
     def router_value(self, name: str) -> float:
         """A router setting as the node will use it: this run's value, else the default."""
@@ -138,6 +148,8 @@ class ScenarioRun:
             self.env.setdefault("FASTRTPS_DEFAULT_PROFILES_FILE", str(REPO / "config" / "fastdds.xml"))
 
     def _spawn(self, side: str, name: str, argv: list[str]) -> subprocess.Popen:
+        if side == "edge" and self.config.edge_cpus is not None:
+            argv = ["taskset", "--cpu-list", self.config.edge_cpus, *argv]  # execs in place: same pid
         log = (self.dir / f"{name}.log").open("a")
         with log:
             return self.bed.popen(side, argv, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=REPO)

@@ -10,11 +10,15 @@ Faults here last ~2 s (flapping 6 s) to keep the suite short; benchmarks/failove
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 from robot_compress.faults.analysis import analyze, bounds, violations
 from robot_compress.faults.experiment import RunConfig, ScenarioRun, local_latency_ms
 from robot_compress.faults.scenarios import BAD_ANSWER, FLAPPING, scenarios
+from tests.node.conftest import wait_until
 
 pytestmark = [pytest.mark.root, pytest.mark.ros]
 
@@ -55,3 +59,20 @@ def test_every_frame_is_answered_within_the_bounds(scenario, run_config, local_p
 
 def test_scenarios_cover_every_item_of_issue_6():
     assert {s.issue_item for s in SCENARIOS} == set(range(1, 8))
+
+
+def test_the_edge_side_is_pinned_to_its_cpus_and_the_robot_side_is_not(run_config, bed, tmp_path):
+    """The edge is another machine: its processes (server, flood) get their own CPU, so an edge
+    kept busy on purpose does not starve the robot's node of CPU on this shared test machine."""
+    all_cpus = os.sched_getaffinity(0)
+    assert run_config.edge_cpus == (str(max(all_cpus)) if len(all_cpus) > 1 else None)
+    run = ScenarioRun(SCENARIOS[0], RunConfig(source=run_config.source, edge_cpus=str(min(all_cpus))), bed, tmp_path)
+    edge, robot = (run._spawn(side, f"sleep_{side}", ["sleep", "30"]) for side in ("edge", "robot"))
+    try:
+        for proc in (edge, robot):  # `ip netns exec` and taskset exec in place: wait for `sleep` itself
+            wait_until(lambda p=proc: Path(f"/proc/{p.pid}/comm").read_text().strip() == "sleep", 5.0, "exec")
+        assert os.sched_getaffinity(edge.pid) == {min(all_cpus)}
+        assert os.sched_getaffinity(robot.pid) == all_cpus
+    finally:
+        bed.kill(edge)
+        bed.kill(robot)
