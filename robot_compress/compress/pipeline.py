@@ -29,19 +29,17 @@ from rich.console import Console
 from torch import nn
 
 from robot_compress.compress.data import load_splits
-from robot_compress.compress.metrics import OnnxFileBackend, interleaved_latency_ms, measure
+from robot_compress.compress.metrics import interleaved_latency_ms, measure
 from robot_compress.compress.models import build_model
 from robot_compress.compress.recipe import ExportOnnx, MetricsConfig, Recipe, RecipeError
 from robot_compress.compress.report import write_report
 from robot_compress.compress.stages import Artefact, Context, runner
 from robot_compress.compress.stages.export_onnx import export_checked
 from robot_compress.compress.train import device
-from robot_compress.runtime.evaluate import top1_accuracy
 from robot_compress.runtime.model_contract import Manifest, ModelDir, TensorSpec, write_model_dir
 
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.json"
-SPOT_CHECK_IMAGES = 200  # the manifest also records top-1 on the first 200 evaluation images: a quick check
 console = Console(stderr=True)
 
 
@@ -245,8 +243,6 @@ def _write_model(recipe: Recipe, run: dict, splits, rows, final: Artefact, out: 
                     "teacher_top1": teacher_metrics["top1"], "teacher_params": teacher_metrics["params"],
                     "params_removed_vs_teacher": 1 - final_metrics["params"] / teacher_metrics["params"],
                     "stages": {label: {k: v for k, v in m.items() if k != "history"} for label, m in rows}})
-    head = splits.eval.subset(np.arange(min(SPOT_CHECK_IMAGES, len(splits.eval))))
-    summary[f"top1_first_{SPOT_CHECK_IMAGES}"] = top1_accuracy(OnnxFileBackend(final.onnx), head, splits.spec)
     num_classes = len(splits.train.label_names)
     manifest = Manifest(
         name=out.name,
