@@ -231,7 +231,7 @@ def main() -> int:
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--edge-model", type=Path, default=REPO / "models" / "cifar10_resnet56")
-    parser.add_argument("--local-model", type=Path, default=REPO / "models" / "cifar10_resnet20")
+    parser.add_argument("--local-model", type=Path, default=REPO / "models" / "robot_balanced")
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "cifar10" / "test_dev.npz")
     parser.add_argument("--modes", default="edge,local", help="comma-separated: edge, local")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / f"node_latency-{time.strftime('%Y%m%d-%H%M%S')}.json")

@@ -6,7 +6,7 @@
 #   docker build -f docker/robot.Dockerfile --build-arg ROBOT_MODEL=robot_small -t robot_compress/robot .
 #   docker run --rm --net host robot_compress/robot                              (default: ros2 launch)
 #   docker run --rm --net host robot_compress/robot ros2 launch robot_compress perception.launch.py \
-#       edge_url:=edge-host:8001 image_topic:=/camera/image_raw local_model:=models/cifar10_resnet20
+#       edge_url:=edge-host:8001 image_topic:=/camera/image_raw local_model:=models/robot_balanced
 #
 # Not built on the machine that wrote it (no Docker engine there); tests/packaging checks what can be
 # checked without one. See docs/DEPLOY.md.
@@ -14,7 +14,7 @@ ARG ROS_DISTRO=jazzy
 FROM ros:${ROS_DISTRO}-ros-base
 
 # Model directory under models/ that becomes the robot's local model (Triton layout, copied unchanged).
-ARG ROBOT_MODEL=cifar10_resnet20
+ARG ROBOT_MODEL=robot_balanced
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 ENV DEBIAN_FRONTEND=noninteractive \

@@ -46,7 +46,7 @@ class RunConfig:
     source: Path
     rate_hz: float = 20.0
     image_size: tuple[int, int] = (32, 32)  # what sim_camera publishes (width, height)
-    local_model: Path = REPO / "models" / "cifar10_resnet20"
+    local_model: Path = REPO / "models" / "robot_balanced"
     edge_model: Path = REPO / "models" / "cifar10_resnet56"
     node_params: dict[str, Any] = field(default_factory=lambda: dict(NODE_PARAMS))
     node_command: tuple[str, ...] = (str(BIN / "perception_node"),)  # e.g. a ROS install's lib/ path

@@ -57,7 +57,7 @@ class RouterConfig:
 class NodeConfig:
     """What the perception node needs besides the router settings."""
 
-    local_model: str = _setting("models/cifar10_resnet20", "on-robot model directory (models/<name>)")
+    local_model: str = _setting("models/robot_balanced", "on-robot model directory (models/<name>)")
     local_threads: int = _setting(1, "ONNX Runtime threads for the on-robot model", 1, 64)
     local_providers: str = _setting("cpu", "ONNX Runtime providers for the on-robot model: cpu, or auto "
                                     "(TensorRT, then CUDA, then CPU: whichever the installed ONNX Runtime has)")

@@ -172,7 +172,7 @@ def test_launch_defaults_point_into_the_colcon_install(colcon_install, tmp_path)
         node = next(s for s in describe({}) if s.name == "perception_node")
         exists = os.path.isfile(node.params_file)
         local_model = yaml.safe_load(open(node.params_file))["perception_node"]["ros__parameters"][
-            "local_model"] if exists else "models/cifar10_resnet20"
+            "local_model"] if exists else "models/robot_balanced"
         print(json.dumps({"params_file": node.params_file, "exists": exists,
                           "model": str(data_path(local_model))}))
         """)
