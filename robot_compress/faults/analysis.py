@@ -73,6 +73,7 @@ class ScenarioMetrics:
     top1_local: float | None
     backends: dict[str, int]
     edge_failures: dict[str, int]
+    machine_stall_max_ms: float  # the test machine's worst stall during the run (faults.stall_watch)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -128,6 +129,7 @@ def analyze(run: RunRecord) -> ScenarioMetrics:
         top1=_accuracy(pairs["all"]), top1_edge=_accuracy(pairs["edge"]), top1_local=_accuracy(pairs["local"]),
         backends=dict(Counter(r["backend"] for r in results)),
         edge_failures=dict(Counter(r["edge_failure"] for r in results if r.get("edge_failure"))),
+        machine_stall_max_ms=max((ms for _, ms in run.machine_stalls), default=0.0),
     )
 
 

@@ -23,6 +23,7 @@ from typing import Any
 from robot_compress.faults.netns import NetTestbed, signal_group
 from robot_compress.faults.proxy import ProxyClient
 from robot_compress.faults.scenarios import Scenario, Step
+from robot_compress.faults.stall_watch import StallWatch
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -76,6 +77,7 @@ class RunRecord:
     actions: list[tuple[float, str]]
     t0: float  # stamp of the first camera frame
     directory: Path
+    machine_stalls: list[tuple[float, float]] = field(default_factory=list)  # StallWatch.stalls during the run
 
 
 class _Tail:
@@ -215,6 +217,12 @@ class ScenarioRun:
 
     # --- the whole run --------------------------------------------------------------------------
     def run(self) -> RunRecord:
+        with StallWatch() as watch:
+            record = self._run()
+        record.machine_stalls = watch.stalls
+        return record
+
+    def _run(self) -> RunRecord:
         cfg, scenario = self.config, self.scenario
         if cfg.external_edge:
             upstream = edge_url = cfg.external_edge
