@@ -41,7 +41,7 @@ EXTRAS = {
         "ros-jazzy-diagnostic-msgs",
         "ros-jazzy-std-srvs",
     ],
-    "dev": ["pytest>=8", "pytest-timeout>=2", "ruff>=0.5", "cryptography>=41", "psutil>=5.9"],
+    "dev": ["pytest>=8", "pytest-timeout>=2", "pytest-rerunfailures>=16", "ruff>=0.5", "cryptography>=41", "psutil>=5.9"],
 }
 
 setup(

@@ -6,11 +6,13 @@ import importlib.util
 import itertools
 import os
 import signal
+import warnings
 from pathlib import Path
 
 import pytest
 
 from robot_compress.demo.loopback import free_port  # noqa: F401  (tests import it from here)
+from robot_compress.faults.stall_watch import SIGNIFICANT_STALL_MS, StallWatch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -69,3 +71,35 @@ def cifar_test_dev(shared_data):
     from robot_compress.runtime.datasets import load_cifar10_npz
 
     return load_cifar10_npz(shared_data / "cifar10" / "test_dev.npz")
+
+
+# --- tests with real-time bounds on a shared VM --------------------------------------------------
+# This VM (and CI's) sometimes stands still for hundreds of milliseconds: every process at once.
+# A test of frame deadlines or of no-frame-lost cannot pass through that, whatever the code does.
+# Tests marked `rerun_after_a_stall` are watched (StallWatch); one that fails while this machine
+# stalled for SIGNIFICANT_STALL_MS or more runs once more (pytest-rerunfailures, shown as RERUN),
+# one that fails without such a stall fails at once.
+_last_watched: dict = {"test": "", "worst_ms": 0.0}
+
+
+def _failed_during_a_stall(error: BaseException | None) -> bool:
+    worst_ms = _last_watched["worst_ms"]
+    if error is None or worst_ms < SIGNIFICANT_STALL_MS:
+        return False
+    warnings.warn(f"{_last_watched['test']} failed while this machine stalled {worst_ms:.0f} ms: running it once more "
+                  f"({type(error).__name__}: {str(error)[:300]})", stacklevel=1)
+    return True
+
+
+rerun_after_a_stall = pytest.mark.flaky(reruns=1, condition=_failed_during_a_stall)
+
+
+@pytest.fixture(autouse=True)
+def _machine_stall_watch(request):
+    """Watch this machine's stalls while a `rerun_after_a_stall` test runs (its fixtures included)."""
+    if request.node.get_closest_marker("flaky") is None:
+        yield
+        return
+    with StallWatch() as watch:
+        yield
+    _last_watched.update(test=request.node.nodeid, worst_ms=watch.worst_ms)

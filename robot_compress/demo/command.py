@@ -163,6 +163,7 @@ def _summarise(record, state, out: Path, processes: list[dict]) -> int:
     from rich.table import Table
 
     from robot_compress.faults.analysis import analyze, plot_timeline
+    from robot_compress.faults.stall_watch import SIGNIFICANT_STALL_MS
 
     metrics = analyze(record)
     png = plot_timeline(record, metrics, out / "timeline.png")
@@ -188,6 +189,7 @@ def _summarise(record, state, out: Path, processes: list[dict]) -> int:
         ("transitions", str(len(state.transitions))),
         ("first local result after the fault (ms)", _f(m.first_local_after_fault_ms)),
         ("back to edge after the fault (ms)", _f(m.back_to_edge_ms)),
+        ("worst stall of this machine (ms)", _f(m.machine_stall_max_ms)),
         ("timeline", str(png)),
         ("all figures", str(out / "summary.json")),
     ]
@@ -196,6 +198,9 @@ def _summarise(record, state, out: Path, processes: list[dict]) -> int:
     Console().print(table)
     for t in state.transitions:
         print("  " + t.text(state.t0))
+    if m.machine_stall_max_ms >= SIGNIFICANT_STALL_MS:
+        print(f"note: this machine stood still for up to {m.machine_stall_max_ms:.0f} ms during the run (all "
+              "processes at once: CPU steal or overload); latencies and any lost frames reflect that")
     return 0 if m.lost == 0 and m.duplicated == 0 else 1
 
 

@@ -11,6 +11,10 @@ from __future__ import annotations
 import threading
 import time
 
+# A stall this long breaks the fault bounds by itself (they are deadline + tens of ms) and can
+# overflow the node's frame queue at camera rates: runs that saw one are judged again (tests).
+SIGNIFICANT_STALL_MS = 100.0
+
 
 class StallWatch:
     """Context manager: a daemon thread that records every late wake-up over `threshold_ms` as

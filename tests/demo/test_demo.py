@@ -8,9 +8,10 @@ import sys
 
 import psutil
 
-from tests.conftest import REPO
+from tests.conftest import REPO, rerun_after_a_stall
 
 
+@rerun_after_a_stall
 def test_demo_fails_over_and_back_without_losing_a_frame(tmp_path, ros_domain_id, shared_data):
     out = tmp_path / "run"
     proc = subprocess.run([sys.executable, "-m", "robot_compress.cli", "demo", "--duration", "20", "--out", str(out)],

@@ -6,27 +6,26 @@ order; the first frame a black hole hits answered within deadline + local p99 + 
 a refusal hits within one frame period; back on the edge within probe_period * recovery_probes
 + 1 s of the fault's end; no return to the edge sooner than the probes allow while flapping.
 Faults here last ~2 s (flapping 6 s) to keep the suite short; benchmarks/failover.py runs longer.
-A run that misses a bound while this machine stalled for 100 ms or more (faults.stall_watch) runs
-once more; docs/FAULTS.md says why.
+A run that fails while this machine stalled for 100 ms or more runs once more (tests/conftest.py,
+`rerun_after_a_stall`); docs/FAULTS.md says why.
 """
 
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 
 import pytest
 
 from robot_compress.faults.analysis import analyze, bounds, violations
-from robot_compress.faults.experiment import RunConfig, ScenarioRun, local_latency_ms, run_scenario
+from robot_compress.faults.experiment import RunConfig, ScenarioRun, local_latency_ms
 from robot_compress.faults.scenarios import BAD_ANSWER, FLAPPING, scenarios
+from tests.conftest import rerun_after_a_stall
 from tests.node.conftest import wait_until
 
 pytestmark = [pytest.mark.root, pytest.mark.ros]
 
 SCENARIOS = scenarios(fault_s=2.0, lead_s=1.5, recover_s=3.0, flap_s=6.0)
-STALL_RERUN_MS = 100.0
 
 
 @pytest.fixture(scope="module")
@@ -40,29 +39,14 @@ def local_p99_ms(run_config) -> float:
     return local_latency_ms(run_config.local_model, run_config.source)[1]
 
 
-def judged_run(scenario, run_config, local_p99_ms, bed, directory: Path):
-    """One run, its metrics and its bound violations. A run that missed a bound while this machine
-    stood still for STALL_RERUN_MS or more (a VM stall stops the node, the edge and the camera alike)
-    runs once more on fresh namespaces, with a warning that names the stall; that run's verdict stands."""
-    run = ScenarioRun(scenario, run_config, bed, directory).run()
-    metrics = analyze(run)
-    problems = violations(metrics, bounds(run, metrics, local_p99_ms))
-    if problems and metrics.machine_stall_max_ms >= STALL_RERUN_MS:
-        warnings.warn(f"{scenario.name}: this machine stalled {metrics.machine_stall_max_ms:.0f} ms during the "
-                      f"run, which missed {problems}; running it once more (logs: {directory})", stacklevel=2)
-        bed.close()
-        run = run_scenario(scenario, run_config, directory / "rerun")
-        metrics = analyze(run)
-        problems = violations(metrics, bounds(run, metrics, local_p99_ms))
-    return run, metrics, problems
-
-
+@rerun_after_a_stall
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.name for s in SCENARIOS])
 def test_every_frame_is_answered_within_the_bounds(scenario, run_config, local_p99_ms, ros_domain_id, bed,
                                                    tmp_path):
-    run, metrics, problems = judged_run(scenario, run_config, local_p99_ms, bed, tmp_path)
+    run = ScenarioRun(scenario, run_config, bed, tmp_path).run()
+    metrics = analyze(run)
     summary = {k: v for k, v in metrics.to_dict().items() if k not in ("fault_start", "fault_end")}
-    assert problems == [], f"{summary} (logs: {run.directory})"
+    assert violations(metrics, bounds(run, metrics, local_p99_ms)) == [], f"{summary} (logs: {tmp_path})"
     assert metrics.frames_published == round(scenario.duration_s * run_config.rate_hz)
     assert metrics.backends.get("local", 0) > 0 and metrics.backends.get("edge", 0) > 0, summary
     if scenario.fault_class == BAD_ANSWER:

@@ -7,9 +7,10 @@ import time
 
 import pytest
 
+from tests.conftest import rerun_after_a_stall
 from tests.node.conftest import camera_spec, node_spec, stamp_key, wait_until
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.timeout(90), rerun_after_a_stall]
 
 PROBE_PERIOD_MS, RECOVERY_PROBES = 200.0, 3
 HEALTHY_DEADLINE_MS = 1000.0
