@@ -94,6 +94,10 @@ def _failed_during_a_stall(error: BaseException | None) -> bool:
 rerun_after_a_stall = pytest.mark.flaky(reruns=1, condition=_failed_during_a_stall)
 
 
+def pytest_runtest_setup(item) -> None:
+    _last_watched.update(test=item.nodeid, worst_ms=0.0)  # an earlier test's stall must not count
+
+
 @pytest.fixture(autouse=True)
 def _machine_stall_watch(request):
     """Watch this machine's stalls while a `rerun_after_a_stall` test runs (its fixtures included)."""
