@@ -29,9 +29,8 @@ def test_a_thread_kept_from_running_is_recorded_with_when_and_how_long():
         finally:
             sys.setswitchinterval(interval)
         time.sleep(0.05)
-    assert watch.worst_ms >= 200.0, watch.stalls
-    wall, ms = max(watch.stalls, key=lambda stall: stall[1])
-    assert began - 0.1 <= wall <= began + 0.05 and ms == watch.worst_ms
+    assert any(began - 0.1 <= wall <= began + 0.05 and ms >= 200.0 for wall, ms in watch.stalls), watch.stalls
+    assert watch.worst_ms >= 200.0
 
 
 def test_the_watcher_stops_with_its_block():
