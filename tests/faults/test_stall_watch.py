@@ -12,22 +12,24 @@ from robot_compress.faults.stall_watch import StallWatch
 from tests.conftest import REPO
 
 
-def busy(seconds: float) -> None:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        pass
+def stall_this_process(seconds: float) -> float:
+    """Keep every other thread of this process from running for `seconds`; returns when it began."""
+    time.sleep(0.05)  # a watcher is asleep in its tick when the GIL is taken
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(5.0)
+    try:
+        began = time.time()
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            pass
+    finally:
+        sys.setswitchinterval(interval)
+    return began
 
 
 def test_a_thread_kept_from_running_is_recorded_with_when_and_how_long():
-    interval = sys.getswitchinterval()
     with StallWatch(threshold_ms=50.0) as watch:
-        time.sleep(0.05)  # the watcher is asleep in its tick when the GIL is taken
-        sys.setswitchinterval(5.0)
-        try:
-            began = time.time()
-            busy(0.3)
-        finally:
-            sys.setswitchinterval(interval)
+        began = stall_this_process(0.3)
         time.sleep(0.05)
     assert any(began - 0.1 <= wall <= began + 0.05 and ms >= 200.0 for wall, ms in watch.stalls), watch.stalls
     assert watch.worst_ms >= 200.0
@@ -40,12 +42,10 @@ def test_the_watcher_stops_with_its_block():
 
 
 RERUN_POLICY_TESTS = '''
-import sys
-import time
 from pathlib import Path
 
 from tests.conftest import rerun_after_a_stall
-from tests.faults.test_stall_watch import busy
+from tests.faults.test_stall_watch import stall_this_process
 
 ATTEMPTS = Path(__file__).with_suffix(".attempts")
 
@@ -55,13 +55,7 @@ def test_fails_once_while_the_machine_stalls():
     attempt = len(ATTEMPTS.read_text()) if ATTEMPTS.exists() else 0
     ATTEMPTS.write_text("x" * (attempt + 1))
     if attempt == 0:
-        time.sleep(0.05)
-        interval = sys.getswitchinterval()
-        sys.setswitchinterval(5.0)
-        try:
-            busy(0.3)
-        finally:
-            sys.setswitchinterval(interval)
+        stall_this_process(0.3)
         assert False, "a bound missed during a stall"
 
 
