@@ -20,15 +20,18 @@ def test_robot_models_are_shipped():
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_model_loads_and_classifies(name, cifar_test_dev):
-    """Checked on all 5,000 images, not the first 200: ONNX Runtime's INT8 kernels round differently
-    from process to process, and the first 200 images of the shipped robot_balanced scored 91.5%,
-    93.5% and 94.5% in three processes on this machine while all 5,000 scored 92.46-92.52%."""
+    """Within 1 point of the manifest (issue 7's bound), on all 5,000 images rather than 200.
+
+    ONNX Runtime's INT8 kernels round differently from CPU to CPU and from process to process: the
+    first 200 images of an earlier robot_balanced scored 91.5%, 93.5% and 94.5% in three processes,
+    and robot_small_accurate scores 89.26% on the Intel AMX machine that made its manifest but
+    89.76% on an AMD EPYC (Zen 3, AVX2 without VNNI), where a 0.5-point bound failed it."""
     model = ModelDir.load(MODELS / name)  # raises on a sha256 mismatch
     manifest = model.manifest
     assert manifest.recipe and manifest.created["command"].startswith("robot-compress compress")
     assert manifest.source["training_data"].endswith("train.npz")
     accuracy = top1_accuracy(LocalBackend(model), cifar_test_dev, manifest.preprocessing)
-    assert abs(accuracy - manifest.metrics["top1"]) <= 0.005
+    assert abs(accuracy - manifest.metrics["top1"]) <= 0.01
 
 
 @pytest.mark.parametrize("name", SHIPPED)
