@@ -72,6 +72,34 @@ def unshare_biases(path) -> int:
     return copies
 
 
+def drop_zero_bias_points(path) -> int:
+    """Remove the all-zero zero-point input of each int32 bias DequantizeLinear; returns how many.
+
+    ONNX Runtime's quantizer stores one int32 zero per output channel, 12% of a 70 K-parameter
+    model's INT8 file, although a missing zero point means zero. The fused kernels and the answers
+    stay the same. Weight zero points stay: QGemm requires them."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    initializers = {tensor.name: tensor for tensor in model.graph.initializer}
+    dropped = 0
+    for node in model.graph.node:
+        if node.op_type != "DequantizeLinear" or len(node.input) < 3 or node.input[0] not in initializers:
+            continue
+        data, zero_point = initializers[node.input[0]], initializers.get(node.input[2])
+        if data.data_type == onnx.TensorProto.INT32 and zero_point is not None \
+                and not numpy_helper.to_array(zero_point).any():
+            del node.input[2]
+            dropped += 1
+    used = {name for node in model.graph.node for name in node.input}
+    kept = [tensor for tensor in model.graph.initializer if tensor.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept)
+    onnx.save(model, str(path))
+    return dropped
+
+
 def run(params: QuantizeInt8, artefact: Artefact, ctx: Context) -> Artefact:
     source = artefact.onnx
     prepared = ctx.stage_dir / "preprocessed.onnx"
@@ -90,6 +118,7 @@ def run(params: QuantizeInt8, artefact: Artefact, ctx: Context) -> Artefact:
         q.quantize_dynamic(str(prepared), str(output), op_types_to_quantize=["MatMul", "Gemm"],
                            per_channel=params.per_channel, weight_type=q.QuantType.QInt8)
     prepared.unlink()
+    drop_zero_bias_points(output)
     compact_names(output)
     return Artefact(artefact.model, onnx=output, info={"mode": params.mode, "calibration_images":
                                                         params.calibration_images if params.mode == "static" else 0})
