@@ -17,6 +17,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "classify": ("robot_compress.runtime.classify_command", "classify image files with a model directory"),
     "convert": ("robot_compress.compress.convert", "turn a pretrained CIFAR ResNet checkpoint into a model directory"),
     "compress": ("robot_compress.compress.command", "prune, distil and quantize a model with a recipe (recipes/*.yaml)"),
+    "align-channels": ("robot_compress.compress.align_command",
+                       "widen a model directory's pruned channel counts for faster CPU kernels (same answers)"),
     "edge-serve": ("robot_compress.runtime.edge_serve_command", "serve a model repository over OIP v2 gRPC (Triton-compatible)"),
     "up": ("robot_compress.ros.up_command", "start the perception stack (node, optional camera and edge server) without ROS launch"),
     "demo": ("robot_compress.demo.command", "watch failover live: edge server, robot node, simulated camera, scripted link failure"),

@@ -258,6 +258,26 @@ class QuantizeInt8:
             raise RecipeError(f"{where}.percentile must be in (50, 100], got {self.percentile}")
 
 
+@dataclass(frozen=True)
+class AlignChannels:
+    """Round pruned channel counts up to a multiple with zero filters (the last stage, on the final
+    ONNX file): the same answers, faster kernels on CPUs that work in 8- or 16-channel blocks, more
+    bytes. Checked against the file before it on validation images."""
+
+    multiple: int = 8
+    max_width: int | None = None  # widen only layers of at most this many channels (None: all)
+    check_images: int = 64
+    max_abs_diff: float = 1e-3
+
+    def validate(self, where: str) -> None:
+        if not 2 <= self.multiple <= 64:
+            raise RecipeError(f"{where}.multiple must be in 2..64 channels, got {self.multiple}")
+        if self.max_width is not None:
+            _positive(self.max_width, f"{where}.max_width")
+        _positive(self.check_images, f"{where}.check_images")
+        _positive(self.max_abs_diff, f"{where}.max_abs_diff")
+
+
 STAGE_TYPES: dict[str, type] = {
     "prune_structured": PruneStructured,
     "prune_depth": PruneDepth,
@@ -267,8 +287,9 @@ STAGE_TYPES: dict[str, type] = {
     "weight_share": WeightShare,
     "export_onnx": ExportOnnx,
     "quantize_int8": QuantizeInt8,
+    "align_channels": AlignChannels,
 }
-ONNX_STAGES = ("export_onnx", "quantize_int8")
+ONNX_STAGES = ("export_onnx", "quantize_int8", "align_channels")
 
 
 @dataclass(frozen=True)
@@ -351,11 +372,15 @@ def _stage(item: Any, where: str) -> Stage:
 
 
 def _check_order(stages: tuple[Stage, ...], where: str) -> None:
-    """Torch stages first, then export_onnx, then quantize_int8 (it works on the ONNX file)."""
+    """Torch stages first, then export_onnx, then quantize_int8 (it works on the ONNX file), and
+    align_channels last (it widens the final file)."""
     exported = False
     for i, stage in enumerate(stages):
-        if stage.name == "quantize_int8" and not exported:
-            raise RecipeError(f"{where}.stages[{i}]: quantize_int8 needs an export_onnx stage before it")
+        if stage.name in ("quantize_int8", "align_channels") and not exported:
+            raise RecipeError(f"{where}.stages[{i}]: {stage.name} needs an export_onnx stage before it")
+        if stage.name == "align_channels" and i != len(stages) - 1:
+            raise RecipeError(f"{where}.stages[{i}]: align_channels must be the last stage (it widens the "
+                              f"final ONNX file; quantizing zero filters would give them zero scales)")
         if not stage.produces_onnx and exported:
             raise RecipeError(f"{where}.stages[{i}]: {stage.name} works on the PyTorch model and must come "
                               f"before export_onnx")
@@ -462,7 +487,7 @@ def reference() -> str:
              "  data:", keys(DataConfig, "      "), "  metrics:", keys(MetricsConfig, "      "),
              "  name: required; seed: 0",
              "  stages: a list of `stage: NAME` items with that stage's keys: torch stages, then export_onnx,",
-             "          then quantize_int8 (export_onnx is added at the end when missing)"]
+             "          then quantize_int8, then align_channels (export_onnx is added at the end when missing)"]
     for name, cls in STAGE_TYPES.items():
         lines += [textwrap.fill(f"{name}: {' '.join((cls.__doc__ or '').split())}", 100, initial_indent="  ",
                                 subsequent_indent="      "), keys(cls, "      ")]

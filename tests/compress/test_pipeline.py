@@ -23,6 +23,7 @@ STAGES = [
     {"stage": "prune_unstructured", "sparsity": 0.3},
     {"stage": "export_onnx"},
     {"stage": "quantize_int8", "calibration_images": 64},
+    {"stage": "align_channels", "multiple": 8},
 ]
 
 
@@ -49,16 +50,19 @@ def test_whole_pipeline_writes_a_loadable_model_directory(tiny_recipe, tmp_path)
     assert manifest.created["versions"]["torch"] and manifest.created["seed"] == 0
     stages = manifest.metrics["stages"]
     assert list(stages) == ["teacher", "01_prune_structured", "02_distill", "03_prune_unstructured",
-                            "04_export_onnx", "05_quantize_int8"]
+                            "04_export_onnx", "05_quantize_int8", "06_align_channels"]
     assert stages["01_prune_structured"]["params"] < 0.55 * stages["teacher"]["params"]
     assert stages["03_prune_unstructured"]["params_nonzero"] < 0.75 * stages["03_prune_unstructured"]["params"]
     assert stages["05_quantize_int8"]["bytes"] < stages["04_export_onnx"]["bytes"] / 2.5
-    assert manifest.metrics["top1"] == stages["05_quantize_int8"]["top1"]
+    aligned = stages["06_align_channels"]
+    assert aligned["widths"] and all(width % 8 == 0 for width in aligned["widths"].values())
+    assert aligned["top1"] == stages["05_quantize_int8"]["top1"] and aligned["bytes"] > stages["05_quantize_int8"]["bytes"]
+    assert manifest.metrics["top1"] == aligned["top1"]
     for name in ("report.md", "pareto.png"):
         assert (out / name).stat().st_size > 500
-    assert "05_quantize_int8" in (out / "report.md").read_text()
+    assert "06_align_channels" in (out / "report.md").read_text()
     assert "measured again at the end of the run" in (out / "report.md").read_text()
-    at_stage_time = json.loads((work / "05_quantize_int8" / "metrics.json").read_text())["latency_ms_1t"]
+    at_stage_time = json.loads((work / "06_align_channels" / "metrics.json").read_text())["latency_ms_1t"]
     assert manifest.metrics["latency_ms_1t"] != at_stage_time  # the final, interleaved measurement
     backend = LocalBackend(model)
     images = np.zeros((2, 16, 16, 3), dtype=np.uint8)

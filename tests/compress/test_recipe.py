@@ -72,6 +72,21 @@ def test_quantize_before_export_is_refused(good):
         parse_recipe(good)
 
 
+def test_align_channels_comes_last_after_export(good):
+    good["stages"] = [{"stage": "export_onnx"}, {"stage": "align_channels", "multiple": 16},
+                      {"stage": "quantize_int8"}]
+    with pytest.raises(RecipeError, match=r"stages\[1\]: align_channels must be the last stage"):
+        parse_recipe(good)
+    good["stages"] = [{"stage": "align_channels"}]
+    with pytest.raises(RecipeError, match="align_channels needs an export_onnx stage before it"):
+        parse_recipe(good)
+    good["stages"] = [{"stage": "export_onnx"}, {"stage": "quantize_int8"}, {"stage": "align_channels", "multiple": 1}]
+    with pytest.raises(RecipeError, match=r"align_channels\)\.multiple must be in 2..64 channels, got 1"):
+        parse_recipe(good)
+    good["stages"][-1]["multiple"] = 16
+    assert [s.name for s in parse_recipe(good).stages][-1] == "align_channels"
+
+
 def test_torch_stage_after_export_is_refused(good):
     good["stages"] = [{"stage": "export_onnx"}, {"stage": "distill"}]
     with pytest.raises(RecipeError, match="distill works on the PyTorch model and must come before export_onnx"):
