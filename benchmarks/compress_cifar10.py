@@ -2,11 +2,17 @@
 
     python benchmarks/compress_cifar10.py --run        # train everything (hours on 2 CPU cores)
     python benchmarks/compress_cifar10.py              # only collect finished runs and re-time them
+    python benchmarks/compress_cifar10.py --shipped    # the committed models/ alone (no runs/ needed)
 
 Accuracy, parameters, bytes and MACs come from each run's own metrics (runs/<name>/NN_<stage>/
 metrics.json, measured by the pipeline with ONNX Runtime on test_dev). Latency is measured again
 here for every model in one process, round-robin, so all models see the same machine load.
 Writes runs/compress_cifar10.json, docs/results_pareto.png and prints the markdown table.
+
+--shipped times the edge model and every models/robot_* directory as committed, measures their
+top-1 on test_dev on this machine (INT8 kernels round differently from CPU to CPU), repeats the
+interleaved timing --repeats times and gives the spread of the speed-ups: on a shared VM one
+repetition can be 15% off the next. Writes runs/shipped_models.json.
 """
 
 from __future__ import annotations
@@ -71,8 +77,8 @@ def collect() -> list[dict]:
         run = json.loads((work_dir / "run.json").read_text())
         seconds = sum(metrics.get("seconds", 0) for _, metrics in stages)
         for stage, metrics in stages:
-            if stage.endswith(("export_onnx", "quantize_int8")):
-                kind = "INT8" if stage.endswith("quantize_int8") else "FP32"
+            if stage.endswith(("export_onnx", "quantize_int8", "align_channels")):
+                kind = {"export_onnx": "FP32", "quantize_int8": "INT8"}.get(stage[3:], "INT8, channels aligned")
                 entries.append({"label": f"{label}, {kind}", "onnx": str(work_dir / stage / "model.onnx"),
                                 "metrics": metrics, "recipe": recipe, "seconds": seconds,
                                 "command": run["command"], "device": run["device"]})
@@ -132,6 +138,82 @@ def channel_alignment(runs: int) -> None:
           f"{resnet20:.2f} | {edge / resnet20:.1f}x |")
 
 
+def collect_shipped() -> list[dict]:
+    """The edge model, then every shipped robot model, with bytes from the files themselves."""
+    paths = [EDGE] + sorted(p for p in (REPO / "models").glob("robot_*") if (p / "manifest.json").is_file())
+    entries = []
+    for path in paths:
+        manifest = json.loads((path / "manifest.json").read_text())
+        metrics = dict(manifest["metrics"])
+        if path == EDGE:  # converted, not compressed: its network's counts are the teachers' row
+            teacher = json.loads((paths[-1] / "manifest.json").read_text())["metrics"]["stages"]["teacher"]
+            metrics.update(params=teacher["params"], macs=teacher["macs"])
+        entries.append({"label": path.name, "onnx": str(path / "1" / "model.onnx"), "model_dir": path,
+                        "manifest_top1": metrics["top1"], "metrics": metrics,
+                        "post_processing": manifest["created"].get("post_processing", [])})
+    return entries
+
+
+def shipped(repeats: int, rounds: int, runs: int) -> int:
+    import gzip
+    import platform
+
+    import numpy as np
+
+    from robot_compress.compress.metrics import cpu_name
+    from robot_compress.runtime.datasets import load_cifar10_npz
+    from robot_compress.runtime.evaluate import top1_accuracy
+    from robot_compress.runtime.local_backend import LocalBackend
+
+    entries = collect_shipped()
+    data = load_cifar10_npz(REPO.parent / "shared/data/cifar10/test_dev.npz")
+    for e in entries:
+        raw = Path(e["onnx"]).read_bytes()
+        e["metrics"].update(bytes=len(raw), bytes_gzip=len(gzip.compress(raw, compresslevel=9)))
+        backend = LocalBackend(e["model_dir"], threads=2)
+        e["metrics"]["top1"] = top1_accuracy(backend, data, backend.manifest.preprocessing)
+    ticks_before = _cpu_ticks()
+    speedups: dict[str, list[float]] = {e["label"]: [] for e in entries}
+    samples: dict[str, dict[str, list[float]]] = {e["label"]: {"1t": [], "2t": []} for e in entries}
+    for _ in range(repeats):
+        retime(entries, (1, 2), rounds, runs)
+        for e in entries:
+            speedups[e["label"]].append(entries[0]["latency_ms_1t"]["p50"] / e["latency_ms_1t"]["p50"])
+            for t in ("1t", "2t"):
+                samples[e["label"]][t].append(e[f"latency_ms_{t}"]["p50"])
+    for e in entries:
+        e["speedup_1t"] = {"median": float(np.median(speedups[e["label"]])), "min": min(speedups[e["label"]]),
+                           "max": max(speedups[e["label"]])}
+        e["p50_ms"] = {t: float(np.median(v)) for t, v in samples[e["label"]].items()}
+        e["model_dir"] = str(e["model_dir"])
+    ticks_after = _cpu_ticks()
+    steal = (ticks_after[0] - ticks_before[0]) / max(ticks_after[1] - ticks_before[1], 1)
+    machine = {"cpu": cpu_name(), "platform": platform.platform(), "repeats": repeats, "rounds": rounds,
+               "runs_per_round": runs, "cpu_steal_share": steal}
+    out = REPO / "runs" / "shipped_models.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps({"machine": machine, "models": entries}, indent=2, default=str) + "\n")
+    edge = entries[0]
+    print(f"{machine['cpu']}; {repeats} repetitions of {rounds} rounds x {runs} runs per model; "
+          f"CPU steal during timing {machine['cpu_steal_share']:.1%}\n")
+    print("| model | top-1 here | manifest | params | removed | ONNX bytes | p50 ms 1 thread | p50 ms 2 threads | "
+          "speed-up 1 thread, median (min–max) |\n|---|---|---|---|---|---|---|---|---|")
+    for e in entries:
+        m, s = e["metrics"], e["speedup_1t"]
+        print(f"| {e['label']} | {m['top1']:.2%} | {e['manifest_top1']:.2%} | {m['params']:,} | "
+              f"{1 - m['params'] / edge['metrics']['params']:.1%} | {m['bytes']:,} | {e['p50_ms']['1t']:.3f} | "
+              f"{e['p50_ms']['2t']:.3f} | {s['median']:.2f}x ({s['min']:.2f}–{s['max']:.2f}) |")
+    print(f"\nwrote {out.relative_to(REPO)}")
+    return 0
+
+
+def _cpu_ticks() -> tuple[int, int]:
+    """(steal, total) CPU ticks from /proc/stat: steal is the time the host took from this VM."""
+    stat = Path("/proc/stat")
+    fields = [int(x) for x in stat.read_text().split("\n", 1)[0].split()[1:]] if stat.is_file() else []
+    return (fields[7] if len(fields) > 7 else 0), max(sum(fields), 1)
+
+
 def markdown(entries: list[dict]) -> str:
     edge = entries[0]
     head = ("| model | top-1 test_dev | Δ vs edge | params | removed | MACs | ONNX bytes | gzip bytes | "
@@ -154,6 +236,9 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads for training")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--runs", type=int, default=30, help="timed runs per model per round")
+    parser.add_argument("--shipped", action="store_true", help="only the committed models/ (edge and robot_*): "
+                        "top-1 here and repeated timing with the speed-ups' spread")
+    parser.add_argument("--repeats", type=int, default=5, help="with --shipped: timing repetitions")
     parser.add_argument("--channel-alignment", action="store_true",
                         help="only time ResNet-56 pruned several ways (channel alignment, width, depth)")
     args = parser.parse_args()
@@ -161,6 +246,8 @@ def main() -> int:
     if args.channel_alignment:
         channel_alignment(300)
         return 0
+    if args.shipped:
+        return shipped(args.repeats, args.rounds, args.runs)
     if args.run:
         run_recipes(args.threads)
     entries = collect()

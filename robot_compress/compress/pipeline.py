@@ -29,7 +29,7 @@ from rich.console import Console
 from torch import nn
 
 from robot_compress.compress.data import load_splits
-from robot_compress.compress.metrics import interleaved_latency_ms, measure
+from robot_compress.compress.metrics import cpu_name, interleaved_latency_ms, measure
 from robot_compress.compress.models import build_model
 from robot_compress.compress.recipe import ExportOnnx, MetricsConfig, Recipe, RecipeError
 from robot_compress.compress.report import write_report
@@ -78,7 +78,7 @@ def _open_run(recipe: Recipe, work_dir: Path, resume: bool, command: str) -> dic
     work_dir.mkdir(parents=True, exist_ok=True)
     return {"recipe_name": recipe.name, "recipe": recipe.source, "recipe_sha256": recipe.digest,
             "seed": recipe.seed, "command": command, "versions": versions(), "device": str(device()),
-            "cpu": platform.processor() or platform.machine(), "torch_threads": torch.get_num_threads(),
+            "cpu": cpu_name(), "torch_threads": torch.get_num_threads(),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "stages": {}, "status": "running"}
 
 

@@ -151,6 +151,7 @@ def align_command(*args: str) -> subprocess.CompletedProcess:
 def test_align_command_rewrites_a_model_directory_and_records_it(float_file, inputs, tmp_path):
     model = model_directory(tmp_path / "odd_model", float_file)
     before = answers(model.onnx_path, inputs)
+    (model.root / "report.md").write_text("# odd_model\n\n| artefact | top-1 |\n")
     done = align_command(str(model.root), "--multiple", "8", "--latency-runs", "20")
     assert done.returncode == 0, done.stderr
     assert "10->16, 21->24" in done.stdout
@@ -162,6 +163,8 @@ def test_align_command_rewrites_a_model_directory_and_records_it(float_file, inp
         "robot-compress compress")
     assert set(record["latency_ms_after"]) == {"1t", "2t"}
     np.testing.assert_allclose(answers(rewritten.onnx_path, inputs), before, atol=1e-4)
+    report = (model.root / "report.md").read_text()
+    assert report.startswith("# odd_model") and "## Post-processing" in report and "10->16, 21->24" in report
     again = align_command(str(model.root), "--latency-runs", "20")
     assert again.returncode == 0 and "nothing written" in again.stdout
     assert len(json.loads((model.root / "manifest.json").read_text())["created"]["post_processing"]) == 1
