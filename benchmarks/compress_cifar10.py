@@ -154,6 +154,46 @@ def collect_shipped() -> list[dict]:
     return entries
 
 
+def float_twin(int8_path: Path, out: Path) -> Path:
+    """The same graph with every Q/DQ pair removed and the weights dequantized to float32: an FP32
+    file of the INT8 model's shape, for timing only (its weights carry the int8 rounding). The
+    shipped directories keep no FP32 file, and "INT8 faster than FP32" depends on the CPU."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(int8_path))
+    graph = model.graph
+    init = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    bypass: dict[str, str] = {}  # activation Q/DQ output -> the float tensor it stands for
+    weights: dict[str, np.ndarray] = {}
+    nodes = []
+    for node in graph.node:
+        if node.op_type == "DequantizeLinear" and node.input[0] in init:
+            x, scale = init[node.input[0]].astype(np.float64), init[node.input[1]].astype(np.float64)
+            zero = init[node.input[2]].astype(np.float64) if len(node.input) > 2 and node.input[2] else 0.0
+            if scale.ndim == 1 and x.ndim > 1:  # per-channel along axis 0 (conv and gemm weights)
+                scale = scale.reshape(-1, *[1] * (x.ndim - 1))
+                zero = np.reshape(zero, scale.shape) if np.ndim(zero) else zero
+            weights[node.output[0]] = ((x - zero) * scale).astype(np.float32)
+        elif node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            bypass[node.output[0]] = bypass.get(node.input[0], node.input[0])
+        else:
+            node.input[:] = [bypass.get(name, name) for name in node.input]
+            nodes.append(node)
+    for output in graph.output:
+        if output.name in bypass:
+            nodes.append(helper.make_node("Identity", [bypass[output.name]], [output.name]))
+    del graph.node[:]
+    graph.node.extend(nodes)
+    del graph.initializer[:]
+    graph.initializer.extend(numpy_helper.from_array(value, name) for name, value in weights.items())
+    del graph.value_info[:]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(out))
+    return out
+
+
 def shipped(repeats: int, rounds: int, runs: int) -> int:
     import gzip
     import platform
@@ -172,6 +212,12 @@ def shipped(repeats: int, rounds: int, runs: int) -> int:
         e["metrics"].update(bytes=len(raw), bytes_gzip=len(gzip.compress(raw, compresslevel=9)))
         backend = LocalBackend(e["model_dir"], threads=2)
         e["metrics"]["top1"] = top1_accuracy(backend, data, backend.manifest.preprocessing)
+    twins = [{"label": f"{e['label']} FP32 twin (timing only)", "manifest_top1": None,
+              "onnx": str(float_twin(Path(e["onnx"]), REPO / "runs" / "float_twins" / f"{e['label']}.onnx")),
+              "metrics": {**e["metrics"], "top1": None}, "model_dir": None} for e in entries[1:]]
+    for twin in twins:
+        twin["metrics"]["bytes"] = Path(twin["onnx"]).stat().st_size
+    entries += twins
     ticks_before = _cpu_ticks()
     speedups: dict[str, list[float]] = {e["label"]: [] for e in entries}
     samples: dict[str, dict[str, list[float]]] = {e["label"]: {"1t": [], "2t": []} for e in entries}
@@ -185,7 +231,7 @@ def shipped(repeats: int, rounds: int, runs: int) -> int:
         e["speedup_1t"] = {"median": float(np.median(speedups[e["label"]])), "min": min(speedups[e["label"]]),
                            "max": max(speedups[e["label"]])}
         e["p50_ms"] = {t: float(np.median(v)) for t, v in samples[e["label"]].items()}
-        e["model_dir"] = str(e["model_dir"])
+        e["model_dir"] = e["model_dir"] and str(e["model_dir"])
     ticks_after = _cpu_ticks()
     steal = (ticks_after[0] - ticks_before[0]) / max(ticks_after[1] - ticks_before[1], 1)
     machine = {"cpu": cpu_name(), "platform": platform.platform(), "repeats": repeats, "rounds": rounds,
@@ -198,11 +244,19 @@ def shipped(repeats: int, rounds: int, runs: int) -> int:
           f"CPU steal during timing {machine['cpu_steal_share']:.1%}\n")
     print("| model | top-1 here | manifest | params | removed | ONNX bytes | p50 ms 1 thread | p50 ms 2 threads | "
           "speed-up 1 thread, median (min–max) |\n|---|---|---|---|---|---|---|---|---|")
+    def pct(value: float | None) -> str:
+        return "–" if value is None else f"{value:.2%}"
+
     for e in entries:
         m, s = e["metrics"], e["speedup_1t"]
-        print(f"| {e['label']} | {m['top1']:.2%} | {e['manifest_top1']:.2%} | {m['params']:,} | "
+        print(f"| {e['label']} | {pct(m['top1'])} | {pct(e['manifest_top1'])} | {m['params']:,} | "
               f"{1 - m['params'] / edge['metrics']['params']:.1%} | {m['bytes']:,} | {e['p50_ms']['1t']:.3f} | "
               f"{e['p50_ms']['2t']:.3f} | {s['median']:.2f}x ({s['min']:.2f}–{s['max']:.2f}) |")
+    print()
+    for model, twin in zip(entries[1:len(entries) // 2 + 1], twins, strict=True):
+        ratio = twin["p50_ms"]["1t"] / model["p50_ms"]["1t"]
+        print(f"{model['label']}: INT8 {model['p50_ms']['1t']:.3f} ms vs FP32 twin {twin['p50_ms']['1t']:.3f} ms at "
+              f"1 thread: INT8 is {'faster' if ratio > 1 else 'slower'} ({ratio:.2f}x)")
     print(f"\nwrote {out.relative_to(REPO)}")
     return 0
 
