@@ -77,7 +77,7 @@ def main() -> int:
             if part != "file" and size:
                 print(f"| {part} | {size:,} | {size / sizes['file']:.1%} |")
         if args.fused:
-            sizes["fused_file"] = fused_size(path, args.out.parent / f"fused_{path.parent.parent.name}.onnx")
+            sizes["fused_file"] = fused_size(path, args.out.parent / ("fused_" + "_".join(path.resolve().parts[-3:])))
             print(f"in ONNX Runtime's fused operator form: {sizes['fused_file']:,} bytes")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
