@@ -43,6 +43,7 @@ class _Graph:
             for name in node.input:
                 self.consumers[name].append(node)
         self.uses = defaultdict(int, {name: len(nodes) for name, nodes in self.consumers.items()})
+        self.boundary = {v.name for v in self.graph.input} | {v.name for v in self.graph.output}
         inferred = onnx.shape_inference.infer_shapes(model)
         self.shapes = {v.name: [d.dim_value if d.HasField("dim_value") else None
                                 for d in v.type.tensor_type.shape.dim]
@@ -120,7 +121,7 @@ def _groups(g: _Graph) -> dict[str, str]:
 
 def _blocks(g: _Graph, name: str) -> bool:
     """Whether tensor `name` cannot be widened because of how it is made or used."""
-    if name in {v.name for v in g.graph.input} | {v.name for v in g.graph.output}:
+    if name in g.boundary:
         return True
     producer = g.producer.get(name)
     if producer is not None and producer.op_type == "Flatten":
@@ -135,6 +136,8 @@ def _blocks(g: _Graph, name: str) -> bool:
                 return True  # a per-channel activation scale would need widening too
         elif consumer.op_type not in CHANNELWISE and not _widens_inputs(consumer, name, g):
             return True
+        elif consumer.op_type == "Add" and any(g.array(other).size > 1 for other in consumer.input if other in g.init):
+            return True  # a per-channel constant would need widening too
     return False
 
 

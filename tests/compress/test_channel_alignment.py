@@ -117,6 +117,26 @@ def test_grouped_convolution_keeps_its_width(tmp_path):
     assert conv_widths(result.model) == [10, 10, 24]
 
 
+class ConstantOffset(nn.Module):
+    """A per-channel constant added to a conv's output: it has the conv's width and no filters."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 10, 3, padding=1)
+        self.offset = nn.Parameter(torch.randn(1, 10, 1, 1))
+        self.fc = nn.Linear(10, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.conv(x) + self.offset)
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+def test_per_channel_constant_keeps_its_width(tmp_path, inputs):
+    path = export_onnx(ConstantOffset().eval(), tmp_path / "offset.onnx", SHAPE)
+    result = align_channels(onnx.load(path), 8)
+    assert result.widths == {} and conv_widths(result.model) == [10]
+
+
 def test_max_width_leaves_wider_layers_alone(float_file):
     result = align_channels(onnx.load(float_file), 8, max_width=16)
     assert result.widths == {10: 16} and conv_widths(result.model) == [16, 16, 21]
