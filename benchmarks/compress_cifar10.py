@@ -200,7 +200,7 @@ def shipped(repeats: int, rounds: int, runs: int) -> int:
 
     import numpy as np
 
-    from robot_compress.compress.metrics import cpu_name
+    from robot_compress.runtime.cpu_info import cpu_name
     from robot_compress.runtime.datasets import load_cifar10_npz
     from robot_compress.runtime.evaluate import top1_accuracy
     from robot_compress.runtime.local_backend import LocalBackend

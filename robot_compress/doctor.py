@@ -109,12 +109,25 @@ def check_gpu() -> Check:
     return Check("GPU", False, "none found (training runs on the CPU)", "faster training in `compress`")
 
 
+def check_cpu_int8() -> Check:
+    """Informational: without an int8 dot-product unit, INT8 models may be slower than FP32 ones."""
+    from robot_compress.runtime.cpu_info import cpu_name, int8_dot_products
+
+    found = int8_dot_products()
+    if found:
+        return Check("CPU int8", True, f"{cpu_name()}: {', '.join(found)}", "fast INT8 robot models")
+    return Check("CPU int8", False, f"{cpu_name()}: no VNNI/AMX/SDOT; INT8 may be slower than FP32 at narrow "
+                 f"layers: compare with `benchmarks/compress_cifar10.py --shipped`, try `robot-compress "
+                 f"align-channels`", "fast INT8 robot models")
+
+
 def run_checks(with_ros: bool = True) -> list[Check]:
     checks = [
         Check("python", True, sys.version.split()[0], "everything", required=True),
         _import_check("numpy", "numpy", "everything", required=True),
         _import_check("opencv", "cv2", "preprocessing, image decoding", required=True),
         check_onnxruntime(),
+        check_cpu_int8(),
         _import_check("tritonclient (OIP v2 stubs)", "tritonclient.grpc", "model contract, edge client/server",
                       required=True, missing_hint="pip install tritonclient[grpc]"),
     ]

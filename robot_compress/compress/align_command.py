@@ -33,7 +33,8 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from robot_compress.compress.channel_alignment import AlignmentMismatch, align_file
-    from robot_compress.compress.metrics import cpu_name, interleaved_latency_ms
+    from robot_compress.compress.metrics import interleaved_latency_ms
+    from robot_compress.runtime.cpu_info import cpu_name
     from robot_compress.runtime.model_contract import MANIFEST_FILE, ModelDir, ModelError, sha256_of
 
     if not 2 <= args.multiple <= 64:

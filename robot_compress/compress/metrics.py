@@ -33,19 +33,6 @@ class OnnxFileBackend:
         return self.session.run(None, {self.input_name: batch})[0]
 
 
-def cpu_name() -> str:
-    """The CPU's model name ("AMD EPYC", "Intel(R) Xeon(R) ..."): latencies and even INT8 answers
-    depend on it, so every measurement records it. platform.processor() is empty on Linux."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    import platform
-
-    return platform.processor() or platform.machine()
-
-
 def count_params(model: nn.Module) -> tuple[int, int]:
     """(total, non-zero) parameters, frozen ones included."""
     total = sum(p.numel() for p in model.parameters())

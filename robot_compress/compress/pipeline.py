@@ -29,13 +29,14 @@ from rich.console import Console
 from torch import nn
 
 from robot_compress.compress.data import load_splits
-from robot_compress.compress.metrics import cpu_name, interleaved_latency_ms, measure
+from robot_compress.compress.metrics import interleaved_latency_ms, measure
 from robot_compress.compress.models import build_model
 from robot_compress.compress.recipe import ExportOnnx, MetricsConfig, Recipe, RecipeError
 from robot_compress.compress.report import write_report
 from robot_compress.compress.stages import Artefact, Context, runner
 from robot_compress.compress.stages.export_onnx import export_checked
 from robot_compress.compress.train import device
+from robot_compress.runtime.cpu_info import cpu_name
 from robot_compress.runtime.model_contract import Manifest, ModelDir, TensorSpec, write_model_dir
 
 RUN_FILE = "run.json"

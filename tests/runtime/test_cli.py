@@ -49,7 +49,7 @@ def test_doctor_reports_ros_with_fast_dds(ros_domain_id):
     assert checks["rclpy + RMW"]["ok"], checks["rclpy + RMW"]["detail"]
     assert "rmw_fastrtps_cpp" in checks["rclpy + RMW"]["detail"]
     assert "CPUExecutionProvider" in checks["onnxruntime"]["detail"]
-    for optional in ("vision_msgs", "cv_bridge", "launch", "torchvision", "GPU"):
+    for optional in ("vision_msgs", "cv_bridge", "launch", "torchvision", "GPU", "CPU int8"):
         assert optional in checks and checks[optional]["detail"], f"{optional} not explained"
 
 

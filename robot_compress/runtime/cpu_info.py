@@ -1,0 +1,37 @@
+"""What this CPU is and which int8 instructions it has: latencies, and even INT8 answers, depend on
+it (docs/RESULTS.md, "Session 7"), so measurements record it and `doctor` reports it."""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+# /proc/cpuinfo flags of fast int8 dot products: x86 VNNI and AMX, Arm's SDOT/UDOT and I8MM.
+INT8_DOT_FLAGS = ("amx_int8", "avx512_vnni", "avx_vnni", "asimddp", "i8mm")
+
+
+def _cpuinfo() -> list[str]:
+    path = Path("/proc/cpuinfo")
+    return path.read_text().splitlines() if path.is_file() else []
+
+
+def cpu_name() -> str:
+    """The CPU's model name ("AMD EPYC", "Intel(R) Xeon(R) ..."); platform.processor() is empty on Linux."""
+    for line in _cpuinfo():
+        if line.startswith(("model name", "Model")):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def cpu_flags() -> set[str]:
+    for line in _cpuinfo():
+        if line.startswith(("flags", "Features")):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def int8_dot_products(flags: set[str] | None = None) -> list[str]:
+    """The fast int8 dot-product instruction sets this CPU has (empty: int8 runs on AVX2/NEON
+    multiply-adds, and gains little over float at narrow layers)."""
+    flags = cpu_flags() if flags is None else flags
+    return [flag for flag in INT8_DOT_FLAGS if flag in flags]
