@@ -34,18 +34,15 @@ def run(args: argparse.Namespace) -> int:
 
     from robot_compress.compress.channel_alignment import AlignmentMismatch, align_file
     from robot_compress.compress.metrics import interleaved_latency_ms
+    from robot_compress.compress.recipe import AlignChannels, RecipeError
     from robot_compress.runtime.cpu_info import cpu_name
     from robot_compress.runtime.model_contract import MANIFEST_FILE, ModelDir, ModelError, sha256_of
 
-    if not 2 <= args.multiple <= 64:
-        print(f"error: --multiple must be in 2..64 channels, got {args.multiple}", file=sys.stderr)
-        return 2
-    if args.max_width is not None and args.max_width < 1:
-        print(f"error: --max-width must be a positive channel count, got {args.max_width}", file=sys.stderr)
-        return 2
-    try:
+    try:  # the recipe stage's own checks, so both say the same
+        AlignChannels(multiple=args.multiple, max_width=args.max_width, check_images=args.check_images,
+                      max_abs_diff=args.max_abs_diff).validate("align-channels")
         model = ModelDir.load(args.model)
-    except ModelError as exc:  # ManifestError is one too
+    except (RecipeError, ModelError) as exc:  # ManifestError is a ModelError too
         print(f"error: {exc}", file=sys.stderr)
         return 2
     manifest = model.manifest
