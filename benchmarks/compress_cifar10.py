@@ -12,7 +12,7 @@ Writes runs/compress_cifar10.json, docs/results_pareto.png and prints the markdo
 --shipped times the edge model and every models/robot_* directory as committed, measures their
 top-1 on test_dev on this machine (INT8 kernels round differently from CPU to CPU), repeats the
 interleaved timing --repeats times and gives the spread of the speed-ups: on a shared VM one
-repetition can be 15% off the next. Writes runs/shipped_models.json.
+repetition can be 15% off the next. Writes runs/shipped_models.json and docs/shipped_pareto.png.
 """
 
 from __future__ import annotations
@@ -239,6 +239,11 @@ def shipped(repeats: int, rounds: int, runs: int) -> int:
     out = REPO / "runs" / "shipped_models.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({"machine": machine, "models": entries}, indent=2, default=str) + "\n")
+    from robot_compress.compress.report import pareto_plot
+
+    plot = pareto_plot([(e["label"], {**e["metrics"], "latency_ms_1t": {"p50": e["p50_ms"]["1t"]}})
+                        for e in entries if e["metrics"]["top1"] is not None],
+                       REPO / "docs" / "shipped_pareto.png", f"shipped models, test_dev, on {machine['cpu']}")
     edge = entries[0]
     print(f"{machine['cpu']}; {repeats} repetitions of {rounds} rounds x {runs} runs per model; "
           f"CPU steal during timing {machine['cpu_steal_share']:.1%}\n")
@@ -257,7 +262,7 @@ def shipped(repeats: int, rounds: int, runs: int) -> int:
         ratio = twin["p50_ms"]["1t"] / model["p50_ms"]["1t"]
         print(f"{model['label']}: INT8 {model['p50_ms']['1t']:.3f} ms vs FP32 twin {twin['p50_ms']['1t']:.3f} ms at "
               f"1 thread: INT8 is {'faster' if ratio > 1 else 'slower'} ({ratio:.2f}x)")
-    print(f"\nwrote {out.relative_to(REPO)}")
+    print(f"\nwrote {out.relative_to(REPO)} and {plot.relative_to(REPO)}")
     return 0
 
 
