@@ -23,6 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default 8: ONNX Runtime's AVX2 block; try 16 and keep the faster)")
     parser.add_argument("--max-width", type=int, help="widen only layers of at most this many channels: "
                         "narrow layers gain the most speed, wide ones cost the most bytes (default: all)")
+    parser.add_argument("--auto", action="store_true", help="time every --multiple (8, 16) and --max-width "
+                        "on this machine and keep the fastest; a file within 3%% of it but smaller wins "
+                        "(run it on the robot: the best widths depend on the CPU's kernels)")
     parser.add_argument("--check-images", type=int, default=64, help="random inputs both files must answer alike")
     parser.add_argument("--max-abs-diff", type=float, default=1e-3, help="largest allowed logit difference")
     parser.add_argument("--latency-runs", type=int, default=400, help="timed single-image runs per file and "
@@ -48,9 +51,17 @@ def run(args: argparse.Namespace) -> int:
     manifest = model.manifest
     shape = (args.check_images, *manifest.input.shape)
     inputs = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    trials: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         aligned = Path(tmp) / "model.onnx"
         try:
+            if args.auto:
+                trials = _time_candidates(model.onnx_path, Path(tmp), inputs, args.max_abs_diff, args.latency_runs)
+                choice = _choose(trials)
+                if choice is None:
+                    print(f"{args.model}: no widening was faster on this machine; nothing written")
+                    return 0
+                args.multiple, args.max_width = choice
             report = align_file(model.onnx_path, aligned, args.multiple, inputs, args.max_abs_diff, args.max_width)
         except AlignmentMismatch as exc:
             print(f"error: {exc}; {model.onnx_path} is unchanged", file=sys.stderr)
@@ -78,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
         "multiple": args.multiple, "max_width": args.max_width, "widths": {str(a): b for a, b in sorted(report.widths.items())},
         "max_abs_diff": report.max_abs_diff, "bytes_before": report.bytes_before, "bytes_after": len(raw),
         "latency_ms_before": {f"{t}t": before for t, (before, _) in latency.items()},
-        "latency_ms_after": {f"{t}t": after for t, (_, after) in latency.items()}})
+        "latency_ms_after": {f"{t}t": after for t, (_, after) in latency.items()},
+        **({"auto_trials": trials} if trials else {})})
     (model.root / MANIFEST_FILE).write_text(json.dumps(manifest.to_json(), indent=2) + "\n")
     _note_in_report(model.root / "report.md", manifest.created["post_processing"][-1])
     ModelDir.load(model.root)  # the rewritten directory passes its own checks
@@ -97,3 +109,38 @@ def _note_in_report(report: Path, record: dict) -> None:
         f"widened {widths} with zero filters; max |after - before| {record['max_abs_diff']:.1e}; "
         f"{record['bytes_before']:,} -> {record['bytes_after']:,} bytes; p50 at 1 thread {before:.3f} -> "
         f"{after:.3f} ms. The table above shows the file as the run wrote it.\n"))
+
+
+def _time_candidates(source: Path, tmp: Path, inputs, bound: float, runs: int) -> list[dict]:
+    """The file as it is, then each distinct widening by --multiple 8/16 and every --max-width that
+    changes the result, timed together (interleaved, 1 thread)."""
+    import onnx
+
+    from robot_compress.compress.channel_alignment import align_channels, align_file
+    from robot_compress.compress.metrics import interleaved_latency_ms
+
+    model = onnx.load(str(source))
+    trials = [{"multiple": None, "max_width": None, "widths": {}, "file": source}]
+    for multiple in (8, 16):
+        for max_width in [*sorted(align_channels(model, multiple).widths), None]:
+            widths = align_channels(model, multiple, max_width).widths
+            if widths and all(t["widths"] != widths for t in trials):
+                target = tmp / f"m{multiple}_w{max_width}.onnx"
+                align_file(source, target, multiple, inputs, bound, max_width)
+                trials.append({"multiple": multiple, "max_width": max_width, "widths": widths, "file": target})
+    timings = interleaved_latency_ms([t["file"] for t in trials], tuple(inputs.shape[1:]), 1, warmup=20, runs=runs)
+    for trial, timing in zip(trials, timings, strict=True):
+        trial.update(bytes=trial.pop("file").stat().st_size, p50_ms=timing["p50"],
+                     widths={str(a): b for a, b in sorted(trial["widths"].items())})
+        label = "as it is" if trial["multiple"] is None else f"--multiple {trial['multiple']} --max-width " \
+            f"{trial['max_width'] or 'all'} -> {trial['widths']}"
+        print(f"  {label}: {trial['bytes']:,} bytes, p50 {trial['p50_ms']:.3f} ms")
+    return trials
+
+
+def _choose(trials: list[dict]) -> tuple[int, int | None] | None:
+    """(multiple, max_width) of the fastest trial, or of a smaller file within 3% of it; None when
+    that is the file as it is."""
+    fastest = min(t["p50_ms"] for t in trials)
+    best = min((t for t in trials if t["p50_ms"] <= 1.03 * fastest), key=lambda t: t["bytes"])
+    return None if best["multiple"] is None else (best["multiple"], best["max_width"])

@@ -190,6 +190,23 @@ def test_align_command_rewrites_a_model_directory_and_records_it(float_file, inp
     assert len(json.loads((model.root / "manifest.json").read_text())["created"]["post_processing"]) == 1
 
 
+def test_align_command_auto_times_the_candidates_and_keeps_one(float_file, inputs, tmp_path):
+    """Which candidate wins depends on this machine's timing; that every candidate was timed, and
+    that the choice is recorded (or nothing written), does not."""
+    model = model_directory(tmp_path / "odd_model", float_file)
+    before = answers(model.onnx_path, inputs)
+    done = align_command(str(model.root), "--auto", "--latency-runs", "20")
+    assert done.returncode == 0, done.stderr
+    assert "as it is:" in done.stdout and "--multiple 8 --max-width 10 -> {'10': 16}" in done.stdout
+    assert "--multiple 16 --max-width 21 -> {'10': 16, '21': 32}" in done.stdout  # 'all' gives the same: not timed twice
+    post = ModelDir.load(model.root).manifest.created.get("post_processing")
+    if post:
+        assert len(post[0]["auto_trials"]) == 4 and {t["multiple"] for t in post[0]["auto_trials"]} == {None, 8, 16}
+    else:
+        assert "no widening was faster on this machine; nothing written" in done.stdout
+    np.testing.assert_allclose(answers(model.onnx_path, inputs), before, atol=1e-4)
+
+
 def test_align_command_names_bad_input(tmp_path):
     missing = align_command(str(tmp_path / "nowhere"))
     assert missing.returncode == 2 and "does not exist" in missing.stderr
