@@ -16,6 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
+AUTO_MIN_GAIN = 0.05  # --auto widens only for a gain this large, seen in two separate measurements
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", type=Path, help="model directory (models/<name>), rewritten in place")
@@ -24,7 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-width", type=int, help="widen only layers of at most this many channels: "
                         "narrow layers gain the most speed, wide ones cost the most bytes (default: all)")
     parser.add_argument("--auto", action="store_true", help="time every --multiple (8, 16) and --max-width "
-                        "on this machine and keep the fastest; a file within 3%% of it but smaller wins "
+                        "on this machine and keep the fastest (a file within 3%% of it but smaller wins), if it "
+                        "is 5%% faster than the file as it is in the trial and again in a second measurement "
                         "(run it on the robot: the best widths depend on the CPU's kernels)")
     parser.add_argument("--check-images", type=int, default=64, help="random inputs both files must answer alike")
     parser.add_argument("--max-abs-diff", type=float, default=1e-3, help="largest allowed logit difference")
@@ -59,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
                 trials = _time_candidates(model.onnx_path, Path(tmp), inputs, args.max_abs_diff, args.latency_runs)
                 choice = _choose(trials)
                 if choice is None:
-                    print(f"{args.model}: no widening was faster on this machine; nothing written")
+                    why = "no widening was faster on this machine" if len(trials) > 1 else "no layer to widen"
+                    print(f"{args.model}: {why}; nothing written")
                     return 0
                 args.multiple, args.max_width = choice
             report = align_file(model.onnx_path, aligned, args.multiple, inputs, args.max_abs_diff, args.max_width)
@@ -77,6 +81,10 @@ def run(args: argparse.Namespace) -> int:
                                                    warmup=20, runs=args.latency_runs)
             latency[threads] = (before, after)
             print(f"{threads} thread(s): p50 {before['p50']:.3f} -> {after['p50']:.3f} ms")
+        if args.auto and latency[1][1]["p50"] > (1 - AUTO_MIN_GAIN) * latency[1][0]["p50"]:
+            print(f"--auto: this second measurement does not confirm a {AUTO_MIN_GAIN:.0%} gain at 1 thread "
+                  f"(timing noise picked it); nothing written")
+            return 0
         raw = aligned.read_bytes()
         model.onnx_path.write_bytes(raw)
     manifest.onnx_sha256 = sha256_of(model.onnx_path)
@@ -140,7 +148,9 @@ def _time_candidates(source: Path, tmp: Path, inputs, bound: float, runs: int) -
 
 def _choose(trials: list[dict]) -> tuple[int, int | None] | None:
     """(multiple, max_width) of the fastest trial, or of a smaller file within 3% of it; None when
-    that is the file as it is."""
+    that is the file as it is, or no trial is AUTO_MIN_GAIN faster than it."""
     fastest = min(t["p50_ms"] for t in trials)
     best = min((t for t in trials if t["p50_ms"] <= 1.03 * fastest), key=lambda t: t["bytes"])
-    return None if best["multiple"] is None else (best["multiple"], best["max_width"])
+    if best["multiple"] is None or best["p50_ms"] > (1 - AUTO_MIN_GAIN) * trials[0]["p50_ms"]:
+        return None
+    return best["multiple"], best["max_width"]

@@ -202,8 +202,8 @@ def test_align_command_auto_times_the_candidates_and_keeps_one(float_file, input
     post = ModelDir.load(model.root).manifest.created.get("post_processing")
     if post:
         assert len(post[0]["auto_trials"]) == 4 and {t["multiple"] for t in post[0]["auto_trials"]} == {None, 8, 16}
-    else:
-        assert "no widening was faster on this machine; nothing written" in done.stdout
+    else:  # no trial was 5% faster, or the second measurement did not confirm it
+        assert "nothing written" in done.stdout
     np.testing.assert_allclose(answers(model.onnx_path, inputs), before, atol=1e-4)
 
 
