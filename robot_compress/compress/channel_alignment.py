@@ -2,7 +2,7 @@
 
 Pruning leaves widths like 10, 20 and 41. ONNX Runtime's x86 convolution kernels work in blocks of
 8 or 16 channels, and at such widths they fall back to slow paths: the 9-block ResNet-56 cut runs
-17-32% faster at 16/24/41 channels than at 10/20/41 (AMD EPYC, INT8, 1 thread), although it then
+17-31% faster at 16/24/41 channels than at 10/20/41 (AMD EPYC, INT8, 1 thread), although it then
 does more multiply-adds. The
 added filters are all zero and the next layer gives their (constant) outputs zero weight, so every
 logit stays what it was; the price is the zeros' bytes in the file.
