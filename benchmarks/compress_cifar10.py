@@ -212,9 +212,10 @@ def shipped(repeats: int, rounds: int, runs: int) -> int:
         e["metrics"].update(bytes=len(raw), bytes_gzip=len(gzip.compress(raw, compresslevel=9)))
         backend = LocalBackend(e["model_dir"], threads=2)
         e["metrics"]["top1"] = top1_accuracy(backend, data, backend.manifest.preprocessing)
+    robots = entries[1:]
     twins = [{"label": f"{e['label']} FP32 twin (timing only)", "manifest_top1": None,
               "onnx": str(float_twin(Path(e["onnx"]), REPO / "runs" / "float_twins" / f"{e['label']}.onnx")),
-              "metrics": {**e["metrics"], "top1": None}, "model_dir": None} for e in entries[1:]]
+              "metrics": {**e["metrics"], "top1": None}, "model_dir": None} for e in robots]
     for twin in twins:
         twin["metrics"]["bytes"] = Path(twin["onnx"]).stat().st_size
     entries += twins
@@ -258,7 +259,7 @@ def shipped(repeats: int, rounds: int, runs: int) -> int:
               f"{1 - m['params'] / edge['metrics']['params']:.1%} | {m['bytes']:,} | {e['p50_ms']['1t']:.3f} | "
               f"{e['p50_ms']['2t']:.3f} | {s['median']:.2f}x ({s['min']:.2f}–{s['max']:.2f}) |")
     print()
-    for model, twin in zip(entries[1:len(entries) // 2 + 1], twins, strict=True):
+    for model, twin in zip(robots, twins, strict=True):
         ratio = twin["p50_ms"]["1t"] / model["p50_ms"]["1t"]
         print(f"{model['label']}: INT8 {model['p50_ms']['1t']:.3f} ms vs FP32 twin {twin['p50_ms']['1t']:.3f} ms at "
               f"1 thread: INT8 is {'faster' if ratio > 1 else 'slower'} ({ratio:.2f}x)")

@@ -120,28 +120,30 @@ def _note_in_report(report: Path, record: dict) -> None:
 
 
 def _time_candidates(source: Path, tmp: Path, inputs, bound: float, runs: int) -> list[dict]:
-    """The file as it is, then each distinct widening by --multiple 8/16 and every --max-width that
-    changes the result, timed together (interleaved, 1 thread)."""
+    """The file as it is, then each distinct widening by --multiple 8/16 at every --max-width that
+    changes the result (each checked like the final file), timed together (interleaved, 1 thread)."""
     import onnx
 
-    from robot_compress.compress.channel_alignment import align_channels, align_file
+    from robot_compress.compress.channel_alignment import align_channels, save_checked
     from robot_compress.compress.metrics import interleaved_latency_ms
 
     model = onnx.load(str(source))
     trials = [{"multiple": None, "max_width": None, "widths": {}, "file": source}]
     for multiple in (8, 16):
-        for max_width in [*sorted(align_channels(model, multiple).widths), None]:
-            widths = align_channels(model, multiple, max_width).widths
-            if widths and all(t["widths"] != widths for t in trials):
+        widest = align_channels(model, multiple)  # its largest widened width: the same as no --max-width
+        for max_width in sorted(widest.widths):
+            result = widest if max_width == max(widest.widths) else align_channels(model, multiple, max_width)
+            if all(t["widths"] != result.widths for t in trials):
                 target = tmp / f"m{multiple}_w{max_width}.onnx"
-                align_file(source, target, multiple, inputs, bound, max_width)
-                trials.append({"multiple": multiple, "max_width": max_width, "widths": widths, "file": target})
+                save_checked(result, source, target, inputs, bound)
+                trials.append({"multiple": multiple, "max_width": max_width, "widths": result.widths,
+                               "file": target})
     timings = interleaved_latency_ms([t["file"] for t in trials], tuple(inputs.shape[1:]), 1, warmup=20, runs=runs)
     for trial, timing in zip(trials, timings, strict=True):
         trial.update(bytes=trial.pop("file").stat().st_size, p50_ms=timing["p50"],
                      widths={str(a): b for a, b in sorted(trial["widths"].items())})
-        label = "as it is" if trial["multiple"] is None else f"--multiple {trial['multiple']} --max-width " \
-            f"{trial['max_width'] or 'all'} -> {trial['widths']}"
+        label = "as it is" if trial["multiple"] is None else \
+            f"--multiple {trial['multiple']} --max-width {trial['max_width']} -> {trial['widths']}"
         print(f"  {label}: {trial['bytes']:,} bytes, p50 {trial['p50_ms']:.3f} ms")
     return trials
 

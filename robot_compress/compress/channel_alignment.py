@@ -90,8 +90,8 @@ def _conv_in_out(node: onnx.NodeProto, g: _Graph) -> tuple[int, int] | None:
     weight = g.weight(node.input[1])
     if weight is None:
         return None
-    shape = g.array(weight[0]).shape
-    return shape[1], shape[0]
+    out_channels, in_channels = g.init[weight[0]].dims[:2]
+    return in_channels, out_channels
 
 
 def _gemm_trans_b(node: onnx.NodeProto) -> int:
@@ -236,9 +236,14 @@ class AlignmentMismatch(RuntimeError):
 def align_file(source: Path, target: Path, multiple: int, inputs: np.ndarray, bound: float,
                max_width: int | None = None) -> AlignmentReport:
     """Write `source` widened (see align_channels) as `target`, checked on `inputs` with ONNX Runtime."""
+    return save_checked(align_channels(onnx.load(str(source)), multiple, max_width), source, target, inputs, bound)
+
+
+def save_checked(result: AlignmentResult, source: Path, target: Path, inputs: np.ndarray,
+                 bound: float) -> AlignmentReport:
+    """Save an alignment of `source` as `target`; raises AlignmentMismatch unless both answer `inputs` alike."""
     from robot_compress.runtime.local_backend import make_session
 
-    result = align_channels(onnx.load(str(source)), multiple, max_width)
     onnx.save(result.model, str(target))
     sessions = [make_session(path) for path in (source, target)]
     answers = [s.run(None, {s.get_inputs()[0].name: inputs})[0] for s in sessions]
