@@ -14,7 +14,7 @@ import subprocess
 import threading
 from collections.abc import Sequence
 
-from robot_compress.faults.netns import signal_group
+from robot_compress.faults.process_group import freeze_group, signal_group, thaw_group
 
 
 def free_port() -> int:
@@ -56,10 +56,10 @@ class LoopbackBed:
         proc.wait(timeout=5)
 
     def freeze(self, proc: subprocess.Popen) -> None:
-        signal_group(proc, signal.SIGSTOP)
+        freeze_group(proc)
 
     def thaw(self, proc: subprocess.Popen) -> None:
-        signal_group(proc, signal.SIGCONT)
+        thaw_group(proc)
 
     def close(self, grace_s: float = 5.0) -> None:
         """SIGINT (ROS nodes shut down cleanly on it), then SIGKILL whatever is left. After this,

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from robot_compress.faults.netns import NetTestbed, signal_group
+from robot_compress.faults.netns import NetTestbed
+from robot_compress.faults.process_group import signal_group
 from robot_compress.faults.proxy import ProxyClient
 from robot_compress.faults.scenarios import Scenario, Step
 from robot_compress.faults.stall_watch import StallWatch

@@ -25,6 +25,8 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
+from robot_compress.faults.process_group import freeze_group, signal_group, thaw_group
+
 ROBOT_IP = "10.200.0.1"
 EDGE_IP = "10.200.0.2"
 PREFIX_LEN = 30
@@ -54,12 +56,6 @@ def _run(argv: Sequence[str], check: bool = True) -> subprocess.CompletedProcess
     if check and result.returncode != 0:
         raise HarnessError(f"`{' '.join(argv)}` failed ({result.returncode}): {result.stderr.strip()}")
     return result
-
-
-def signal_group(proc: subprocess.Popen, sig: signal.Signals) -> None:
-    """Send `sig` to a process started by the testbed and its children (it leads its own group)."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, sig)
 
 
 @dataclass
@@ -157,11 +153,12 @@ class NetTestbed:
         self._mark("kill")
 
     def freeze(self, proc: subprocess.Popen) -> None:
-        signal_group(proc, signal.SIGSTOP)
+        """Returns once every thread of the group has stopped (see `process_group`)."""
+        freeze_group(proc)
         self._mark("freeze")
 
     def thaw(self, proc: subprocess.Popen) -> None:
-        signal_group(proc, signal.SIGCONT)
+        thaw_group(proc)
         self._mark("thaw")
 
     # ---- link faults (all in the robot namespace) ------------------------------------------

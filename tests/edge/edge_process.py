@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from robot_compress.faults.process_group import wait_until_stopped
 from robot_compress.runtime.model_contract import (
     MANIFEST_FILE,
     Manifest,
@@ -61,8 +62,11 @@ class EdgeServerProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def signal(self, sig: int) -> None:
+        """After SIGSTOP, returns once every server thread has stopped (SIGSTOP is asynchronous)."""
         if self.proc is not None and self.proc.poll() is None:
             os.kill(self.proc.pid, sig)
+            if sig == signal.SIGSTOP:
+                wait_until_stopped([self.proc.pid])
 
     def stop(self, timeout_s: float = 10.0) -> int | None:
         """SIGTERM (after SIGCONT, in case a test froze it), SIGKILL if it does not exit."""
