@@ -29,8 +29,10 @@ CLASSIFICATION_TYPE = Classification if HAVE_VISION_MSGS else String
 RESULT_JSON_TOPIC = "route" if HAVE_VISION_MSGS else "classification"
 
 
-def result_record(result: RouteResult, header, prediction: Prediction | None) -> dict[str, Any]:
-    """The JSON form of one frame's result (the std_msgs/String payload)."""
+def result_record(result: RouteResult, header, prediction: Prediction | None,
+                  received_at: float | None = None) -> dict[str, Any]:
+    """The JSON form of one frame's result (the std_msgs/String payload). `received_at` is the
+    wall clock when the node's subscription got the frame: from there on the time is the robot's."""
     record: dict[str, Any] = {
         "stamp": {"sec": header.stamp.sec, "nanosec": header.stamp.nanosec},
         "frame_id": header.frame_id,
@@ -42,6 +44,7 @@ def result_record(result: RouteResult, header, prediction: Prediction | None) ->
         "edge_failure": result.edge_failure,
         "hedged": result.hedged,
         "error": result.error,
+        "received_at": received_at,
         "answered_at": result.answered_at,
     }
     if prediction is not None:
@@ -60,10 +63,11 @@ def event_message(event: RouterEvent) -> String:
                          "state": event.state.value, "reason": event.reason, "detail": event.detail})
 
 
-def classification_message(result: RouteResult, header, prediction: Prediction | None):
+def classification_message(result: RouteResult, header, prediction: Prediction | None,
+                           received_at: float | None = None):
     """The `~/classification` message for one result, in whichever type this robot has."""
     if not HAVE_VISION_MSGS:
-        return json_message(result_record(result, header, prediction))
+        return json_message(result_record(result, header, prediction, received_at))
     msg = Classification()
     msg.header = header
     if prediction is not None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 import traceback
 
 import rclpy
@@ -113,7 +114,7 @@ class PerceptionNode(Node):
 
     def _enqueue(self, msg, convert) -> None:
         self._count("frames_in")
-        self.queue.put((msg, convert))
+        self.queue.put((msg, convert, time.time()))
 
     def _force_local(self, request, response):
         self.router.force_local(request.data)
@@ -161,7 +162,7 @@ class PerceptionNode(Node):
                 self.get_logger().error(f"frame failed, no result published: {type(exc).__name__}: {exc}\n"
                                         f"{traceback.format_exc()}", throttle_duration_sec=FRAME_ERROR_LOG_PERIOD_S)
 
-    def _process(self, msg, convert) -> None:
+    def _process(self, msg, convert, received_at: float) -> None:
         try:
             image, encoding = convert(msg)
             batch = preprocess(image, encoding, self.manifest.preprocessing)
@@ -173,9 +174,10 @@ class PerceptionNode(Node):
         prediction = None
         if result.logits is not None:
             (prediction,) = predictions(result.logits, self.manifest.labels, k=self.config.node.top_k)
-        self.result_pub.publish(messages.classification_message(result, msg.header, prediction))
+        self.result_pub.publish(messages.classification_message(result, msg.header, prediction, received_at))
         if self.route_pub is not None:
-            self.route_pub.publish(messages.json_message(messages.result_record(result, msg.header, prediction)))
+            self.route_pub.publish(messages.json_message(messages.result_record(result, msg.header, prediction,
+                                                                                received_at)))
         self._count("frames_out")
 
     def close(self) -> None:

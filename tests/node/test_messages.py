@@ -21,14 +21,15 @@ def test_json_result_carries_the_frame_and_routing_facts():
     result = RouteResult(4, header, "local", RouterState.LOCAL, logits, 12.5, 2.0, edge_failure="timeout",
                          answered_at=1700000000.25)
     (prediction,) = predictions(logits, [f"c{i}" for i in range(10)], k=2)
-    record = json.loads(messages.json_message(messages.result_record(result, header, prediction)).data)
+    record = json.loads(messages.json_message(messages.result_record(result, header, prediction,
+                                                                     received_at=1700000000.2)).data)
     assert record["stamp"] == {"sec": 5, "nanosec": 7} and record["frame_id"] == "cam"
     assert (record["backend"], record["state"], record["edge_failure"], record["label"]) == \
         ("local", "local", "timeout", "c3")
     assert record["latency_ms"] == 12.5 and len(record["top_k"]) == 2
-    assert record["answered_at"] == 1700000000.25
+    assert (record["received_at"], record["answered_at"]) == (1700000000.2, 1700000000.25)
 
-    msg = messages.classification_message(result, header, prediction)
+    msg = messages.classification_message(result, header, prediction, received_at=1700000000.2)
     assert isinstance(msg, messages.CLASSIFICATION_TYPE)
     if messages.HAVE_VISION_MSGS:
         assert msg.header.frame_id == "cam" and [h.class_id for h in msg.results] == ["c3", prediction.top_k[1][0]]

@@ -81,13 +81,16 @@ class Capture:
 def test_route_record_carries_the_prediction(node):
     """With vision_msgs, ~/route holds the JSON result the recorder and demo read: it must have the label."""
     import json
+    import time
 
     node.route_pub = Capture()  # here without vision_msgs the node has no ~/route: capture what it would send
+    before = time.time()
     node._enqueue(good_frame(3), image_to_array)
     wait_until(lambda: node.route_pub.messages, 10, "a ~/route message")
     record = json.loads(node.route_pub.messages[0].data)
     assert record["stamp"]["sec"] == 3 and record["backend"] == "local"
     assert record["label"] in node.manifest.labels and len(record["top_k"]) == node.config.node.top_k
+    assert before <= record["received_at"] <= record["answered_at"] <= time.time()  # the fault bounds' clock
 
 
 def test_every_frame_is_accounted_for_at_shutdown(node, monkeypatch):
