@@ -196,14 +196,15 @@ class Router:
             if room:
                 self._inflight += 1
         if not room:
-            self._edge_failed(FailureKind.OVERLOADED, f"{cfg.edge_max_inflight} edge requests already in flight")
-            return self._answer_locally(batch, seq, stamp, start, FailureKind.OVERLOADED.value)
+            event = self._edge_failed(FailureKind.OVERLOADED, f"{cfg.edge_max_inflight} edge requests already in flight")
+            return self._emit_after(self._answer_locally(batch, seq, stamp, start, FailureKind.OVERLOADED.value), event)
         call = _EdgeCall(deadline)
         edge_future = self._edge_pool.submit(self._edge_call, batch, cfg.deadline_ms / 1000.0, call)
         edge_future.add_done_callback(lambda f: self._edge_finished(f, call))
         hedge_at = start + cfg.hedge_after_ms / 1000.0 if cfg.hedge_after_ms else None
         local_future: Future | None = None
         failure: BackendError | None = None
+        event: RouterEvent | None = None
         while True:
             if edge_future.done():
                 failure = self._outcome(edge_future, call)
@@ -213,7 +214,7 @@ class Router:
                         call.owner = EDGE
                     self._settle(call, None, rtt_ms)
                     return self._result(seq, stamp, EDGE, logits, start, rtt_ms, hedged=local_future is not None)
-                self._settle(call, failure)
+                event = self._settle(call, failure)
                 break
             hedge_done = local_future is not None and local_future.done()
             if hedge_done and local_future.exception() is None:
@@ -221,7 +222,7 @@ class Router:
             now = self._clock()
             if now >= deadline:
                 failure = BackendError(FailureKind.TIMEOUT, f"no edge answer within {cfg.deadline_ms:g} ms")
-                self._settle(call, failure)
+                event = self._settle(call, failure)
                 break
             if hedge_at is not None and local_future is None and now >= hedge_at:
                 local_future = self._local_pool.submit(self._local_call, batch)
@@ -233,10 +234,19 @@ class Router:
         with call.lock:
             call.owner = LOCAL
             late = call.edge_ok is True
+            finished = call.edge_ok is not None
         if late:
             self._count_late()
+        if finished:  # the hedge won after the edge call ended: its callback left the count to this thread
+            event = event or self._settle_finished(edge_future, call)
         kind = failure.kind.value if failure is not None else None
-        return self._answer_locally(batch, seq, stamp, start, kind, local_future)
+        return self._emit_after(self._answer_locally(batch, seq, stamp, start, kind, local_future), event)
+
+    def _emit_after(self, result: RouteResult, event: RouterEvent | None) -> RouteResult:
+        """Emit this frame's failover event once the frame is answered: the subscriber's callback (in
+        the node a log line and two messages, ~1 ms) is then not on the first black-hole frame's path."""
+        self._emit(event)
+        return result
 
     def _edge_call(self, batch: np.ndarray, timeout_s: float, call: _EdgeCall) -> tuple[np.ndarray, float]:
         t0 = self._clock()
@@ -265,7 +275,9 @@ class Router:
 
     def _edge_finished(self, future: Future, call: _EdgeCall) -> None:
         """Done callback of every edge call: frees its slot, counts a dropped late answer, and counts
-        its outcome unless the frame's thread already did."""
+        its outcome once the frame's thread has let go of the call. While that thread still waits on
+        it (or when the call ended before the callback was added, which runs it in that thread), the
+        frame's thread counts it, and emits any failover after answering the frame."""
         with self._lock:
             self._inflight -= 1
         if future.cancelled():  # close() cancelled it before it ran
@@ -274,22 +286,29 @@ class Router:
         with call.lock:
             call.edge_ok = answered
             late = answered and call.owner == LOCAL
+            frame_counts = call.owner is None
         if late:
             self._count_late()
-        failure = self._outcome(future, call)
-        self._settle(call, failure, future.result()[1] if failure is None else None)
+        if not frame_counts:
+            self._emit(self._settle_finished(future, call))
 
-    def _settle(self, call: _EdgeCall, failure: BackendError | None, rtt_ms: float | None = None) -> None:
+    def _settle_finished(self, future: Future, call: _EdgeCall) -> RouterEvent | None:
+        failure = self._outcome(future, call)
+        return self._settle(call, failure, future.result()[1] if failure is None else None)
+
+    def _settle(self, call: _EdgeCall, failure: BackendError | None,
+                rtt_ms: float | None = None) -> RouterEvent | None:
         """The one place where an edge call's outcome reaches the circuit breaker, once per call: when
-        the call finishes or its deadline passes, whether or not a hedge already answered the frame."""
+        the call finishes or its deadline passes, whether or not a hedge already answered the frame.
+        Returns the failover event, if any, for the caller to emit."""
         with call.lock:
             if call.counted:
-                return
+                return None
             call.counted = True
         if failure is None:
             self._edge_succeeded(rtt_ms)
-        else:
-            self._edge_failed(failure.kind, failure.message)
+            return None
+        return self._edge_failed(failure.kind, failure.message)
 
     def _count_late(self) -> None:
         with self._lock:
@@ -327,14 +346,14 @@ class Router:
             self._consecutive_failures = 0
             self._edge_rtt.add(rtt_ms)
 
-    def _edge_failed(self, kind: FailureKind, message: str) -> None:
+    def _edge_failed(self, kind: FailureKind, message: str) -> RouterEvent | None:
+        """Count a failure; the failover it causes (state changed already) is returned for the caller to emit."""
         with self._lock:
             self._edge_failures[kind.value] += 1
             self._consecutive_failures += 1
-            event = None
             if self._state is RouterState.EDGE and self._consecutive_failures >= self.config.failure_threshold:
-                event = self._transition(RouterState.LOCAL, kind.value, message)
-        self._emit(event)
+                return self._transition(RouterState.LOCAL, kind.value, message)
+        return None
 
     def _probe_loop(self) -> None:
         period = self.config.probe_period_ms / 1000.0

@@ -188,6 +188,34 @@ def test_a_failover_right_after_recovery_still_waits_a_full_probe_period():
     assert first_probe_after - failover_at[0] >= 0.2 - 0.005, (probe_times, failover_at)
 
 
+@pytest.mark.parametrize("fault", ["hang", FailureKind.UNREACHABLE])
+def test_the_failover_event_is_emitted_after_the_frame_is_answered(fault):
+    """The subscriber's callback (a log line and two messages in the node) must not delay the
+    first frame of a fault: with a 300 ms callback the frame is still answered at the deadline."""
+    edge, answered, emitted = ScriptedEdge(), [], []
+
+    class TimedLocal(SlowLocal):
+        def infer(self, batch):
+            logits = super().infer(batch)
+            answered.append(time.monotonic())
+            return logits
+
+    def on_event(event):
+        if event.previous is RouterState.EDGE:
+            emitted.append(time.monotonic())
+            time.sleep(0.3)
+
+    router = Router(TimedLocal(), edge, RouterConfig(**{**FAST, "failure_threshold": 1}), on_event=on_event)
+    try:
+        assert wait_for(lambda: router.state is RouterState.EDGE), router.stats()
+        edge.mode, edge.probe_ok = fault, False
+        result = router.classify(BATCH)
+    finally:
+        router.close()
+    assert result.backend == "local" and result.latency_ms < 250, result
+    assert len(emitted) == 1 and emitted[0] >= answered[-1]
+
+
 def test_slow_probes_do_not_bring_the_edge_back(make_router):
     edge = ScriptedEdge(probe_delay_s=0.03)
     router = make_router(edge, probe_period_ms=10.0, max_edge_latency_ms=10.0, recovery_probes=1)
