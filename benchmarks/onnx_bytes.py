@@ -1,6 +1,6 @@
 """Where an ONNX file's bytes go: weights, their scales and zero points, biases, graph.
 
-    .venv/bin/python benchmarks/onnx_bytes.py models/robot_small/1/model.onnx models/robot_balanced/1/model.onnx
+    .venv/bin/python benchmarks/onnx_bytes.py models/robot_small models/robot_balanced/1/model.onnx
 
 Why an INT8 file is not 4x smaller than its FP32 file: per-channel scales, int32 biases with their
 own scales and zero points, and the Q/DQ nodes are a fixed cost per channel and per layer, a large
@@ -18,6 +18,9 @@ import json
 from pathlib import Path
 
 import onnx
+
+from robot_compress.runtime.errors import RobotCompressError
+from robot_compress.runtime.model_contract import ModelDir
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -65,10 +68,18 @@ def fused_size(path: Path, target: Path) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("models", nargs="+", type=Path, help="ONNX files")
+    parser.add_argument("models", nargs="+", type=Path, help="ONNX files or model directories")
     parser.add_argument("--fused", action="store_true", help="also measure ONNX Runtime's fused operator form")
     parser.add_argument("--out", type=Path, default=REPO / "runs/onnx_bytes.json")
     args = parser.parse_args()
+    try:
+        args.models = [ModelDir.load(path, verify_hash=False).onnx_path if path.is_dir() else path
+                       for path in args.models]
+    except RobotCompressError as exc:
+        parser.error(str(exc))
+    missing = [str(path) for path in args.models if not path.is_file()]
+    if missing:
+        parser.error(f"no such ONNX file or model directory: {', '.join(missing)}")
     results = {}
     for path in args.models:
         sizes = results[str(path)] = breakdown(path)
