@@ -26,7 +26,7 @@ from std_srvs.srv import SetBool
 
 from robot_compress.ros import messages
 from robot_compress.ros.image_conversion import compressed_to_array, image_to_array
-from robot_compress.ros.parameters import read_only_descriptor
+from robot_compress.ros.parameters import read_only_descriptor, undeclared_overrides
 from robot_compress.runtime.classification import predictions
 from robot_compress.runtime.errors import RobotCompressError
 from robot_compress.runtime.frame_queue import LatestFrameQueue
@@ -93,6 +93,8 @@ class PerceptionNode(Node):
                 raise ConfigError(f"parameter '{f.name}' rejected ({type(exc).__name__}: {exc}); it accepts "
                                   f"{accepts} -- {f.metadata['description']}") from exc
             values[f.name] = self.get_parameter(f.name).value
+        if unknown := undeclared_overrides(self):
+            raise ConfigError(f"unknown parameter(s) {unknown}; perception_node has: {[f.name for f in settings()]}")
         return PerceptionConfig.from_flat(values)
 
     def _make_edge(self):

@@ -29,7 +29,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 
 from robot_compress.ros.image_conversion import array_to_image
-from robot_compress.ros.parameters import read_only_descriptor
+from robot_compress.ros.parameters import read_only_descriptor, undeclared_overrides
 from robot_compress.runtime.datasets import load_labelled_images
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm")
@@ -97,6 +97,8 @@ class SimCamera(Node):
         super().__init__("sim_camera", **kwargs)
         p = {name: self.declare_parameter(name, default, read_only_descriptor(desc, rng, bool(rng) and isinstance(rng[0], float))).value
              for name, (default, desc, rng) in PARAMETERS.items()}
+        if unknown := undeclared_overrides(self):
+            raise ValueError(f"unknown parameter(s) {unknown}; sim_camera has: {list(PARAMETERS)}")
         if not p["source"]:
             raise ValueError("parameter 'source' is required (a CIFAR-10 .npz, an image folder or a video file)")
         if p["encoding"] not in ("rgb8", "bgr8"):

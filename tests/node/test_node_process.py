@@ -83,6 +83,7 @@ def test_node_process_does_not_load_torch(processes, listener):
     ("probe_period_ms:=250", "a float (with a decimal point)"),
     ("hedge_after_ms:=100.0", "hedge_after_ms (100) must be below deadline_ms (60)"),
     ("local_model:=/nonexistent/model", "model directory /nonexistent/model does not exist"),
+    ("deadline_msec:=60.0", "unknown parameter(s) ['deadline_msec']"),
 ])
 def test_bad_parameters_stop_the_node_with_a_clear_error(ros_domain_id, parameter, message):
     from robot_compress.ros.launch_description import find_executable
@@ -91,3 +92,11 @@ def test_bad_parameters_stop_the_node_with_a_clear_error(ros_domain_id, paramete
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 2 and message in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_sim_camera_refuses_a_misspelt_parameter(ros_domain_id):
+    from robot_compress.ros.launch_description import find_executable
+
+    done = subprocess.run([find_executable("sim_camera"), "--ros-args", "-p", "source:=x.npz", "-p", "rate_hz:=5.0",
+                           "-p", "frame_rate:=5.0"], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and "unknown parameter(s) ['frame_rate']" in done.stderr, done.stderr
