@@ -30,6 +30,7 @@ from robot_compress.faults.analysis import analyze, bounds, plot_timeline, viola
 from robot_compress.faults.experiment import NODE_PARAMS, RunConfig, local_latency_ms, run_scenario  # noqa: E402
 from robot_compress.faults.netns import missing_requirements  # noqa: E402
 from robot_compress.faults.scenarios import scenarios  # noqa: E402
+from robot_compress.runtime.perception_config import settings  # noqa: E402
 
 COLUMNS = [  # header, metric key, format
     ("scenario", "scenario", "{}"), ("class", "fault_class", "{}"), ("frames", "frames_published", "{}"),
@@ -79,6 +80,9 @@ def main() -> int:
     parser.add_argument("--node-command", nargs="+", help="how to start perception_node (default: the venv's)")
     parser.add_argument("--out", type=Path, help="output directory (default runs/failover-<time>)")
     args = parser.parse_args()
+    unknown = sorted(set(dict(args.param)) - {f.name for f in settings()})
+    if unknown:
+        parser.error(f"unknown perception_node parameter(s) {unknown}; it has: {[f.name for f in settings()]}")
 
     problems = missing_requirements()
     if problems:
