@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import pytest
 
-from robot_compress.faults.analysis import local_dwells
+from robot_compress.faults.analysis import Bounds, ScenarioMetrics, local_dwells, violations
+from robot_compress.faults.scenarios import BLACKHOLE
 
 
 def event(t, previous, state):
@@ -23,3 +26,24 @@ def test_dwells_use_event_stamps_not_arrival_order_and_skip_failovers_before_t0(
     records = [event(5.0, "edge", "local"), event(6.0, "probing", "edge"),
                event(8.0, "probing", "edge"), event(7.0, "edge", "local")]  # published out of order
     assert local_dwells(records, t0=6.5) == pytest.approx([1000.0])
+
+
+def blackhole_run(**values) -> ScenarioMetrics:
+    base = {f.name: None for f in fields(ScenarioMetrics)}
+    base.update(scenario="slow_link", fault_class=BLACKHOLE, lost=0, duplicated=0, out_of_order=0,
+                fault_latency_max_ms=67.15, back_to_edge_ms=389.0)
+    return ScenarioMetrics(**{**base, **values})
+
+
+BOUNDS = Bounds(blackhole_ms=72.85, refused_ms=50.0, recovery_ms=1750.0, min_dwell_ms=750.0)
+
+
+@pytest.mark.parametrize("node_ms, stamp_ms, missed", [
+    (67.5, 73.05, False),  # CI's slow_link run: ~6 ms of camera transport before the node had the frame
+    (73.0, 74.0, True),  # the node's own part too slow
+    (None, 73.05, True),  # a node without received_at is held to the stamp-based time
+    (None, 70.0, False),
+])
+def test_the_black_hole_bound_counts_from_the_node_receiving_the_frame(node_ms, stamp_ms, missed):
+    problems = violations(blackhole_run(first_hit_node_ms=node_ms, first_hit_answered_ms=stamp_ms), BOUNDS)
+    assert bool(problems) == missed, problems
