@@ -31,8 +31,9 @@ BIN = Path(sys.executable).parent
 # queue_size 3: a frame waiting out a black-hole deadline (60 ms) plus a scheduler stall must not
 # push newer frames out of the node's newest-wins queue (1 loses frames; see docs/FAULTS.md).
 NODE_PARAMS: dict[str, Any] = {"queue_size": 3}
-# Steps whose fault begins or ends only once they finish: a server listening, a flood running.
-TAKES_EFFECT_WHEN_DONE = frozenset({"start_edge", "flood"})
+# Steps whose fault begins or ends only once they finish: a server listening, a flood running,
+# every thread of the edge stopped (SIGSTOP lands asynchronously; NetTestbed.freeze waits for it).
+TAKES_EFFECT_WHEN_DONE = frozenset({"start_edge", "flood", "freeze_edge"})
 
 
 def _last_cpu_of_several() -> str | None:
