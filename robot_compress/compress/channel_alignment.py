@@ -21,6 +21,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from robot_compress.compress.logit_tolerance import mismatch
+
 # Ops whose output channel c depends on input channel c alone; a zero channel stays a constant one.
 CHANNELWISE = {"Relu", "Clip", "Add", "QuantizeLinear", "DequantizeLinear", "GlobalAveragePool", "MaxPool",
                "AveragePool", "Identity", "Flatten"}
@@ -249,8 +251,8 @@ def save_checked(result: AlignmentResult, source: Path, target: Path, inputs: np
     answers = [s.run(None, {s.get_inputs()[0].name: inputs})[0] for s in sessions]
     diff = float(np.abs(answers[0] - answers[1]).max())
     same_top1 = float((answers[0].argmax(1) == answers[1].argmax(1)).mean())
-    if diff > bound:
-        raise AlignmentMismatch(f"{target}: differs from {source} by {diff:.2e} (> {bound:.0e}) on "
-                                f"{len(inputs)} images; top-1 agrees on {same_top1:.1%}")
+    if problem := mismatch(diff, bound, answers[0]):
+        raise AlignmentMismatch(f"{target}: differs from {source} {problem} on {len(inputs)} images; "
+                                f"top-1 agrees on {same_top1:.1%}")
     return AlignmentReport(widths=result.widths, max_abs_diff=diff, bytes_before=source.stat().st_size,
                            bytes_after=target.stat().st_size)

@@ -34,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from robot_compress.compress.cifar_resnet import WEIGHTS_LICENSE, cifar_resnet, load_checkpoint
+    from robot_compress.compress.logit_tolerance import mismatch
     from robot_compress.compress.onnx_export import OPSET, export_onnx, max_abs_diff
     from robot_compress.runtime.datasets import CIFAR10_LABELS, load_labelled_images
     from robot_compress.runtime.evaluate import top1_accuracy
@@ -71,10 +72,10 @@ def run(args: argparse.Namespace) -> int:
         check_inputs = preprocess_batch(eval_data.images[:64], "rgb8", spec)
     else:
         check_inputs = np.random.default_rng(0).standard_normal((8, 3, 32, 32)).astype(np.float32)
-    diff = max_abs_diff(model, onnx_tmp, check_inputs)
+    diff, expected = max_abs_diff(model, onnx_tmp, check_inputs)
     print(f"ONNX vs PyTorch max |diff| on {len(check_inputs)} inputs: {diff:.2e}")
-    if diff > 1e-3:
-        print(f"error: exported ONNX differs from PyTorch by {diff:.2e} (> 1e-3)", file=sys.stderr)
+    if problem := mismatch(diff, 1e-3, expected):
+        print(f"error: exported ONNX differs from PyTorch {problem}", file=sys.stderr)
         return 1
     manifest.metrics["export_max_abs_diff"] = diff
     model_dir = write_model_dir(args.out, manifest, onnx_tmp)

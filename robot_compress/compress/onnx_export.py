@@ -28,10 +28,12 @@ def export_onnx(model: nn.Module, path: str | Path, input_shape: tuple[int, ...]
     return path
 
 
-def max_abs_diff(model: nn.Module, onnx_path: str | Path, inputs: np.ndarray, input_name: str = "input") -> float:
-    """Largest |PyTorch - ONNX Runtime| over the logits of `inputs` (real, preprocessed images)."""
+def max_abs_diff(model: nn.Module, onnx_path: str | Path, inputs: np.ndarray,
+                 input_name: str = "input") -> tuple[float, np.ndarray]:
+    """Largest |PyTorch - ONNX Runtime| over the logits of `inputs` (real, preprocessed images),
+    and PyTorch's logits (the bound scales with them: compress.logit_tolerance)."""
     with torch.no_grad():
         expected = model.eval()(torch.from_numpy(inputs)).numpy()
     session = make_session(onnx_path, threads=2)
     (actual,) = session.run(None, {input_name: inputs.astype(np.float32)})
-    return float(np.abs(expected - actual).max())
+    return float(np.abs(expected - actual).max()), expected

@@ -231,7 +231,7 @@ class ExportOnnx:
     """ONNX opset 17 with a dynamic batch, checked against PyTorch on real images."""
 
     check_images: int = 64
-    max_abs_diff: float = 1e-3
+    max_abs_diff: float = 1e-3  # for logits within +-1, scaled by the largest |logit| above (logit_tolerance)
 
     def validate(self, where: str) -> None:
         _positive(self.check_images, f"{where}.check_images")

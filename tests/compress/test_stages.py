@@ -230,6 +230,20 @@ def test_export_and_int8_static_run_in_onnxruntime(context, trained_model):
     assert OnnxFileBackend(int8.onnx).infer(batch).shape == (4, 10)
 
 
+def test_export_check_scales_with_the_logits(context):
+    """A correct export of a model with logits in the hundreds (an unstable short training run, as
+    the resume test once produced: 1.46e-3 off at an absolute 1e-3) passes; a real mismatch does not."""
+    from robot_compress.compress.stages.export_onnx import ExportMismatch
+
+    model = copy.deepcopy(context.teacher).eval()
+    with torch.no_grad():
+        model.linear.weight.mul_(1000.0)
+    exported = runner("export_onnx")(ExportOnnx(), Artefact(model), context)
+    assert exported.info["max_abs_diff"] > 0
+    with pytest.raises(ExportMismatch, match=r"x the largest \|logit\|"):
+        runner("export_onnx")(ExportOnnx(max_abs_diff=1e-12), Artefact(model), context)
+
+
 def test_dynamic_int8_quantizes_only_matmul_gemm(context):
     model = cifar_resnet("resnet20").eval()
     exported = runner("export_onnx")(ExportOnnx(), Artefact(model), context)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from robot_compress.compress.logit_tolerance import mismatch
 from robot_compress.compress.onnx_export import export_onnx, max_abs_diff
 from robot_compress.compress.onnx_names import compact_names
 from robot_compress.compress.recipe import ExportOnnx
@@ -15,14 +16,13 @@ class ExportMismatch(RuntimeError):
 
 def export_checked(model, path, ctx: Context, check_images: int, bound: float) -> float:
     """Export `model` to `path` with short tensor names; returns max |ONNX Runtime - PyTorch| over
-    real images, or raises."""
+    real images, or raises when it exceeds `bound` (scaled by the logits: compress.logit_tolerance)."""
     export_onnx(model.cpu().eval(), path, (3, *ctx.splits.spec.input_size))
     compact_names(path)
     inputs = preprocess_batch(ctx.splits.val.images[:check_images], "rgb8", ctx.splits.spec)
-    diff = max_abs_diff(model, path, inputs)
-    if diff > bound:
-        raise ExportMismatch(f"{path}: ONNX Runtime differs from PyTorch by {diff:.2e} (> {bound:.0e}) "
-                             f"on {len(inputs)} validation images")
+    diff, expected = max_abs_diff(model, path, inputs)
+    if problem := mismatch(diff, bound, expected):
+        raise ExportMismatch(f"{path}: ONNX Runtime differs from PyTorch {problem} on {len(inputs)} validation images")
     return diff
 
 
