@@ -27,8 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from robot_compress.compress.channel_alignment import AlignmentMismatch
     from robot_compress.compress.pipeline import RunStateError, run_pipeline
     from robot_compress.compress.recipe import RecipeError, load_recipe
+    from robot_compress.compress.stages.export_onnx import ExportMismatch
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -43,6 +45,9 @@ def run(args: argparse.Namespace) -> int:
     except (RecipeError, RunStateError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except (ExportMismatch, AlignmentMismatch) as exc:  # a stage made a file that does not compute its model
+        print(f"error: {exc}\nThe stages before it are kept in {work_dir}.", file=sys.stderr)
+        return 1
     print(f"wrote {model_dir.root}: top-1 {model_dir.manifest.metrics['top1']:.2%}, "
           f"{model_dir.manifest.metrics['params']:,} parameters; report {model_dir.root / 'report.md'}")
     return 0

@@ -153,3 +153,11 @@ def test_student_with_other_classes_is_refused_before_any_work(tiny_recipe, tmp_
     with pytest.raises(RecipeError, match=r"student: its output has shape \(1, 5\) but the teacher's has \(1, 10\)"):
         run_pipeline(load_recipe(path), tmp_path / "out", tmp_path / "work")
     assert not (tmp_path / "work").exists()
+
+
+def test_an_export_that_fails_its_check_is_an_error_not_a_traceback(tiny_recipe, tmp_path):
+    recipe, _ = tiny_recipe([{"stage": "export_onnx", "max_abs_diff": 1e-12}])
+    code, output = finish(compress(recipe, tmp_path / "out", tmp_path / "work"))
+    assert code == 1, output
+    assert "error:" in output and "ONNX Runtime differs from PyTorch by" in output and "Traceback" not in output
+    assert "The stages before it are kept in" in output and not (tmp_path / "out").exists()
