@@ -105,6 +105,7 @@ def run_pipeline(recipe: Recipe, out: Path, work_dir: Path, resume: bool = False
                  command: str = "robot-compress compress") -> ModelDir:
     """Every stage in order (finished ones are loaded from `work_dir` when resuming), then the
     final ONNX artefact becomes the model directory `out` with report.md and pareto.png."""
+    _seed(recipe.seed)  # a teacher or student without weights starts the same in every run, resumed ones too
     teacher = build_model(recipe.teacher)  # bad checkpoints fail here, before anything is written
     student = build_model(recipe.student, "student") if recipe.student else None
     try:
