@@ -267,7 +267,7 @@ class AlignChannels:
     multiple: int = 8
     max_width: int | None = None  # widen only layers of at most this many channels (None: all)
     check_images: int = 64
-    max_abs_diff: float = 1e-3
+    max_abs_diff: float = 1e-3  # as in ExportOnnx: scaled by the largest |logit| above 1
 
     def validate(self, where: str) -> None:
         if not 2 <= self.multiple <= 64:
