@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import json
 import shlex
 import sys
 import tempfile
@@ -42,7 +41,13 @@ def run(args: argparse.Namespace) -> int:
     from robot_compress.compress.metrics import interleaved_latency_ms
     from robot_compress.compress.recipe import AlignChannels, RecipeError
     from robot_compress.runtime.cpu_info import cpu_name
-    from robot_compress.runtime.model_contract import MANIFEST_FILE, ModelDir, ModelError, sha256_of
+    from robot_compress.runtime.model_contract import (
+        MANIFEST_FILE,
+        ModelDir,
+        ModelError,
+        sha256_of,
+        write_manifest,
+    )
 
     try:  # the recipe stage's own checks, so both say the same
         AlignChannels(multiple=args.multiple, max_width=args.max_width, check_images=args.check_images,
@@ -99,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         "latency_ms_before": {f"{t}t": before for t, (before, _) in latency.items()},
         "latency_ms_after": {f"{t}t": after for t, (_, after) in latency.items()},
         **({"auto_trials": trials} if trials else {})})
-    (model.root / MANIFEST_FILE).write_text(json.dumps(manifest.to_json(), indent=2) + "\n")
+    write_manifest(model.root, manifest)
     _note_in_report(model.root / "report.md", manifest.created["post_processing"][-1])
     ModelDir.load(model.root)  # the rewritten directory passes its own checks
     print(f"rewrote {model.onnx_path} and {model.root / MANIFEST_FILE}")

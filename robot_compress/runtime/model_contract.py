@@ -316,8 +316,13 @@ def write_model_dir(root: str | Path, manifest: Manifest, onnx_file: str | Path,
     manifest.onnx_sha256 = sha256_of(target)
     config = build_config(manifest, **config_options)
     (root / CONFIG_FILE).write_text(text_format.MessageToString(config))
-    (root / MANIFEST_FILE).write_text(json.dumps(manifest.to_json(), indent=2) + "\n")
+    write_manifest(root, manifest)
     return ModelDir.load(root)
+
+
+def write_manifest(root: str | Path, manifest: Manifest) -> None:
+    """(Re)write a model directory's manifest.json alone (its config.pbtxt stays as it is)."""
+    (Path(root) / MANIFEST_FILE).write_text(json.dumps(manifest.to_json(), indent=2) + "\n")
 
 
 def list_models(repository: str | Path) -> list[Path]:
