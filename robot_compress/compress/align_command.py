@@ -26,8 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "narrow layers gain the most speed, wide ones cost the most bytes (default: all)")
     parser.add_argument("--auto", action="store_true", help="time every --multiple (8, 16) and --max-width "
                         "on this machine and keep the fastest (a file within 3%% of it but smaller wins), if it "
-                        "is 5%% faster than the file as it is in the trial and again in a second measurement "
-                        "(run it on the robot: the best widths depend on the CPU's kernels)")
+                        "is 5%% faster than the file as it is in the trial and again in a second measurement; "
+                        "a widening whose answers on this CPU's INT8 kernels differ from the file's is not "
+                        "tried (run it on the robot: the best widths and the kernels depend on the CPU)")
     parser.add_argument("--check-images", type=int, default=64, help="random inputs both files must answer alike")
     parser.add_argument("--max-abs-diff", type=float, default=1e-3, help="largest allowed logit difference")
     parser.add_argument("--latency-runs", type=int, default=400, help="timed single-image runs per file and "
@@ -64,10 +65,13 @@ def run(args: argparse.Namespace) -> int:
         aligned = Path(tmp) / "model.onnx"
         try:
             if args.auto:
-                trials = _time_candidates(model.onnx_path, Path(tmp), inputs, args.max_abs_diff, args.latency_runs)
+                trials, rejected = _time_candidates(model.onnx_path, Path(tmp), inputs, args.max_abs_diff,
+                                                    args.latency_runs)
                 choice = _choose(trials)
                 if choice is None:
-                    why = "no widening was faster on this machine" if len(trials) > 1 else "no layer to widen"
+                    why = ("no widening was faster on this machine" if len(trials) > 1 else
+                           "no widening answers as the file does on this CPU" if rejected else
+                           "no layer to widen")
                     print(f"{args.model}: {why}; nothing written")
                     return 0
                 args.multiple, args.max_width = choice
@@ -100,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         else f"robot-compress align-channels {args.model} --multiple {args.multiple}",
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cpu": cpu_name(),
         "multiple": args.multiple, "max_width": args.max_width, "widths": {str(a): b for a, b in sorted(report.widths.items())},
-        "max_abs_diff": report.max_abs_diff, "bytes_before": report.bytes_before, "bytes_after": len(raw),
+        **report.as_record(), "bytes_before": report.bytes_before, "bytes_after": len(raw),
         "latency_ms_before": {f"{t}t": before for t, (before, _) in latency.items()},
         "latency_ms_after": {f"{t}t": after for t, (_, after) in latency.items()},
         **({"auto_trials": trials} if trials else {})})
@@ -119,14 +123,16 @@ def _note_in_report(report: Path, record: dict) -> None:
     before, after = record["latency_ms_before"]["1t"]["p50"], record["latency_ms_after"]["1t"]["p50"]
     report.write_text(report.read_text().rstrip("\n") + (
         f"\n\n## Post-processing\n\n- `{record['command']}` ({record['date']}, {record['cpu']}): channels "
-        f"widened {widths} with zero filters; max |after - before| {record['max_abs_diff']:.1e}; "
+        f"widened {widths} with zero filters; max |after - before| {record['max_abs_diff']:.1e} as the graphs "
+        f"define them, {record['deployed_max_abs_diff']:.1e} on this CPU's fused kernels; "
         f"{record['bytes_before']:,} -> {record['bytes_after']:,} bytes; p50 at 1 thread {before:.3f} -> "
         f"{after:.3f} ms. The table above shows the file as the run wrote it.\n"))
 
 
-def _time_candidates(source: Path, tmp: Path, inputs, bound: float, runs: int) -> list[dict]:
+def _time_candidates(source: Path, tmp: Path, inputs, bound: float, runs: int) -> tuple[list[dict], int]:
     """The file as it is, then each distinct widening by --multiple 8/16 at every --max-width that
-    changes the result (each checked like the final file), timed together (interleaved, 1 thread)."""
+    changes the result (each checked like the final file, and kept only if this CPU's fused INT8
+    kernels answer for it as for the file as it is), timed together (interleaved, 1 thread)."""
     import onnx
 
     from robot_compress.compress.channel_alignment import align_channels, save_checked
@@ -134,13 +140,19 @@ def _time_candidates(source: Path, tmp: Path, inputs, bound: float, runs: int) -
 
     model = onnx.load(str(source))
     trials = [{"multiple": None, "max_width": None, "widths": {}, "file": source}]
+    rejected = 0
     for multiple in (8, 16):
         widest = align_channels(model, multiple)  # its largest widened width: the same as no --max-width
         for max_width in sorted(widest.widths):
             result = widest if max_width == max(widest.widths) else align_channels(model, multiple, max_width)
             if all(t["widths"] != result.widths for t in trials):
                 target = tmp / f"m{multiple}_w{max_width}.onnx"
-                save_checked(result, source, target, inputs, bound)
+                report = save_checked(result, source, target, inputs, bound)
+                if not report.same_on_this_cpu():
+                    print(f"  --multiple {multiple} --max-width {max_width}: not a candidate: "
+                          f"{report.kernel_note()}")
+                    rejected += 1
+                    continue
                 trials.append({"multiple": multiple, "max_width": max_width, "widths": result.widths,
                                "file": target})
     timings = interleaved_latency_ms([t["file"] for t in trials], tuple(inputs.shape[1:]), 1, warmup=20, runs=runs)
@@ -150,7 +162,7 @@ def _time_candidates(source: Path, tmp: Path, inputs, bound: float, runs: int) -
         label = "as it is" if trial["multiple"] is None else \
             f"--multiple {trial['multiple']} --max-width {trial['max_width']} -> {trial['widths']}"
         print(f"  {label}: {trial['bytes']:,} bytes, p50 {trial['p50_ms']:.3f} ms")
-    return trials
+    return trials, rejected
 
 
 def _choose(trials: list[dict]) -> tuple[int, int | None] | None:

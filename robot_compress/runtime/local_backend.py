@@ -15,14 +15,21 @@ from robot_compress.runtime.preprocess import preprocess_batch
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
 
-def make_session(onnx_path: str | Path, threads: int = 1, providers: str | list[str] = "cpu"):
-    """An ONNX Runtime session with a fixed thread count (latency numbers depend on it)."""
+def make_session(onnx_path: str | Path, threads: int = 1, providers: str | list[str] = "cpu",
+                 fused: bool = True):
+    """An ONNX Runtime session with a fixed thread count (latency numbers depend on it).
+
+    `fused=False` keeps ONNX Runtime from fusing QuantizeLinear/DequantizeLinear pairs into its
+    integer kernels (QLinearConv, QGemm, ...): the INT8 graph is then computed as its ONNX
+    definition says (dequantize, float operator, quantize), the same on every CPU up to float
+    rounding. The fused kernels are what a robot runs; they differ by CPU (AVX2, VNNI, AMX)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if fused
+                                        else ort.GraphOptimizationLevel.ORT_ENABLE_BASIC)
     options.log_severity_level = 3
     if providers == "cpu":
         chosen = ["CPUExecutionProvider"]

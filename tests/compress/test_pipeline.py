@@ -56,7 +56,9 @@ def test_whole_pipeline_writes_a_loadable_model_directory(tiny_recipe, tmp_path)
     assert stages["05_quantize_int8"]["bytes"] < stages["04_export_onnx"]["bytes"] / 2.5
     aligned = stages["06_align_channels"]
     assert aligned["widths"] and all(width % 8 == 0 for width in aligned["widths"].values())
-    assert aligned["top1"] == stages["05_quantize_int8"]["top1"] and aligned["bytes"] > stages["05_quantize_int8"]["bytes"]
+    assert aligned["max_abs_diff"] == 0.0 and aligned["bytes"] > stages["05_quantize_int8"]["bytes"]
+    if aligned["deployed_max_abs_diff"] == 0.0:  # this CPU's fused INT8 kernels treat both widths alike
+        assert aligned["top1"] == stages["05_quantize_int8"]["top1"]
     assert manifest.metrics["top1"] == aligned["top1"]
     for name in ("report.md", "pareto.png"):
         assert (out / name).stat().st_size > 500

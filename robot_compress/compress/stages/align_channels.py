@@ -14,5 +14,5 @@ def run(params: AlignChannels, artefact: Artefact, ctx: Context) -> Artefact:
     report = align_file(artefact.onnx, output, params.multiple, inputs, params.max_abs_diff, params.max_width)
     print(f"align_channels: {report.summary()}")
     return Artefact(artefact.model, onnx=output,
-                    info={"multiple": params.multiple, "max_width": params.max_width, "max_abs_diff": report.max_abs_diff,
+                    info={"multiple": params.multiple, "max_width": params.max_width, **report.as_record(),
                           "widths": {str(a): b for a, b in sorted(report.widths.items())}})
