@@ -1,4 +1,4 @@
-"""The router's state machine, with scripted backends (tests/node/doubles.py)."""
+"""The router's state machine, with scripted backends (tests/runtime/doubles.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from robot_compress.runtime.backend import FailureKind
 from robot_compress.runtime.perception_config import RouterConfig
 from robot_compress.runtime.router import Router, RouterState
-from tests.node.doubles import EDGE_CLASS, LOCAL_CLASS, ScriptedEdge, SlowLocal
+from tests.runtime.doubles import EDGE_CLASS, LOCAL_CLASS, ScriptedEdge, SlowLocal
 
 BATCH = np.zeros((1, 3, 32, 32), dtype=np.float32)
 FAST = dict(probe_period_ms=20.0, probe_timeout_ms=50.0, recovery_probes=2, deadline_ms=100.0)
