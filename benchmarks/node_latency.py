@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 import cv2
-import numpy as np
 import psutil
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,13 +31,15 @@ sys.path.insert(0, str(REPO))
 from robot_compress.demo.loopback import free_port  # noqa: E402
 from robot_compress.ros.launch_description import ProcessSpec, dds_environment  # noqa: E402
 from robot_compress.runtime.datasets import load_cifar10_npz  # noqa: E402
+from robot_compress.runtime.latency_stats import percentile as nearest_rank  # noqa: E402
 
 TOPIC = "/bench/image_raw"
 TARGETS = {"edge_p99_ms": 25.0, "local_extra_p99_ms": 10.0, "router_overhead_ms": 0.5, "rss_mb": 300.0}
 
 
 def percentile(values, q):
-    return float(np.percentile(values, q)) if len(values) else float("nan")
+    value = nearest_rank(values, q)
+    return float("nan") if value is None else value
 
 
 def start(command: list[str], log: Path) -> subprocess.Popen:

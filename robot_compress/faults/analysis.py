@@ -18,6 +18,7 @@ from pathlib import Path
 
 from robot_compress.faults.experiment import RunRecord
 from robot_compress.faults.scenarios import BLACKHOLE, FLAPPING, REFUSED
+from robot_compress.runtime.latency_stats import percentile
 
 
 def _stamp(record: dict) -> float:
@@ -26,13 +27,6 @@ def _stamp(record: dict) -> float:
 
 def frame_key(record: dict) -> tuple[int, int]:
     return record["stamp"]["sec"], record["stamp"]["nanosec"]
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
 
 
 def _accuracy(pairs: list[tuple[int, int]]) -> float | None:

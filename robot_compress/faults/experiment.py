@@ -295,8 +295,8 @@ def run_scenario(scenario: Scenario, config: RunConfig, directory: Path) -> RunR
 def local_latency_ms(model: Path, source: Path, frames: int = 300) -> tuple[float, float]:
     """(p50, p99) of the on-robot model on real frames, one thread, as the node runs it: the
     local p99 in the black-hole bound (deadline + local p99 + 10 ms)."""
-    from robot_compress.faults.analysis import percentile
     from robot_compress.runtime.datasets import load_labelled_images
+    from robot_compress.runtime.latency_stats import percentile
     from robot_compress.runtime.local_backend import LocalBackend
     from robot_compress.runtime.preprocess import preprocess
 
