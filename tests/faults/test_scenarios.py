@@ -20,8 +20,8 @@ import pytest
 from robot_compress.faults.analysis import analyze, bounds, violations
 from robot_compress.faults.experiment import RunConfig, ScenarioRun, local_latency_ms
 from robot_compress.faults.scenarios import BAD_ANSWER, FLAPPING, scenarios
+from robot_compress.runtime.polling import wait_until
 from tests.conftest import rerun_after_a_stall
-from tests.node.conftest import wait_until
 
 pytestmark = [pytest.mark.root, pytest.mark.ros]
 

@@ -10,7 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.node.conftest import TOPIC, node_spec, stamp_key, wait_until
+from robot_compress.runtime.polling import wait_until
+from tests.node.conftest import TOPIC, node_spec, stamp_key
 
 pytestmark = pytest.mark.timeout(60)
 
