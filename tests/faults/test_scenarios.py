@@ -19,7 +19,7 @@ import pytest
 
 from robot_compress.faults.analysis import analyze, bounds, violations
 from robot_compress.faults.experiment import RunConfig, ScenarioRun, local_latency_ms
-from robot_compress.faults.scenarios import BAD_ANSWER, FLAPPING, scenarios
+from robot_compress.faults.scenarios import ACTIONS, BAD_ANSWER, BLACKHOLE, FLAPPING, REFUSED, scenarios
 from robot_compress.runtime.polling import wait_until
 from tests.conftest import rerun_after_a_stall
 
@@ -61,8 +61,9 @@ def test_every_frame_is_answered_within_the_bounds(scenario, run_config, local_p
         assert metrics.returns_to_edge >= 2, summary
 
 
-def test_scenarios_cover_every_item_of_issue_6():
-    assert {s.issue_item for s in SCENARIOS} == set(range(1, 8))
+def test_scenarios_cover_every_fault_class_and_action():
+    assert {s.fault_class for s in SCENARIOS} == {BLACKHOLE, REFUSED, FLAPPING, BAD_ANSWER}
+    assert {step.action for s in SCENARIOS for step in s.steps} == ACTIONS  # no action left untested
 
 
 def test_the_edge_side_is_pinned_to_its_cpus_and_the_robot_side_is_not(run_config, bed, tmp_path):

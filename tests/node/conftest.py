@@ -31,6 +31,16 @@ def stamp_key(stamp) -> tuple[int, int]:
     return stamp.sec, stamp.nanosec
 
 
+def image_msg(stamp_sec: int, encoding="rgb8", height=48, width=64, step=None, data=None):
+    """A sensor_msgs/Image (black unless `data`); every field can be made wrong."""
+    from sensor_msgs.msg import Image
+
+    msg = Image(height=height, width=width, encoding=encoding, step=width * 3 if step is None else step)
+    msg.header.stamp.sec = stamp_sec
+    msg.data = bytes(msg.step * height) if data is None else data
+    return msg
+
+
 class Processes:
     """Starts children with the test's environment (ROS_DOMAIN_ID, Fast DDS profile); logs to files."""
 
@@ -152,7 +162,8 @@ class Listener:
         self.backend: list[tuple[float, str]] = []
         self.diagnostics: dict[str, str] = {}
         self._ros = BackgroundNode("test_listener")
-        subscribe(self._ros.node, self._on)
+        self.node = self._ros.node  # for a test's own clients
+        subscribe(self.node, self._on)
         self._ros.start()
 
     def _on(self, kind: str, fields: dict) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from robot_compress.runtime.backend import FailureKind
 from robot_compress.runtime.perception_config import RouterConfig
+from robot_compress.runtime.polling import wait_until
 from robot_compress.runtime.router import Router, RouterState
 from tests.runtime.doubles import EDGE_CLASS, LOCAL_CLASS, ScriptedEdge, SlowLocal
 
@@ -17,12 +18,8 @@ FAST = dict(probe_period_ms=20.0, probe_timeout_ms=50.0, recovery_probes=2, dead
 
 
 def wait_for(predicate, timeout=3.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.005)
-    return predicate()
+    """True once `predicate()` is (checked every 5 ms), else TimeoutError."""
+    return bool(wait_until(predicate, timeout, interval_s=0.005))
 
 
 @pytest.fixture
