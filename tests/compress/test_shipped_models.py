@@ -20,7 +20,7 @@ def test_robot_models_are_shipped():
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_model_loads_and_classifies(name, cifar_test_dev):
-    """Within 1 point of the manifest (issue 7's bound), on all 5,000 images rather than 200.
+    """Within 1 point of the manifest, on all 5,000 images rather than 200.
 
     ONNX Runtime's INT8 kernels round differently from CPU to CPU and from process to process: the
     first 200 images of an earlier robot_balanced scored 91.5%, 93.5% and 94.5% in three processes,

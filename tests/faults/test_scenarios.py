@@ -1,7 +1,7 @@
-"""Every failure scenario of issue 6, end to end: sim_camera at 20 Hz through the real
+"""Every failure scenario, end to end: sim_camera at 20 Hz through the real
 perception_node to the real edge server, on two network namespaces, with the fault made for real.
 
-Each run is held to issue 6's bounds (analysis.violations): every frame exactly one result, in
+Each run is held to its bounds (analysis.violations): every frame exactly one result, in
 order; the first frame a black hole hits answered within deadline + local p99 + 10 ms, the first
 a refusal hits within one frame period; back on the edge within probe_period * recovery_probes
 + 1 s of the fault's end; no return to the edge sooner than the probes allow while flapping.
