@@ -1,6 +1,6 @@
 """What this CPU is and which int8 instructions it has: latencies, and even INT8 answers, depend on
-it (docs/RESULTS.md, "INT8 answers and speed depend on the CPU"), so measurements record it and
-`doctor` reports it."""
+it (docs/RESULTS.md, "The shipped models on an AMD EPYC"), so measurements record it and `doctor`
+reports it."""
 
 from __future__ import annotations
 
