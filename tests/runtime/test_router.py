@@ -1,4 +1,5 @@
-"""The router's state machine, with scripted backends (tests/runtime/doubles.py)."""
+"""The router's per-frame race (deadline, hedging) and prober, driving the circuit breaker, with
+scripted backends (tests/runtime/doubles.py); the breaker's own cases are in test_circuit_breaker.py."""
 
 from __future__ import annotations
 
