@@ -38,6 +38,7 @@ sys.path.insert(0, str(REPO))
 
 from robot_compress.runtime.backend import BackendError  # noqa: E402
 from robot_compress.runtime.edge_client import EdgeBackend  # noqa: E402
+from robot_compress.runtime.latency_stats import percentile  # noqa: E402
 from robot_compress.runtime.local_backend import LocalBackend  # noqa: E402
 from robot_compress.runtime.model_contract import CONFIG_FILE, MANIFEST_FILE, ModelDir  # noqa: E402
 from tests.edge.edge_process import EdgeServerProcess  # noqa: E402
@@ -90,8 +91,12 @@ def measure(mode: str, clients: int, batch: int, make_call: Callable[[], Callabl
     flat = np.concatenate([np.asarray(x) for x in latencies]) * 1e3
     count = len(flat)
     return Point(mode, clients, batch, count, sum(errors), duration_s, count / duration_s,
-                 count * batch / duration_s, float(np.percentile(flat, 50)) if count else float("nan"),
-                 float(np.percentile(flat, 99)) if count else float("nan"), float(batch))
+                 count * batch / duration_s, _or_nan(percentile(flat, 50)),
+                 _or_nan(percentile(flat, 99)), float(batch))
+
+
+def _or_nan(value: float | None) -> float:
+    return float("nan") if value is None else value
 
 
 def repository_variant(model: ModelDir, root: Path, dynamic: bool) -> Path:

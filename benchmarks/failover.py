@@ -1,4 +1,4 @@
-"""Failover benchmark: every link-failure scenario of issue 6 for a set duration, end to end.
+"""Failover benchmark: every link-failure scenario (faults/scenarios.py) for a set duration, end to end.
 
 sim_camera -> perception_node -> edge server, on two network namespaces (robot, edge) joined by
 veth, with each fault made for real (robot_compress.faults). Needs root, `ip` and `iptables`.
@@ -8,7 +8,7 @@ veth, with each fault made for real (robot_compress.faults). Needs root, `ip` an
 
 Prints one table; writes DIR/failover.json (every figure, the settings, the bounds and any
 violation) and DIR/<scenario>.png (per-frame latency and backend over time, the fault shaded).
-DIR defaults to runs/failover-<time>/. Exit status 1 when a run misses a bound of issue 6.
+DIR defaults to runs/failover-<time>/. Exit status 1 when a run misses a bound (docs/FAULTS.md).
 """
 
 from __future__ import annotations

@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import platform
-import signal
 import subprocess
 import sys
 import threading
@@ -23,7 +22,6 @@ import time
 from pathlib import Path
 
 import cv2
-import numpy as np
 import psutil
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,31 +29,23 @@ sys.path.insert(0, str(REPO))
 
 from robot_compress.demo.loopback import free_port  # noqa: E402
 from robot_compress.ros.launch_description import ProcessSpec, dds_environment  # noqa: E402
+from robot_compress.runtime import processes  # noqa: E402
 from robot_compress.runtime.datasets import load_cifar10_npz  # noqa: E402
+from robot_compress.runtime.latency_stats import percentile as nearest_rank  # noqa: E402
+from robot_compress.runtime.polling import wait_until  # noqa: E402
 
 TOPIC = "/bench/image_raw"
 TARGETS = {"edge_p99_ms": 25.0, "local_extra_p99_ms": 10.0, "router_overhead_ms": 0.5, "rss_mb": 300.0}
 
 
 def percentile(values, q):
-    return float(np.percentile(values, q)) if len(values) else float("nan")
+    value = nearest_rank(values, q)
+    return float("nan") if value is None else value
 
 
 def start(command: list[str], log: Path) -> subprocess.Popen:
     env = {**os.environ, **dds_environment(), "PYTHONUNBUFFERED": "1"}
-    with open(log, "wb") as out:
-        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO,
-                                start_new_session=True)
-
-
-def stop(child: subprocess.Popen) -> None:
-    if child.poll() is None:
-        child.send_signal(signal.SIGINT)
-        try:
-            child.wait(10)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
+    return processes.start(command, log, env=env, cwd=REPO)
 
 
 def wait_for_edge(url: str, model_dir: Path, timeout: float = 30.0) -> None:
@@ -63,67 +53,46 @@ def wait_for_edge(url: str, model_dir: Path, timeout: float = 30.0) -> None:
     from robot_compress.runtime.edge_client import ChannelSettings, EdgeBackend
     from robot_compress.runtime.model_contract import ModelDir
 
+    def serving() -> bool:
+        try:
+            client.probe(0.5)
+            return True
+        except BackendError:
+            return False
+
     with EdgeBackend(url, ModelDir.load(model_dir).manifest,
                      channel=ChannelSettings(max_reconnect_backoff_s=0.1)) as client:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            try:
-                client.probe(0.5)
-                return
-            except BackendError:
-                time.sleep(0.1)
-    raise RuntimeError(f"edge server at {url} not ready after {timeout} s")
+        wait_until(serving, timeout, f"the edge server at {url}", interval_s=0.1)
 
 
 class Bench:
-    """Publisher and subscriber in this process, on their own rclpy context."""
+    """Publisher and result recorder in this process, on their own rclpy context."""
 
     def __init__(self):
-        import rclpy
-        from rclpy.executors import SingleThreadedExecutor
-        from rclpy.qos import DurabilityPolicy, QoSProfile, qos_profile_sensor_data
+        from rclpy.qos import qos_profile_sensor_data
         from sensor_msgs.msg import Image
-        from std_msgs.msg import String
 
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node("node_latency_bench", context=self.context)
+        from robot_compress.ros.result_recorder import BackgroundNode, subscribe
+
+        self._ros = BackgroundNode("node_latency_bench")
         self.Image = Image
-        self.pub = self.node.create_publisher(Image, TOPIC, qos_profile_sensor_data)
+        self.pub = self._ros.node.create_publisher(Image, TOPIC, qos_profile_sensor_data)
         self.lock = threading.Lock()
         self.records: list[tuple[float, dict]] = []
         self.backend = None
         self.diagnostics: dict[str, str] = {}
-        from diagnostic_msgs.msg import DiagnosticArray
+        subscribe(self._ros.node, self._on)
+        self._ros.start()
 
-        from robot_compress.ros.messages import RESULT_JSON_TOPIC
-
-        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
-        self.node.create_subscription(String, f"/perception_node/{RESULT_JSON_TOPIC}", self._on_result, 1000)
-        latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self.node.create_subscription(String, "/perception_node/backend", self._on_backend, latched)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.running = True
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
-
-    def _spin(self):
-        while self.running:
-            self.executor.spin_once(timeout_sec=0.05)
-
-    def _on_result(self, msg):
-        received = time.time()
-        with self.lock:
-            self.records.append((received, json.loads(msg.data)))
-
-    def _on_diagnostics(self, msg):
-        for status in msg.status:
-            if status.name == "perception_node: router":
-                self.diagnostics = {kv.key: kv.value for kv in status.values}
-
-    def _on_backend(self, msg):
-        self.backend = msg.data
+    def _on(self, kind: str, fields: dict) -> None:
+        if kind == "result":
+            received = time.time()
+            with self.lock:
+                self.records.append((received, fields))
+        elif kind == "backend":
+            self.backend = fields["backend"]
+        elif kind == "diagnostics" and fields["name"] == "perception_node: router":
+            self.diagnostics = fields["values"]
 
     def publish_for(self, frames: list[bytes], width: int, height: int, rate_hz: float, seconds: float) -> int:
         """Publish at a steady rate; stamps are taken right before publishing."""
@@ -147,11 +116,7 @@ class Bench:
         return records
 
     def close(self):
-        self.running = False
-        self.thread.join(2)
-        self.executor.shutdown()
-        self.node.destroy_node()
-        self.context.try_shutdown()
+        self._ros.close()
 
 
 def run_mode(mode: str, args, frames: list[bytes], log_dir: Path) -> dict:
@@ -174,11 +139,12 @@ def run_mode(mode: str, args, frames: list[bytes], log_dir: Path) -> dict:
         children.append(node)
         bench = Bench()
         try:
-            end = time.monotonic() + 30
-            while bench.backend != ("edge" if mode == "edge" else "local") or not bench.pub.get_subscription_count():
-                if time.monotonic() > end or node.poll() is not None:
-                    raise RuntimeError(f"node not ready in {mode} mode; see {log_dir}")
-                time.sleep(0.05)
+            def ready() -> bool:
+                if node.poll() is not None:
+                    raise RuntimeError(f"perception_node exited with {node.returncode}; see {log_dir}")
+                return bench.backend == ("edge" if mode == "edge" else "local") and bench.pub.get_subscription_count()
+
+            wait_until(ready, 30.0, f"the node in {mode} mode (see {log_dir})", interval_s=0.05)
             time.sleep(0.5)
             bench.publish_for(frames, args.width, args.height, args.rate, args.warmup)
             time.sleep(0.3)
@@ -207,8 +173,7 @@ def run_mode(mode: str, args, frames: list[bytes], log_dir: Path) -> dict:
         finally:
             bench.close()
     finally:
-        for child in reversed(children):
-            stop(child)
+        processes.stop(reversed(children))
     e2e = [(received - (r["stamp"]["sec"] + r["stamp"]["nanosec"] * 1e-9)) * 1000 for received, r in records]
     overhead = [r["latency_ms"] - r["inference_ms"] for _, r in records]
     backend_ms = [r["inference_ms"] for _, r in records]

@@ -16,6 +16,7 @@ from torch import nn
 from robot_compress.compress.recipe import MetricsConfig
 from robot_compress.runtime.datasets import LabelledImages
 from robot_compress.runtime.evaluate import top1_accuracy
+from robot_compress.runtime.latency_stats import percentile
 from robot_compress.runtime.local_backend import make_session
 from robot_compress.runtime.model_contract import Preprocessing
 
@@ -73,7 +74,7 @@ def interleaved_latency_ms(paths: list[Path], input_shape: tuple[int, ...], thre
                 start = time.perf_counter()
                 session.run(None, {name: x})
                 times.append((time.perf_counter() - start) * 1e3)
-    return [{"p50": float(np.percentile(times, 50)), "p95": float(np.percentile(times, 95))} for times in samples]
+    return [{"p50": percentile(times, 50), "p95": percentile(times, 95)} for times in samples]
 
 
 def measure(model: nn.Module, onnx_path: Path, eval_data: LabelledImages, spec: Preprocessing,

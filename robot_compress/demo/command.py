@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or REPO / "runs" / time.strftime("demo-%Y%m%d-%H%M%S")
     changes = link_schedule(args.duration, args.no_fault)
     scenario = Scenario(
-        name="demo", issue_item=0, fault_class=FLAPPING, duration_s=args.duration, via_proxy=True,
+        name="demo", fault_class=FLAPPING, duration_s=args.duration, via_proxy=True,
         description="no injected fault" if args.no_fault else "black hole, recovery, then flapping (fault proxy)",
         steps=tuple(Step(c.at_s, "proxy", {"mode": c.mode}) for c in changes))
     config = RunConfig(source=args.source, rate_hz=args.rate_hz, image_size=(640, 480), local_model=local_model,
@@ -113,9 +113,9 @@ def _watch(runner, thread: threading.Thread, live: bool, changes) -> DemoState:
     from rich.live import Live
 
     from robot_compress.demo.live_view import DemoState, plain_line, render
-    from robot_compress.faults.experiment import _Tail
+    from robot_compress.faults.experiment import RecordTail
 
-    tail = _Tail(runner.tail.path)
+    tail = RecordTail(runner.tail.path)
     state = DemoState()
     started = False
     console = Console()

@@ -15,7 +15,8 @@ from rich.console import Group
 from rich.panel import Panel
 from rich.table import Table
 
-from robot_compress.faults.analysis import frame_key, percentile
+from robot_compress.faults.analysis import frame_key
+from robot_compress.runtime.latency_stats import percentile
 
 
 @dataclass

@@ -7,14 +7,15 @@ of iptables or a veth link.
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import socket
 import subprocess
 import threading
 from collections.abc import Sequence
 
-from robot_compress.faults.process_group import freeze_group, signal_group, thaw_group
+from robot_compress.faults.process_group import freeze_group, thaw_group
+from robot_compress.runtime import processes
+from robot_compress.runtime.processes import signal_group
 
 
 def free_port() -> int:
@@ -46,7 +47,7 @@ class LoopbackBed:
         with self._lock:
             if self._closed:
                 raise RuntimeError(f"testbed is closed: not starting {argv[0]}")
-            proc = subprocess.Popen(list(argv), start_new_session=True, **kwargs)
+            proc = processes.start(argv, **kwargs)
             self._procs.append(proc)
             self.started.append({"pid": proc.pid, "program": " ".join(argv[:3])})
         return proc
@@ -66,14 +67,5 @@ class LoopbackBed:
         `popen` refuses, so a run still starting processes in another thread cannot leak one."""
         with self._lock:
             self._closed = True
-        for proc in self._procs:
-            if proc.poll() is None:
-                signal_group(proc, signal.SIGCONT)  # a frozen process cannot act on SIGINT
-                signal_group(proc, signal.SIGINT)
-        for proc in self._procs:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=grace_s)
-            if proc.poll() is None:
-                signal_group(proc, signal.SIGKILL)
-                proc.wait(timeout=5)
+        processes.stop(self._procs, grace_s=grace_s, signals=(signal.SIGINT, signal.SIGKILL))
         self._procs.clear()

@@ -1,4 +1,4 @@
-"""From a run's records to the numbers issue 6 asks for, and a timeline plot.
+"""From a run's records to the failover figures and bounds (docs/FAULTS.md), and a timeline plot.
 
 Frames are joined by their camera stamp: sim_camera's ground truth and the images it published
 say which frames exist, the node's results say which were answered, by whom and how fast.
@@ -18,6 +18,7 @@ from pathlib import Path
 
 from robot_compress.faults.experiment import RunRecord
 from robot_compress.faults.scenarios import BLACKHOLE, FLAPPING, REFUSED
+from robot_compress.runtime.latency_stats import percentile
 
 
 def _stamp(record: dict) -> float:
@@ -26,13 +27,6 @@ def _stamp(record: dict) -> float:
 
 def frame_key(record: dict) -> tuple[int, int]:
     return record["stamp"]["sec"], record["stamp"]["nanosec"]
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
 
 
 def _accuracy(pairs: list[tuple[int, int]]) -> float | None:
@@ -169,7 +163,7 @@ def local_dwells(event_records: list[dict], t0: float) -> list[float]:
 
 @dataclass(frozen=True)
 class Bounds:
-    """The bounds of issue 6 for one run's settings."""
+    """The bounds a run is held to, for its settings (docs/FAULTS.md)."""
 
     blackhole_ms: float  # deadline (hedge_after when hedging) + local p99 + 10 ms
     refused_ms: float  # one frame period
@@ -191,7 +185,7 @@ def bounds(run: RunRecord, metrics: ScenarioMetrics, local_p99_ms: float) -> Bou
 
 
 def violations(m: ScenarioMetrics, b: Bounds) -> list[str]:
-    """Each way this run missed issue 6's bounds, in words (empty: all met)."""
+    """Each way this run missed its bounds, in words (empty: all met)."""
     problems = []
     if m.lost or m.duplicated or m.out_of_order:
         problems.append(f"{m.lost} lost, {m.duplicated} duplicated, {m.out_of_order} out of order")

@@ -21,10 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from robot_compress.faults.netns import NetTestbed
-from robot_compress.faults.process_group import signal_group
 from robot_compress.faults.proxy import ProxyClient
 from robot_compress.faults.scenarios import Scenario, Step
 from robot_compress.faults.stall_watch import StallWatch
+from robot_compress.runtime import processes
+from robot_compress.runtime.polling import wait_until
+from robot_compress.runtime.processes import signal_group
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -82,8 +84,8 @@ class RunRecord:
     machine_stalls: list[tuple[float, float]] = field(default_factory=list)  # StallWatch.stalls during the run
 
 
-class _Tail:
-    """Reads the JSON lines a process appends to a file, as they come."""
+class RecordTail:
+    """Reads the JSON lines a process appends to a file (the recorder's), as they come."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -103,27 +105,28 @@ class _Tail:
         return new
 
     def wait_for(self, predicate, timeout_s: float, what: str) -> dict:
-        deadline = time.monotonic() + timeout_s
+        """The first record, old or new, for which `predicate` holds; TimeoutError after `timeout_s`."""
         seen = 0
-        while time.monotonic() < deadline:
+
+        def found() -> dict | None:
+            nonlocal seen
             self.poll()
-            for record in self.records[seen:]:
-                if predicate(record):
-                    return record
+            match = next((r for r in self.records[seen:] if predicate(r)), None)
             seen = len(self.records)
-            time.sleep(0.02)
-        raise TimeoutError(f"no {what} within {timeout_s:g} s (see {self.path.parent})")
+            return match
+
+        return wait_until(found, timeout_s, f"{what} (see {self.path.parent})")
 
 
 def _wait_for_text(path: Path, text: str, timeout_s: float, proc: subprocess.Popen) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    def said() -> bool:
         if path.exists() and text in path.read_text(errors="replace"):
-            return
+            return True
         if proc.poll() is not None:
             raise RuntimeError(f"{path.stem} exited with {proc.returncode} before '{text}': {path}")
-        time.sleep(0.02)
-    raise TimeoutError(f"{path.stem} did not say '{text}' within {timeout_s:g} s: {path}")
+        return False
+
+    wait_until(said, timeout_s, f"{path.stem} to say '{text}' ({path})")
 
 
 def _ros_param(name: str, value: Any) -> list[str]:
@@ -142,7 +145,7 @@ class ScenarioRun:
         self.flood: subprocess.Popen | None = None
         self.proxy: ProxyClient | None = None
         self.actions: list[tuple[float, str]] = []
-        self.tail = _Tail(self.dir / "records.jsonl")
+        self.tail = RecordTail(self.dir / "records.jsonl")
         self._starts = 0
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         # ament_index raises when AMENT_PREFIX_PATH is unset (pip install, no ROS workspace).
@@ -262,9 +265,7 @@ class ScenarioRun:
             self._do(step)
         camera.wait(timeout=scenario.duration_s + cfg.startup_timeout_s)
         self._drain(frames)
-        for proc in (recorder, node):
-            signal_group(proc, signal.SIGINT)
-            proc.wait(timeout=10)
+        processes.stop((recorder, node), grace_s=10.0)
         self.tail.poll()
         return RunRecord(scenario, cfg, self.tail.records, self.actions, t0, self.dir)
 
@@ -295,8 +296,8 @@ def run_scenario(scenario: Scenario, config: RunConfig, directory: Path) -> RunR
 def local_latency_ms(model: Path, source: Path, frames: int = 300) -> tuple[float, float]:
     """(p50, p99) of the on-robot model on real frames, one thread, as the node runs it: the
     local p99 in the black-hole bound (deadline + local p99 + 10 ms)."""
-    from robot_compress.faults.analysis import percentile
     from robot_compress.runtime.datasets import load_labelled_images
+    from robot_compress.runtime.latency_stats import percentile
     from robot_compress.runtime.local_backend import LocalBackend
     from robot_compress.runtime.preprocess import preprocess
 

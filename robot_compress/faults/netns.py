@@ -25,7 +25,9 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-from robot_compress.faults.process_group import freeze_group, signal_group, thaw_group
+from robot_compress.faults.process_group import freeze_group, thaw_group
+from robot_compress.runtime import processes
+from robot_compress.runtime.processes import signal_group
 
 ROBOT_IP = "10.200.0.1"
 EDGE_IP = "10.200.0.2"
@@ -119,15 +121,7 @@ class NetTestbed:
         the namespaces (which deletes the veth pair and every iptables rule with them)."""
         for flapper in self._flappers:
             flapper.stop()
-        for proc in self._procs:
-            signal_group(proc, signal.SIGCONT)  # a frozen process cannot act on SIGTERM
-            signal_group(proc, signal.SIGTERM)
-        for proc in self._procs:
-            try:
-                proc.wait(timeout=3)
-            except subprocess.TimeoutExpired:
-                signal_group(proc, signal.SIGKILL)
-                proc.wait(timeout=5)
+        processes.stop(self._procs, grace_s=3.0, signals=(signal.SIGTERM, signal.SIGKILL))
         for ns in (self.robot_ns, self.edge_ns):
             _delete_namespace(ns)
         _live.discard(self)

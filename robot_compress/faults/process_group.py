@@ -10,21 +10,16 @@ so a fault begins when the harness stamps it.
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import subprocess
-import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from robot_compress.runtime.polling import wait_until
+from robot_compress.runtime.processes import signal_group
+
 PROC = Path("/proc")
 _HALTED = frozenset("TtZX")  # stopped, stopped by a tracer, zombie, dead: none of them runs code
-
-
-def signal_group(proc: subprocess.Popen, sig: signal.Signals) -> None:
-    """Send `sig` to a process started by a testbed and its children (it leads its own group)."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, sig)
 
 
 def _stat_fields(stat_path: Path) -> list[str] | None:
@@ -58,13 +53,10 @@ def running_threads(pids: Iterable[int]) -> list[int]:
 
 
 def wait_until_stopped(pids: Iterable[int], timeout_s: float = 5.0) -> None:
-    """Return once no thread of `pids` can run; RuntimeError naming the runners after `timeout_s`."""
+    """Return once no thread of `pids` can run; TimeoutError naming the runners after `timeout_s`."""
     pids = list(pids)
-    deadline = time.monotonic() + timeout_s
-    while runners := running_threads(pids):
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"threads {runners} of processes {pids} still run {timeout_s:g} s after SIGSTOP")
-        time.sleep(0.001)
+    wait_until(lambda: not running_threads(pids), timeout_s, f"every thread of processes {pids} to stop after SIGSTOP",
+               interval_s=0.001, detail=lambda: f"threads {running_threads(pids)} still run")
 
 
 def freeze_group(proc: subprocess.Popen, timeout_s: float = 5.0) -> None:

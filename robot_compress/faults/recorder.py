@@ -9,7 +9,8 @@ robot_compress.faults stays importable without ROS. Each line is one of
   {"kind": "image", "t": ..., "stamp": {...}}             (every image sim_camera published)
   {"kind": "backend", "t": ..., "backend": "edge"|"local"}
   {"kind": "event", "t": <when the router changed state>, "previous", "state", "reason", "detail"}
-  {"kind": "diagnostics", "t": ..., "values": {...}}
+  {"kind": "diagnostics", "t": ..., "name": ..., "values": {...}}
+(robot_compress.ros.result_recorder makes the subscriptions.)
 """
 
 from __future__ import annotations
@@ -29,40 +30,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import rclpy
-    from diagnostic_msgs.msg import DiagnosticArray
-    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-    from sensor_msgs.msg import Image
-    from std_msgs.msg import String
 
-    from robot_compress.ros.messages import RESULT_JSON_TOPIC
+    from robot_compress.ros.result_recorder import subscribe
 
     rclpy.init()
     node = rclpy.create_node("fault_recorder")
     out = open(args.out, "w", buffering=1)  # noqa: SIM115 - closed below, after spinning stops
 
-    def write(kind: str, **fields) -> None:
+    def write(kind: str, fields: dict) -> None:
         out.write(json.dumps({"kind": kind, "t": time.time(), **fields}) + "\n")
 
-    def stamp(header) -> dict:
-        return {"sec": header.stamp.sec, "nanosec": header.stamp.nanosec}
-
-    def on_diagnostics(msg) -> None:
-        for status in msg.status:
-            if status.name.startswith(args.node):
-                write("diagnostics", values={kv.key: kv.value for kv in status.values})
-
-    reliable = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
-    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-    node.create_subscription(String, f"/{args.node}/{RESULT_JSON_TOPIC}",
-                             lambda m: write("result", **json.loads(m.data)), reliable)
-    node.create_subscription(String, f"/{args.camera}/ground_truth",
-                             lambda m: write("truth", **json.loads(m.data)), reliable)
-    node.create_subscription(String, f"/{args.node}/backend", lambda m: write("backend", backend=m.data), latched)
-    events = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-    node.create_subscription(String, f"/{args.node}/events", lambda m: write("event", **json.loads(m.data)), events)
-    node.create_subscription(Image, "/image", lambda m: write("image", stamp=stamp(m.header)),
-                             qos_profile_sensor_data)
-    node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
+    subscribe(node, write, perception_node=args.node, camera=args.camera, image_topic="/image")
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     signal.signal(signal.SIGINT, lambda *_: stop.append(1))

@@ -1,4 +1,4 @@
-"""The failure scenarios of issue 6, as data: what happens to the link or the edge, and when.
+"""The failure scenarios, as data: what happens to the link or the edge, and when.
 
 Times are seconds after the first camera frame. `scenarios()` scales one template: the tests use
 short faults (a few seconds each), the benchmark longer ones; the sequence of actions is the same.
@@ -45,7 +45,6 @@ class Scenario:
     the restarted server listens); `duration_s` leaves time to recover after it."""
 
     name: str
-    issue_item: int  # the numbered item of issue 6 it covers
     description: str
     fault_class: str
     steps: tuple[Step, ...]
@@ -81,36 +80,30 @@ def scenarios(fault_s: float = 2.0, lead_s: float = 1.5, recover_s: float = 3.0,
     slow = {"latency_ms": 150.0, "jitter_ms": 30.0, "bandwidth_bps": 50_000.0}
     normal = {"latency_ms": 0.0, "jitter_ms": 0.0, "bandwidth_bps": None}
     return [
-        Scenario("kill", 1, "edge server SIGKILLed, restarted after the fault", REFUSED,
+        Scenario("kill", "edge server SIGKILLed, restarted after the fault", REFUSED,
                  (Step(a, "kill_edge"), Step(b, "start_edge")), duration),
-        Scenario("freeze", 2, "edge server SIGSTOPped then SIGCONTed: a black hole, no RST, no FIN", BLACKHOLE,
+        Scenario("freeze", "edge server SIGSTOPped then SIGCONTed: a black hole, no RST, no FIN", BLACKHOLE,
                  (Step(a, "freeze_edge"), Step(b, "thaw_edge")), duration),
-        Scenario("drop", 3, "iptables DROP to and from the edge in the robot namespace", BLACKHOLE,
+        Scenario("drop", "iptables DROP to and from the edge in the robot namespace", BLACKHOLE,
                  (Step(a, "drop"), Step(b, "clear")), duration),
-        Scenario("reject", 3, "iptables REJECT --reject-with tcp-reset in the robot namespace", REFUSED,
+        Scenario("reject", "iptables REJECT --reject-with tcp-reset in the robot namespace", REFUSED,
                  (Step(a, "reject"), Step(b, "clear")), duration),
-        Scenario("link_down", 4, "robot's veth link set down, then up", BLACKHOLE,
+        Scenario("link_down", "robot's veth link set down, then up", BLACKHOLE,
                  (Step(a, "link_down"), Step(b, "link_up")), duration),
-        Scenario("slow_link", 5, f"proxy adds {slow['latency_ms']:g}+/-{slow['jitter_ms']:g} ms per direction "
+        Scenario("slow_link", f"proxy adds {slow['latency_ms']:g}+/-{slow['jitter_ms']:g} ms per direction "
                  f"and caps {slow['bandwidth_bps'] / 1000:g} kB/s", BLACKHOLE,
                  (Step(a, "proxy", {"both": slow}), Step(b, "proxy", {"both": normal})), duration, via_proxy=True),
-        Scenario("flap", 6, f"link down/up every {flap_low_s:g}-{flap_high_s:g} s for {sum(periods):g} s", FLAPPING,
+        Scenario("flap", f"link down/up every {flap_low_s:g}-{flap_high_s:g} s for {sum(periods):g} s", FLAPPING,
                  (Step(a, "flap", {"periods_s": periods}), Step(a + sum(periods), "link_up")),
                  a + sum(periods) + recover_s),
         # One call at a time on the edge, kept busy by one flooding thread: nearly every robot call
         # finds the edge busy. More threads would only spin on their own rejections and starve
         # the robot's processes, which share this machine's CPU with the edge.
-        Scenario("overload", 7, "a second client keeps an edge limited to 1 concurrent call busy: "
+        Scenario("overload", "a second client keeps an edge limited to 1 concurrent call busy: "
                  "RESOURCE_EXHAUSTED", REFUSED,
                  (Step(a, "flood", {"threads": 1}), Step(b, "flood_stop")), duration,
                  edge_args=("--max-concurrent-rpcs", "1")),
-        Scenario("wrong_model", 7, "the edge is replaced by one answering with a wrong output shape", BAD_ANSWER,
+        Scenario("wrong_model", "the edge is replaced by one answering with a wrong output shape", BAD_ANSWER,
                  (Step(a, "swap_edge"), Step(b, "start_edge")), duration),
     ]
 
-
-def by_name(name: str, **scale) -> Scenario:
-    for scenario in scenarios(**scale):
-        if scenario.name == name:
-            return scenario
-    raise KeyError(f"no scenario {name!r}; known: {[s.name for s in scenarios()]}")

@@ -16,6 +16,7 @@ import sys
 import time
 
 from robot_compress.ros.launch_description import ARGUMENTS, dds_environment, describe
+from robot_compress.runtime import processes
 
 GRACE_S = 10.0
 
@@ -46,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         for name, command in commands:
             print(f"up: starting {name}: {shlex.join(command)}", flush=True)
-            children[name] = subprocess.Popen(command, env=env, start_new_session=True)
+            children[name] = processes.start(command, env=env)
         running = dict(children)
         while running and not stop:
             time.sleep(0.2)
@@ -61,21 +62,7 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        _stop_all(children)
+        processes.stop(children.values(), grace_s=GRACE_S)
         signal.signal(signal.SIGTERM, previous)
     return code
 
-
-def _stop_all(children: dict[str, subprocess.Popen]) -> None:
-    """SIGINT first (what ROS nodes and the edge server shut down cleanly on), then harder."""
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
-        alive = [c for c in children.values() if c.poll() is None]
-        if not alive:
-            return
-        for child in alive:
-            child.send_signal(sig)
-        end = time.monotonic() + GRACE_S
-        while time.monotonic() < end and any(c.poll() is None for c in alive):
-            time.sleep(0.05)
-    for child in children.values():
-        child.wait()

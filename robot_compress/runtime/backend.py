@@ -36,3 +36,10 @@ class Backend(Protocol):
     def infer(self, batch: np.ndarray, timeout_s: float | None = None) -> np.ndarray: ...
 
     def close(self) -> None: ...
+
+
+class ProbeableBackend(Backend, Protocol):
+    """A backend that can also be probed cheaply (the edge, as the router sees it): `probe` returns
+    its round trip in seconds or raises `BackendError`."""
+
+    def probe(self, timeout_s: float) -> float: ...

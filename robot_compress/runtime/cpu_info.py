@@ -1,5 +1,6 @@
 """What this CPU is and which int8 instructions it has: latencies, and even INT8 answers, depend on
-it (docs/RESULTS.md, "Session 7"), so measurements record it and `doctor` reports it."""
+it (docs/RESULTS.md, "The shipped models on an AMD EPYC"), so measurements record it and `doctor`
+reports it."""
 
 from __future__ import annotations
 

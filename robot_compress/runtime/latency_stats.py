@@ -1,10 +1,20 @@
-"""A bounded window of recent latencies with percentiles, for diagnostics (not thread-safe alone)."""
+"""Latency percentiles: one definition for /diagnostics, the fault reports and the benchmarks, and
+a bounded window of recent latencies (not thread-safe alone)."""
 
 from __future__ import annotations
 
+import math
 from collections import deque
+from collections.abc import Iterable
 
-import numpy as np
+
+def percentile(values: Iterable[float], q: float) -> float | None:
+    """Nearest-rank percentile: the smallest sample with at least q % of the samples at or below it,
+    so a reported p99 is a latency that was measured. None without samples."""
+    ordered = sorted(values)
+    if not ordered:
+        return None
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
 
 
 class LatencyWindow:
@@ -18,4 +28,4 @@ class LatencyWindow:
         self._samples.append(ms)
 
     def percentile(self, q: float) -> float | None:
-        return float(np.percentile(np.fromiter(self._samples, float), q)) if self._samples else None
+        return percentile(self._samples, q)

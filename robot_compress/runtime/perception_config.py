@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from robot_compress.runtime.errors import RobotCompressError
@@ -115,23 +114,3 @@ def validate(config: Any) -> None:
             raise ConfigError(f"setting '{f.name}' = {value!r} is out of range [{low:g}, {high:g}] "
                               f"({f.metadata['description']})")
 
-
-def load_yaml(path: str | Path = CONFIG_FILE) -> PerceptionConfig:
-    """Read a ROS parameter file (`<node>: ros__parameters: {...}`) or a flat mapping."""
-    import yaml
-
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read perception settings {path}: {exc}") from exc
-    if isinstance(data, dict) and len(data) == 1:
-        (only,) = data.values()
-        if isinstance(only, dict) and "ros__parameters" in only:
-            data = only["ros__parameters"]
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of settings (or <node>: ros__parameters: ...)")
-    try:
-        return PerceptionConfig.from_flat(data)
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from exc

@@ -1,15 +1,9 @@
-"""Edge/local failover for one stream of frames: a per-frame deadline and a circuit breaker.
+"""Edge/local failover for one stream of frames: the per-frame deadline and hedging race, and the
+prober thread, both driving the circuit breaker (circuit_breaker.py: EDGE/LOCAL/PROBING).
 
-States (see DESIGN.md):
-  EDGE     frames go to the edge; a frame whose edge answer fails or misses `deadline_ms` is
-           answered by the local model at once. `failure_threshold` consecutive failures -> LOCAL.
-  LOCAL    circuit open: frames are answered locally; the edge is probed every `probe_period_ms`.
-           A healthy probe -> PROBING.
-  PROBING  half-open: frames still answered locally; `recovery_probes` consecutive healthy probes
-           (each within `max_edge_latency_ms` when set) -> EDGE, an unhealthy one -> LOCAL.
-The router starts in LOCAL (reason "startup"): the link is trusted only once probes say so.
-
-Every `classify` call returns exactly one `RouteResult`. An edge answer that arrives after its
+A frame in EDGE goes to the edge; one whose edge answer fails or misses `deadline_ms` is answered by
+the local model at once, and with `hedge_after_ms` the local model starts early and the first answer
+wins. Every `classify` call returns exactly one `RouteResult`. An edge answer that arrives after its
 frame was answered locally is dropped and counted. Every edge call counts once for the circuit
 breaker (success, failure, or an answer after the deadline), also when a hedge answered its frame
 first. No ROS here: the node is a thin shell over this.
@@ -17,7 +11,6 @@ first. No ROS here: the node is a thin shell over this.
 
 from __future__ import annotations
 
-import enum
 import itertools
 import logging
 import threading
@@ -26,53 +19,22 @@ from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
-from robot_compress.runtime.backend import Backend, BackendError, FailureKind
+from robot_compress.runtime.backend import Backend, BackendError, FailureKind, ProbeableBackend
+from robot_compress.runtime.circuit_breaker import CircuitBreaker, RouterEvent, RouterState
 from robot_compress.runtime.latency_stats import LatencyWindow
 from robot_compress.runtime.perception_config import RouterConfig
 
-
-class RouterState(str, enum.Enum):
-    EDGE = "edge"
-    LOCAL = "local"
-    PROBING = "probing"
-
-
-# Event reasons besides the FailureKind values (timeout, unreachable, overloaded, bad_answer).
-STARTUP = "startup"
-NO_EDGE = "no_edge"
-SLOW = "slow"  # a probe answered, but slower than max_edge_latency_ms
-HEALTHY_PROBE = "healthy_probe"
-RECOVERED = "recovered"
-FORCED_LOCAL = "forced_local"
-FORCE_RELEASED = "force_released"
+__all__ = ["RECENT_RESULTS", "RouteResult", "Router", "RouterEvent", "RouterState", "RouterStats"]
 
 EDGE, LOCAL, NONE = "edge", "local", "none"  # RouteResult.backend values
 CALLBACK_ERROR_LOG_PERIOD_S = 5.0
 RECENT_RESULTS = 100  # RouterStats.recent_answers: the backends of this many latest results
 
 log = logging.getLogger(__name__)
-
-
-class EdgeBackend(Backend, Protocol):
-    """The router's view of the edge: a Backend that can also be probed cheaply."""
-
-    def probe(self, timeout_s: float) -> float: ...
-
-
-@dataclass(frozen=True)
-class RouterEvent:
-    """A state change, or an operator's force_local request (then `state` may equal `previous`):
-    when (wall clock, for logs and messages), from what, to what, and why."""
-
-    time: float
-    previous: RouterState | None
-    state: RouterState
-    reason: str
-    detail: str = ""
 
 
 @dataclass(frozen=True)
@@ -132,39 +94,32 @@ class Router:
     """Routes frames to the edge or the local backend. `classify` is blocking and meant for one
     worker thread; state changes come from it and from a background prober thread."""
 
-    def __init__(self, local: Backend, edge: EdgeBackend | None = None, config: RouterConfig | None = None,
+    def __init__(self, local: Backend, edge: ProbeableBackend | None = None, config: RouterConfig | None = None,
                  on_event: Callable[[RouterEvent], None] | None = None, clock: Callable[[], float] = time.monotonic):
         self.local, self.edge = local, edge
         self.config = config or RouterConfig()
         self._on_event = on_event
         self._clock = clock
-        self._lock = threading.Lock()
-        self._wake = threading.Condition(self._lock)
+        self._lock = threading.Lock()  # guards the breaker and the counters below
+        self._wake = threading.Condition(self._lock)  # notified on state changes and close()
         self._closed = False
-        self._state = RouterState.LOCAL
-        self._forced = False
-        self._consecutive_failures = 0
-        self._healthy_probes = 0
-        self._probe_generation = 0  # bumped by force_local: a probe started before it does not count
+        self._breaker = CircuitBreaker(self.config, has_edge=edge is not None, clock=clock)
         self._inflight = 0
         self._seq = itertools.count()
         self._frames = 0
         self._answers: Counter[str] = Counter()
         self._recent: deque[str] = deque(maxlen=RECENT_RESULTS)
         self._edge_failures: Counter[str] = Counter()
-        self._failovers = 0
         self._late_dropped = 0
         self._hedged = 0
         self._edge_rtt = LatencyWindow()
         self._local_ms = LatencyWindow()
-        self._last_probe_ms: float | None = None
         self._callback_errors = 0
         self._callback_error_logged_at: float | None = None
-        self._events: deque[RouterEvent] = deque(maxlen=50)
         self._local_pool = ThreadPoolExecutor(1, thread_name_prefix="router-local")
         self._edge_pool: ThreadPoolExecutor | None = None
         self._prober: threading.Thread | None = None
-        self._record(RouterEvent(time.time(), None, RouterState.LOCAL, STARTUP if edge else NO_EDGE))
+        self._emit(self._breaker.events[-1])
         if edge is not None:
             self._edge_pool = ThreadPoolExecutor(self.config.edge_max_inflight, thread_name_prefix="router-edge")
             self._prober = threading.Thread(target=self._probe_loop, name="router-prober", daemon=True)
@@ -177,7 +132,7 @@ class Router:
         start = self._clock()
         seq = next(self._seq)
         with self._lock:
-            state = self._state
+            state = self._breaker.state
         if state is RouterState.EDGE:
             result = self._via_edge(batch, seq, stamp, start)
         else:
@@ -335,7 +290,7 @@ class Router:
                 inference_ms: float, edge_failure: str | None = None, hedged: bool = False,
                 error: str | None = None) -> RouteResult:
         with self._lock:
-            state = self._state
+            state = self._breaker.state
         return RouteResult(seq, stamp, backend, state, logits, (self._clock() - start) * 1000.0, inference_ms,
                            edge_failure, hedged, error, answered_at=time.time())
 
@@ -343,96 +298,54 @@ class Router:
 
     def _edge_succeeded(self, rtt_ms: float) -> None:
         with self._lock:
-            self._consecutive_failures = 0
+            self._breaker.edge_succeeded()
             self._edge_rtt.add(rtt_ms)
 
     def _edge_failed(self, kind: FailureKind, message: str) -> RouterEvent | None:
         """Count a failure; the failover it causes (state changed already) is returned for the caller to emit."""
         with self._lock:
             self._edge_failures[kind.value] += 1
-            self._consecutive_failures += 1
-            if self._state is RouterState.EDGE and self._consecutive_failures >= self.config.failure_threshold:
-                return self._transition(RouterState.LOCAL, kind.value, message)
-        return None
+            return self._changed(self._breaker.edge_failed(kind.value, message))
+
+    def _changed(self, event: RouterEvent | None) -> RouterEvent | None:
+        """Wake the prober after a breaker call that may have changed its schedule (caller holds the lock)."""
+        self._wake.notify_all()
+        return event
 
     def _probe_loop(self) -> None:
-        period = self.config.probe_period_ms / 1000.0
-        next_probe = self._clock() + period
-        failovers_seen = 0
-
-        def should_probe() -> bool:
-            return self._closed or (self._state is not RouterState.EDGE and not self._forced)
-
+        """Probe whenever the breaker says one is due; sleep until then, or until woken by a state
+        change or close()."""
         while True:
             with self._wake:
-                if not should_probe():
-                    self._wake.wait_for(should_probe)
-                    next_probe = self._clock() + period  # first probe one period after the failover
-                if self._failovers != failovers_seen:
-                    # A failover this loop did not wait for (it came while a probe or its event
-                    # callback ran): the schedule restarts too, or hysteresis would be cut short.
-                    failovers_seen = self._failovers
-                    next_probe = self._clock() + period
                 if self._closed:
                     return
-                delay = next_probe - self._clock()
-                if delay > 0:
-                    self._wake.wait(delay)  # woken early only by close() or a state change
+                due = self._breaker.next_probe_at
+                if due is None:
+                    self._wake.wait()
                     continue
-            next_probe = max(next_probe + period, self._clock())
-            self._probe_once()
+                delay = due - self._clock()
+                if delay > 0:
+                    self._wake.wait(delay)
+                    continue
+                token = self._breaker.start_probe()
+            self._probe_once(token)
 
-    def _probe_once(self) -> None:
-        with self._lock:
-            generation = self._probe_generation
+    def _probe_once(self, token: int) -> None:
         t0 = self._clock()
         try:
             self.edge.probe(timeout_s=self.config.probe_timeout_ms / 1000.0)
-            ms = (self._clock() - t0) * 1000.0
-            limit = self.config.max_edge_latency_ms
-            reason, detail = (SLOW, f"probe took {ms:.1f} ms > {limit:g} ms") if limit and ms > limit else (None, "")
+            ms, reason, detail = (self._clock() - t0) * 1000.0, None, ""
         except BackendError as exc:
             ms, reason, detail = None, exc.kind.value, exc.message
         except Exception as exc:  # an unhealthy probe, whatever the client raised
             ms, reason, detail = None, FailureKind.UNREACHABLE.value, f"{type(exc).__name__}: {exc}"
-        events = []
         with self._lock:
-            self._last_probe_ms = ms
-            stale = generation != self._probe_generation
-            if stale or self._forced or self._state is RouterState.EDGE or self._closed:
+            if self._closed:
                 return
-            if reason is None:
-                self._healthy_probes += 1
-                if self._state is RouterState.LOCAL:
-                    events.append(self._transition(RouterState.PROBING, HEALTHY_PROBE, f"probe {ms:.1f} ms"))
-                if self._healthy_probes >= self.config.recovery_probes:
-                    events.append(self._transition(RouterState.EDGE, RECOVERED,
-                                                   f"{self._healthy_probes} healthy probes, last {ms:.1f} ms"))
-            else:
-                self._healthy_probes = 0
-                if self._state is RouterState.PROBING:
-                    events.append(self._transition(RouterState.LOCAL, reason, detail))
+            events = self._breaker.probe_finished(token, ms, reason, detail)
+            self._changed(None)
         for event in events:
             self._emit(event)
-
-    def _transition(self, state: RouterState, reason: str, detail: str = "") -> RouterEvent | None:
-        """Change state (caller holds the lock); the event is emitted by the caller after unlocking."""
-        previous = self._state
-        if state is previous:
-            return None
-        self._state = state
-        self._healthy_probes = 0 if state is not RouterState.PROBING else self._healthy_probes
-        self._consecutive_failures = 0
-        if previous is RouterState.EDGE:
-            self._failovers += 1
-        event = RouterEvent(time.time(), previous, state, reason, detail)
-        self._events.append(event)
-        self._wake.notify_all()
-        return event
-
-    def _record(self, event: RouterEvent) -> None:
-        self._events.append(event)
-        self._emit(event)
 
     def _emit(self, event: RouterEvent | None) -> None:
         """Call on_event; an exception from it is counted and logged (throttled), never raised into
@@ -458,35 +371,28 @@ class Router:
         """Operator override: stay LOCAL and stop probing until released; then probing resumes and
         the edge must earn `recovery_probes` healthy probes again, none of them a probe that was in
         flight at the request. Every request is an event, also when the state does not change."""
-        reason = FORCED_LOCAL if enabled else FORCE_RELEASED
         with self._lock:
-            self._forced = enabled
-            self._probe_generation += 1
-            event = self._transition(RouterState.LOCAL, reason, "operator request") if enabled else None
-            if event is None:
-                event = RouterEvent(time.time(), self._state, self._state, reason, "operator request")
-                self._events.append(event)
-            self._healthy_probes = 0
-            self._wake.notify_all()
+            event = self._changed(self._breaker.force_local(enabled))
         self._emit(event)
 
     @property
     def state(self) -> RouterState:
         with self._lock:
-            return self._state
+            return self._breaker.state
 
     def stats(self) -> RouterStats:
         with self._lock:
+            breaker = self._breaker
             return RouterStats(
-                state=self._state, forced_local=self._forced, frames=self._frames, answers=dict(self._answers),
+                state=breaker.state, forced_local=breaker.forced, frames=self._frames, answers=dict(self._answers),
                 recent_answers=dict(Counter(self._recent)),
-                failovers=self._failovers, late_edge_dropped=self._late_dropped, hedged=self._hedged,
+                failovers=breaker.failovers, late_edge_dropped=self._late_dropped, hedged=self._hedged,
                 edge_failures=dict(self._edge_failures),
                 edge_rtt_p50_ms=self._edge_rtt.percentile(50), edge_rtt_p99_ms=self._edge_rtt.percentile(99),
                 local_p50_ms=self._local_ms.percentile(50), local_p99_ms=self._local_ms.percentile(99),
-                last_probe_ms=self._last_probe_ms, last_event=self._events[-1] if self._events else None,
+                last_probe_ms=breaker.last_probe_ms, last_event=breaker.events[-1],
                 event_callback_errors=self._callback_errors,
-                prober_alive=self._prober is None or self._prober.is_alive(), events=list(self._events))
+                prober_alive=self._prober is None or self._prober.is_alive(), events=list(breaker.events))
 
     def close(self) -> None:
         """Stop the prober and the worker pools (the backends stay open: their owner closes them)."""

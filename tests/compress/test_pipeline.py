@@ -7,7 +7,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ import yaml
 
 from robot_compress.runtime.local_backend import LocalBackend
 from robot_compress.runtime.model_contract import ModelDir
+from robot_compress.runtime.polling import wait_until
 
 STAGES = [
     {"stage": "prune_structured", "ratio": 0.5, "steps": 2, "epochs": 1, "lr": 0.02},
@@ -79,9 +79,7 @@ def test_interrupted_run_resumes_from_the_last_epoch(tiny_recipe, tmp_path):
     out, work = tmp_path / "out", tmp_path / "work"
     process = compress(recipe, out, work)
     state = work / "02_distill" / "train_state.pt"
-    deadline = time.time() + 180
-    while not state.is_file() and time.time() < deadline and process.poll() is None:
-        time.sleep(0.2)
+    wait_until(lambda: state.is_file() or process.poll() is not None, 180, "the first epoch", interval_s=0.2)
     assert state.is_file(), "no epoch finished"
     process.send_signal(signal.SIGINT)
     code, output = finish(process)

@@ -8,6 +8,7 @@ import sys
 
 import psutil
 
+from robot_compress.runtime.polling import wait_until
 from tests.conftest import REPO, rerun_after_a_stall
 
 
@@ -55,16 +56,14 @@ def _processes_in_domain(domain: int) -> list[str]:
 
 def test_ctrl_c_stops_every_child_process(tmp_path, ros_domain_id, shared_data):
     import signal
-    import time
 
     demo = subprocess.Popen([sys.executable, "-m", "robot_compress.cli", "demo", "--duration", "60",
                              "--out", str(tmp_path / "run")], cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and len(_processes_in_domain(ros_domain_id)) < 5:
-            time.sleep(0.5)  # edge server, proxy, recorder, node, camera all up
-        assert len(_processes_in_domain(ros_domain_id)) >= 5, "the demo did not start its processes"
+        # edge server, proxy, recorder, node, camera all up
+        wait_until(lambda: len(_processes_in_domain(ros_domain_id)) >= 5, 90, "the demo to start its processes",
+                   interval_s=0.5)
         demo.send_signal(signal.SIGINT)
         output, _ = demo.communicate(timeout=60)
     finally:

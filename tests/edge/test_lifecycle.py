@@ -12,6 +12,7 @@ import grpc
 import numpy as np
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
+from robot_compress.runtime.polling import wait_until
 from tests.edge.conftest import EDGE_NAME
 
 FULL_BATCH = np.zeros((32, 3, 32, 32), dtype=np.float32)
@@ -46,8 +47,8 @@ def test_sigterm_finishes_in_flight_requests_then_exits(edge_repository, start_e
     clients = [threading.Thread(target=client) for _ in range(6)]
     for thread in clients:
         thread.start()
-    while len(outcomes) < 6:  # the queue is busy
-        time.sleep(0.01)
+    wait_until(lambda: len(outcomes) >= 6, 30, "every client to have called once (the queue is busy)",
+               interval_s=0.01)
     sigterm_at.append(time.monotonic())
     server.signal(signal.SIGTERM)
     for thread in clients:

@@ -10,21 +10,7 @@ import time
 
 from robot_compress.faults.stall_watch import StallWatch
 from tests.conftest import REPO
-
-
-def stall_this_process(seconds: float) -> float:
-    """Keep every other thread of this process from running for `seconds`; returns when it began."""
-    time.sleep(0.05)  # a watcher is asleep in its tick when the GIL is taken
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(5.0)
-    try:
-        began = time.time()
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            pass
-    finally:
-        sys.setswitchinterval(interval)
-    return began
+from tests.faults.stalls import stall_this_process
 
 
 def test_a_thread_kept_from_running_is_recorded_with_when_and_how_long():
@@ -45,7 +31,7 @@ RERUN_POLICY_TESTS = '''
 from pathlib import Path
 
 from tests.conftest import rerun_after_a_stall
-from tests.faults.test_stall_watch import stall_this_process
+from tests.faults.stalls import stall_this_process
 
 ATTEMPTS = Path(__file__).with_suffix(".attempts")
 

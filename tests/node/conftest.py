@@ -4,7 +4,6 @@ and its output is shown in the failure message."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -15,12 +14,14 @@ from pathlib import Path
 import pytest
 
 from robot_compress.ros.launch_description import ProcessSpec, dds_environment
-from robot_compress.ros.messages import RESULT_JSON_TOPIC
+from robot_compress.runtime import processes as supervisor
+from robot_compress.runtime.polling import wait_until
 from tests.conftest import EDGE_MODEL, MODELS, REPO, SMALL_MODEL, free_port
 
 CONFIG = REPO / "config" / "perception.yaml"
 TOPIC = "/camera/image_raw"
 REMAP = {"image": TOPIC, "image/compressed": f"{TOPIC}/compressed"}
+ROUTER_STATUS = "perception_node: router"
 
 
 def stamp_key(stamp) -> tuple[int, int]:
@@ -30,15 +31,14 @@ def stamp_key(stamp) -> tuple[int, int]:
     return stamp.sec, stamp.nanosec
 
 
-def wait_until(predicate, timeout: float, what: str, interval: float = 0.02, detail=None):
-    """`predicate()` once truthy; else AssertionError naming `what` and, if given, `detail()`."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}" + (f": {detail()}" if detail else ""))
+def image_msg(stamp_sec: int, encoding="rgb8", height=48, width=64, step=None, data=None):
+    """A sensor_msgs/Image (black unless `data`); every field can be made wrong."""
+    from sensor_msgs.msg import Image
+
+    msg = Image(height=height, width=width, encoding=encoding, step=width * 3 if step is None else step)
+    msg.header.stamp.sec = stamp_sec
+    msg.data = bytes(msg.step * height) if data is None else data
+    return msg
 
 
 class Processes:
@@ -51,9 +51,7 @@ class Processes:
     def start(self, name: str, command: list[str]) -> subprocess.Popen:
         log = self.log_dir / f"{name}-{len(self.children)}.log"
         env = {**os.environ, **dds_environment(), "PYTHONUNBUFFERED": "1", "RCUTILS_COLORIZED_OUTPUT": "0"}
-        with open(log, "wb") as out:
-            child = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO,
-                                     start_new_session=True)
+        child = supervisor.start(command, log, env=env, cwd=REPO)
         self.children.append((name, child, log))
         return child
 
@@ -62,13 +60,8 @@ class Processes:
 
     @staticmethod
     def stop(child: subprocess.Popen, sig: int = signal.SIGINT, timeout: float = 10.0) -> int:
-        if child.poll() is None:
-            child.send_signal(sig)
-            try:
-                child.wait(timeout)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
+        """`sig`, then SIGKILL after `timeout`; the exit code."""
+        supervisor.stop(child, grace_s=timeout, signals=(sig, signal.SIGKILL))
         return child.returncode
 
     def output(self, child: subprocess.Popen | None = None) -> str:
@@ -116,16 +109,18 @@ class EdgeServer:
                 "--port", str(self.port))).command())
         # A short reconnect backoff, so this sees the server within 50 ms of it listening.
         fast = ChannelSettings(max_reconnect_backoff_s=0.05)
+        def serving() -> bool:
+            assert self.child.poll() is None, self.processes.output(self.child)
+            try:
+                client.probe(0.2)
+                return True
+            except BackendError:
+                return False
+
         with EdgeBackend(self.url, ModelDir.load(EDGE_MODEL).manifest, channel=fast) as client:
-            end = time.monotonic() + 30
-            while time.monotonic() < end:
-                assert self.child.poll() is None, self.processes.output(self.child)
-                try:
-                    client.probe(0.2)
-                    return time.monotonic()
-                except BackendError:
-                    time.sleep(0.05)
-        raise AssertionError(f"edge server not ready after 30 s\n{self.processes.output(self.child)}")
+            wait_until(serving, 30.0, "the edge server to serve", interval_s=0.05,
+                       detail=lambda: self.processes.output(self.child))
+        return time.monotonic()
 
     def kill(self) -> None:
         self.processes.stop(self.child, signal.SIGKILL)
@@ -159,48 +154,28 @@ class Listener:
     """An rclpy node in the test process that records what the perception stack publishes."""
 
     def __init__(self):
-        import rclpy
-        from diagnostic_msgs.msg import DiagnosticArray
-        from rclpy.executors import SingleThreadedExecutor
-        from rclpy.qos import DurabilityPolicy, QoSProfile
-        from std_msgs.msg import String
+        from robot_compress.ros.result_recorder import BackgroundNode, subscribe
 
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node("test_listener", context=self.context)
         self.lock = threading.Lock()
         self.results: list[dict] = []
         self.truth: list[dict] = []
         self.backend: list[tuple[float, str]] = []
         self.diagnostics: dict[str, str] = {}
-        # The JSON result: ~/classification, or ~/route where vision_msgs types ~/classification.
-        self.node.create_subscription(String, f"/perception_node/{RESULT_JSON_TOPIC}",
-                                      lambda m: self._add(self.results, json.loads(m.data)), 1000)
-        self.node.create_subscription(String, "/sim_camera/ground_truth",
-                                      lambda m: self._add(self.truth, json.loads(m.data)), 1000)
-        latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self.node.create_subscription(String, "/perception_node/backend",
-                                      lambda m: self._add(self.backend, (time.monotonic(), m.data)), latched)
-        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self._running = True
-        self._thread = threading.Thread(target=self._spin, daemon=True)
-        self._thread.start()
+        self._ros = BackgroundNode("test_listener")
+        self.node = self._ros.node  # for a test's own clients
+        subscribe(self.node, self._on)
+        self._ros.start()
 
-    def _spin(self):
-        while self._running:
-            self.executor.spin_once(timeout_sec=0.05)
-
-    def _add(self, items: list, item) -> None:
+    def _on(self, kind: str, fields: dict) -> None:
         with self.lock:
-            items.append(item)
-
-    def _on_diagnostics(self, msg) -> None:
-        for status in msg.status:
-            if status.name == "perception_node: router":
-                with self.lock:
-                    self.diagnostics = {kv.key: kv.value for kv in status.values}
+            if kind == "result":
+                self.results.append(fields)
+            elif kind == "truth":
+                self.truth.append(fields)
+            elif kind == "backend":
+                self.backend.append((time.monotonic(), fields["backend"]))
+            elif kind == "diagnostics" and fields["name"] == ROUTER_STATUS:
+                self.diagnostics = fields["values"]
 
     def snapshot(self, name: str):
         with self.lock:
@@ -219,11 +194,7 @@ class Listener:
         return wait_until(found, timeout, f"~/backend == {name!r}")
 
     def close(self):
-        self._running = False
-        self._thread.join(2)
-        self.executor.shutdown()
-        self.node.destroy_node()
-        self.context.try_shutdown()
+        self._ros.close()
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ import psutil
 import pytest
 
 from robot_compress.ros.launch_description import ARGUMENTS, DEFAULTS, describe, find_executable
+from robot_compress.runtime.polling import wait_until
 from tests.conftest import REPO, free_port
-from tests.node.conftest import wait_until
 
 LAUNCH_FILE = REPO / "launch" / "perception.launch.py"
 

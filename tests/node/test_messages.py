@@ -12,7 +12,7 @@ from std_msgs.msg import Header
 from robot_compress.ros import messages
 from robot_compress.runtime.classification import predictions
 from robot_compress.runtime.router import Router, RouteResult, RouterState
-from tests.node.doubles import SlowLocal
+from tests.runtime.doubles import SlowLocal
 
 
 def test_json_result_carries_the_frame_and_routing_facts():

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from robot_compress.ros.image_conversion import image_to_array
+from robot_compress.runtime.polling import wait_until
 from tests.conftest import SMALL_MODEL
-from tests.node.conftest import wait_until
-from tests.node.test_node_process import image_msg
+from tests.node.conftest import image_msg
 
 pytestmark = pytest.mark.timeout(60)
 

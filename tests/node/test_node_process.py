@@ -10,18 +10,10 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.node.conftest import TOPIC, node_spec, stamp_key, wait_until
+from robot_compress.runtime.polling import wait_until
+from tests.node.conftest import TOPIC, image_msg, node_spec, stamp_key
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def image_msg(stamp_sec: int, encoding="rgb8", height=48, width=64, step=None, data=None):
-    from sensor_msgs.msg import Image
-
-    msg = Image(height=height, width=width, encoding=encoding, step=width * 3 if step is None else step)
-    msg.header.stamp.sec = stamp_sec
-    msg.data = bytes(msg.step * height) if data is None else data
-    return msg
 
 
 def test_bad_frames_are_counted_and_the_next_good_frame_is_processed(processes, listener):

@@ -7,8 +7,9 @@ import time
 
 import pytest
 
+from robot_compress.runtime.polling import wait_until
 from tests.conftest import rerun_after_a_stall
-from tests.node.conftest import camera_spec, node_spec, stamp_key, wait_until
+from tests.node.conftest import camera_spec, node_spec, stamp_key
 
 pytestmark = [pytest.mark.timeout(90), rerun_after_a_stall]
 

@@ -222,8 +222,7 @@ def setup_keyword(name: str):
 def declared_launch_arguments(path: Path) -> set[str]:
     """Names given to DeclareLaunchArgument(...) in a Python launch file (first positional or name=)."""
     assert path.is_file(), (
-        f"{path.relative_to(REPO)} does not exist yet; the Docker images and compose setup launch it "
-        f"(it is written with the perception node, issue 5)")
+        f"{path.relative_to(REPO)} is missing; the Docker images and compose setup launch it")
     tree = ast.parse(path.read_text(), filename=str(path))
     names = set()
     computed = False  # DeclareLaunchArgument(name, ...) with the name from a variable

@@ -167,7 +167,7 @@ def test_robot_runs_the_package_launch_file_and_sim_a_launch_file_its_image_cont
     robot = services["robot"]["command"]
     assert robot[:4] == ["ros2", "launch", "robot_compress", "perception.launch.py"], robot
     assert (REPO / "launch" / "perception.launch.py").is_file(), (
-        "launch/perception.launch.py does not exist yet (issue 5); the robot service launches it")
+        "launch/perception.launch.py is missing; the robot service launches it")
     sim = services["sim"]["command"]
     assert sim[:2] == ["ros2", "launch"], sim
     source = dockerfile_of(services["sim"]).container_path_source(sim[2])

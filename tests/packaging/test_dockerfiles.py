@@ -110,8 +110,7 @@ def test_robot_image_default_command_is_ros2_launch_of_the_package_launch_file()
     assert robot.last("CMD").exec_form() == ["ros2", "launch", "robot_compress", "perception.launch.py"]
     launch_file = REPO / "launch" / "perception.launch.py"
     assert launch_file.is_file(), (
-        "launch/perception.launch.py does not exist yet: the robot image's default command launches it "
-        "(written with the perception node, issue 5)")
+        "launch/perception.launch.py is missing: the robot image's default command launches it")
 
 
 def test_robot_rosdep_skips_only_keys_that_pip_provides():
@@ -191,7 +190,7 @@ def test_edge_serve_accepts_the_image_command_line():
     """`robot-compress edge-serve` exists and parses exactly the options the edge image passes."""
     cmd = parse("edge.Dockerfile").last("CMD").exec_form()
     code = ("import sys; from robot_compress.cli import COMMANDS, build_parser\n"
-            "assert 'edge-serve' in COMMANDS, 'robot-compress has no edge-serve command (issue 4)'\n"
+            "assert 'edge-serve' in COMMANDS, 'robot-compress has no edge-serve command'\n"
             "args = build_parser('edge-serve').parse_args(sys.argv[1:])\n"
             "print(args.command, args.port)\n")
     done = subprocess.run([sys.executable, "-c", code, *cmd[1:]], capture_output=True, text=True,

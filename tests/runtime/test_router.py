@@ -1,4 +1,5 @@
-"""The router's state machine, with scripted backends (tests/node/doubles.py)."""
+"""The router's per-frame race (deadline, hedging) and prober, driving the circuit breaker, with
+scripted backends (tests/runtime/doubles.py); the breaker's own cases are in test_circuit_breaker.py."""
 
 from __future__ import annotations
 
@@ -9,20 +10,17 @@ import pytest
 
 from robot_compress.runtime.backend import FailureKind
 from robot_compress.runtime.perception_config import RouterConfig
+from robot_compress.runtime.polling import wait_until
 from robot_compress.runtime.router import Router, RouterState
-from tests.node.doubles import EDGE_CLASS, LOCAL_CLASS, ScriptedEdge, SlowLocal
+from tests.runtime.doubles import EDGE_CLASS, LOCAL_CLASS, ScriptedEdge, SlowLocal
 
 BATCH = np.zeros((1, 3, 32, 32), dtype=np.float32)
 FAST = dict(probe_period_ms=20.0, probe_timeout_ms=50.0, recovery_probes=2, deadline_ms=100.0)
 
 
 def wait_for(predicate, timeout=3.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.005)
-    return predicate()
+    """True once `predicate()` is (checked every 5 ms), else TimeoutError."""
+    return bool(wait_until(predicate, timeout, interval_s=0.005))
 
 
 @pytest.fixture

@@ -1,7 +1,8 @@
 """Test doubles for the router's unit tests: in-process backends whose behaviour a test scripts.
 
-They implement the Backend protocol for the pure state machine only; the integration tests use the
-real LocalBackend, EdgeBackend and edge server.
+They implement the Backend and ProbeableBackend protocols for the router's frame race and prober
+only (the circuit breaker's own tests need no backend); the integration tests use the real
+LocalBackend, EdgeBackend and edge server.
 """
 
 from __future__ import annotations
