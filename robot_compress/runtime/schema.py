@@ -49,9 +49,13 @@ class Range:
         return not (self.high is not None and (value >= self.high if self.high_open else value > self.high))
 
     def __str__(self) -> str:
-        low = "-inf" if self.low is None else f"{self.low:g}"
-        high = "inf" if self.high is None else f"{self.high:g}"
+        low = "-inf" if self.low is None else _number(self.low)
+        high = "inf" if self.high is None else _number(self.high)
         return f"{'(' if self.low_open or self.low is None else '['}{low}, {high}{')' if self.high_open or self.high is None else ']'}"
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else f"{value:g}"
 
 
 def setting(default: Any = PydanticUndefined, description: str = "", low: float | None = None,
@@ -101,9 +105,10 @@ class Schema(BaseModel):
         accepted = field_range(cls.model_fields[info.field_name])
         if accepted is None or value is None:
             return value
-        for item in value if isinstance(value, (tuple, list)) else (value,):
-            if item not in accepted:
-                raise ValueError(f"must be in {accepted}, got {value!r}")
+        items = value if isinstance(value, (tuple, list)) else (value,)
+        if any(item not in accepted for item in items):
+            every = "have every item in" if items is value else "be in"
+            raise ValueError(f"must {every} {accepted}, got {list(value) if items is value else value!r}")
         return value
 
 
