@@ -272,7 +272,7 @@ def check_session(model: ModelDir, session: Any) -> None:
         if dtype != spec.dtype:
             raise ModelError(f"{where}: {kind} '{tensor.name}' is {dtype}, manifest {kind}.dtype is {spec.dtype}")
         dims = list(tensor.shape)[1:]  # a named (symbolic) dimension matches any size
-        if len(dims) != len(spec.shape) or any(isinstance(d, int) and d != n for d, n in zip(dims, spec.shape)):
+        if len(dims) != len(spec.shape) or any(isinstance(d, int) and d != n for d, n in zip(dims, spec.shape, strict=False)):
             raise ModelError(f"{where}: {kind} '{tensor.name}' has shape {list(tensor.shape)} (batch first), "
                              f"manifest {kind}.shape is {list(spec.shape)}")
 
