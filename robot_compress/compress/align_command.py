@@ -41,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from robot_compress.compress.metrics import interleaved_latency_ms
     from robot_compress.compress.recipe import AlignChannels, RecipeError
     from robot_compress.runtime.cpu_info import cpu_name
+    from robot_compress.runtime.schema import validate
     from robot_compress.runtime.model_contract import (
         MANIFEST_FILE,
         ModelDir,
@@ -50,8 +51,9 @@ def run(args: argparse.Namespace) -> int:
     )
 
     try:  # the recipe stage's own checks, so both say the same
-        AlignChannels(multiple=args.multiple, max_width=args.max_width, check_images=args.check_images,
-                      max_abs_diff=args.max_abs_diff).validate("align-channels")
+        validate(AlignChannels, {"multiple": args.multiple, "max_width": args.max_width,
+                                 "check_images": args.check_images, "max_abs_diff": args.max_abs_diff},
+                 "align-channels", RecipeError)
         model = ModelDir.load(args.model)
     except (RecipeError, ModelError) as exc:  # ManifestError is a ModelError too
         print(f"error: {exc}", file=sys.stderr)

@@ -208,7 +208,7 @@ def _run_stages(recipe: Recipe, run: dict, teacher: nn.Module, student: nn.Modul
         stage_dir.mkdir(exist_ok=True)
         _seed(recipe.seed + index)
         start = time.time()
-        artefact = runner(stage.name)(stage.params, artefact, Context(recipe, teacher, splits, stage_dir, recipe.seed))
+        artefact = runner(stage.name)(stage, artefact, Context(recipe, teacher, splits, stage_dir, recipe.seed))
         seconds = time.time() - start
         torch.save(artefact.model, stage_dir / "model.pt")
         onnx = artefact.onnx or stage_dir / "model.onnx"

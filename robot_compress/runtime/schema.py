@@ -137,7 +137,7 @@ def describe(exc: ValidationError, model: type[BaseModel]) -> str:
         if e["type"] == "extra_forbidden":
             unknown.setdefault(tuple(e["loc"][:-1]), []).append(str(e["loc"][-1]))
     lines = [_unknown(model, loc, keys) for loc, keys in unknown.items()]
-    lines += [_one(e) for e in errors if e["type"] != "extra_forbidden"]
+    lines += [_one(e, model) for e in errors if e["type"] != "extra_forbidden"]
     more = f" (and {len(lines) - 3} more)" if len(lines) > 3 else ""
     return "; ".join(lines[:3]) + more
 
@@ -147,44 +147,38 @@ _KINDS = {"int": "int", "float": "float", "string": "str", "bool": "bool", "list
 _JSON_TYPES = {dict: "dict", list: "list", str: "str", int: "int", float: "float", bool: "bool", type(None): "null"}
 
 
-def path_of(loc: tuple[Any, ...]) -> str:
-    """('stages', 1, '(distill)', 'epochs') -> 'stages[1] (distill).epochs' (a tagged union's tag
-    is written in brackets by the schema that declares it)."""
-    text = ""
-    for part in loc:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        elif str(part).startswith("("):
-            text += f" {part}"
-        else:
-            text += f".{part}" if text else str(part)
-    return text
-
-
 def _unknown(model: type[BaseModel], loc: tuple, keys: list[str]) -> str:
-    where = f"field '{path_of(loc)}'" if loc else "top level"
-    known = _model_at(model, loc)
+    path, known = _walk(model, loc)
+    where = f"field '{path}'" if loc else "top level"
     allowed = f"; allowed: {sorted(known.model_fields)}" if known else ""
     return f"{where}: unknown key(s) {sorted(keys)}{allowed}"
 
 
-def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
-    """The schema class at `loc` inside `model`, following fields, list items and tagged unions
-    (a tag "(name)" picks the member whose Literal field has the single value "name")."""
-    hints: list[Any] = [model]
+def _walk(model: type[BaseModel], loc: tuple) -> tuple[str, type[BaseModel] | None]:
+    """`loc` as a field path ("stages[1] (distill).epochs": a tagged union's tag in brackets) and
+    the schema class it ends at (None where that is not one class), following fields, list items
+    and tagged unions (a tag picks the member whose Literal field has that single value)."""
+    text, hints = "", [model]
     for part in loc:
-        following = []
+        following, tag = [], False
         for hint in (c for h in hints for c in _members(h)):
             if isinstance(part, int) and get_origin(hint) in (list, tuple):
                 following.append(get_args(hint)[0])
             elif isinstance(hint, type) and issubclass(hint, BaseModel):
                 if part in hint.model_fields:
                     following.append(hint.model_fields[part].annotation)
-                elif any(choices(f) == (str(part).strip("()"),) for f in hint.model_fields.values()):
+                elif any(choices(f) == (part,) for f in hint.model_fields.values()):
                     following.append(hint)
+                    tag = True
         hints = following
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif tag:
+            text += f" ({part})"
+        else:
+            text += f".{part}" if text else str(part)
     models = [c for h in hints for c in _members(h) if isinstance(c, type) and issubclass(c, BaseModel)]
-    return models[0] if len(models) == 1 else None
+    return text, models[0] if len(models) == 1 else None
 
 
 def _members(hint: Any) -> list[Any]:
@@ -196,18 +190,23 @@ def _members(hint: Any) -> list[Any]:
     return [hint]
 
 
-def _one(e: dict[str, Any]) -> str:
+def _one(e: dict[str, Any], model: type[BaseModel]) -> str:
     kind, loc, value, ctx = e["type"], tuple(e["loc"]), e.get("input"), e.get("ctx") or {}
-    field = f"field '{path_of(loc)}'" if loc else "top level"
+    field = f"field '{_walk(model, loc)[0]}'" if loc else "top level"
     got = f"{_JSON_TYPES.get(type(value), type(value).__name__)} {value!r:.60}"
     if kind == "missing" and loc and isinstance(loc[-1], int):
-        return f"field '{path_of(loc[:-1])}' has too few items (no item [{loc[-1]}])"
+        return f"field '{_walk(model, loc[:-1])[0]}' has too few items (no item [{loc[-1]}])"
     if kind == "missing":
         return f"missing {field}"
     if kind == "json_invalid":
         return f"not valid JSON: {ctx.get('error', e['msg'])}"
     if kind.endswith("_type") and kind[:-5] in _KINDS:
         return f"{field} must be {_KINDS[kind[:-5]]}, got {got}"
+    if kind == "union_tag_invalid":
+        accepted = re.findall(r"'((?:[^'\\]|\\.)*)'", ctx.get("expected_tags", ""))
+        return f"{field}: unknown {ctx['discriminator'].strip(chr(39))} {ctx['tag']!r}; choose one of {accepted}"
+    if kind == "union_tag_not_found":
+        return f"{field}: missing key {ctx['discriminator']}"
     if kind in ("literal_error", "enum"):
         accepted = re.findall(r"'((?:[^'\\]|\\.)*)'", ctx.get("expected", ""))
         return f"{field} must be one of {accepted}, got {value!r}"

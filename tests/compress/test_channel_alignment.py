@@ -211,7 +211,7 @@ def test_align_command_names_bad_input(tmp_path):
     missing = align_command(str(tmp_path / "nowhere"))
     assert missing.returncode == 2 and "does not exist" in missing.stderr
     bad = align_command(str(tmp_path), "--multiple", "1")
-    assert bad.returncode == 2 and "align-channels.multiple must be in 2..64 channels, got 1" in bad.stderr
+    assert bad.returncode == 2 and "align-channels: field 'multiple' must be in [2, 64], got 1" in bad.stderr
 
 
 def test_auto_choice_rule():
