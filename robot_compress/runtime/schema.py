@@ -117,7 +117,7 @@ def validate(model: type[S], data: Any, where: str, error: type[Exception] = Val
     the field path and what it accepts otherwise."""
     try:
         text = json.dumps(data, allow_nan=True)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         raise error(f"{where}: {exc}") from exc
     return validate_json(model, text, where, error)
 
