@@ -249,8 +249,8 @@ def _write_model(recipe: Recipe, run: dict, splits, rows, final: Artefact, out: 
     manifest = Manifest(
         name=out.name,
         labels=list(splits.train.label_names),
-        input=TensorSpec("input", "float32", (3, *splits.spec.input_size)),
-        output=TensorSpec("logits", "float32", (num_classes,)),
+        input=TensorSpec(name="input", dtype="float32", shape=(3, *splits.spec.input_size)),
+        output=TensorSpec(name="logits", dtype="float32", shape=(num_classes,)),
         preprocessing=splits.spec,
         source={**{role: {"kind": config.kind, "arch": config.arch, "checkpoint": config.checkpoint, "path": config.path}
                    for role, config in (("teacher", recipe.teacher), ("student", recipe.student)) if config},
