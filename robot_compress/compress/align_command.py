@@ -41,7 +41,6 @@ def run(args: argparse.Namespace) -> int:
     from robot_compress.compress.metrics import interleaved_latency_ms
     from robot_compress.compress.recipe import AlignChannels, RecipeError
     from robot_compress.runtime.cpu_info import cpu_name
-    from robot_compress.runtime.schema import validate
     from robot_compress.runtime.model_contract import (
         MANIFEST_FILE,
         ModelDir,
@@ -49,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
         sha256_of,
         write_manifest,
     )
+    from robot_compress.runtime.schema import validate
 
     try:  # the recipe stage's own checks, so both say the same
         validate(AlignChannels, {"multiple": args.multiple, "max_width": args.max_width,
