@@ -76,3 +76,15 @@ def test_blank_edge_token_is_an_error(tmp_path, content):
         edge_token(NodeConfig(), {TOKEN_ENV: content})
     with pytest.raises(ConfigError, match="cannot read"):
         edge_token(NodeConfig(edge_token_file=str(tmp_path / "missing")), {})
+
+
+def test_ros_descriptors_come_from_the_fields():
+    from robot_compress.ros.parameters import descriptor
+
+    fields = settings()
+    deadline = descriptor(fields["deadline_ms"])
+    assert deadline.read_only and deadline.description == fields["deadline_ms"].description
+    assert (deadline.floating_point_range[0].from_value, deadline.floating_point_range[0].to_value) == (1.0, 60000.0)
+    queue = descriptor(fields["queue_size"])
+    assert (queue.integer_range[0].from_value, queue.integer_range[0].to_value) == (1, 100)
+    assert "(one of: cpu, auto)" in descriptor(fields["local_providers"]).description
