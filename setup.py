@@ -26,6 +26,12 @@ RUNTIME = [
     "protobuf>=4.21,<7",  # tritonclient's generated stubs need protobuf < 7
     "tritonclient[grpc]>=2.40",
     "rich>=13",
+    # one validation layer for recipes, manifests and node settings (runtime/schema.py)
+    "pydantic==2.12.5",
+    "pydantic-core==2.41.5",
+    "annotated-types==0.7.0",
+    "typing-inspection==0.4.2",
+    "typing-extensions>=4.14.1",
     "matplotlib>=3.7",
 ]
 

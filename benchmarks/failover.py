@@ -80,9 +80,9 @@ def main() -> int:
     parser.add_argument("--node-command", nargs="+", help="how to start perception_node (default: the venv's)")
     parser.add_argument("--out", type=Path, help="output directory (default runs/failover-<time>)")
     args = parser.parse_args()
-    unknown = sorted(set(dict(args.param)) - {f.name for f in settings()})
+    unknown = sorted(set(dict(args.param)) - set(settings()))
     if unknown:
-        parser.error(f"unknown perception_node parameter(s) {unknown}; it has: {[f.name for f in settings()]}")
+        parser.error(f"unknown perception_node parameter(s) {unknown}; it has: {list(settings())}")
 
     problems = missing_requirements()
     if problems:

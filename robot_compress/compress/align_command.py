@@ -49,10 +49,12 @@ def run(args: argparse.Namespace) -> int:
         sha256_of,
         write_manifest,
     )
+    from robot_compress.runtime.schema import validate
 
     try:  # the recipe stage's own checks, so both say the same
-        AlignChannels(multiple=args.multiple, max_width=args.max_width, check_images=args.check_images,
-                      max_abs_diff=args.max_abs_diff).validate("align-channels")
+        validate(AlignChannels, {"multiple": args.multiple, "max_width": args.max_width,
+                                 "check_images": args.check_images, "max_abs_diff": args.max_abs_diff},
+                 "align-channels", RecipeError)
         model = ModelDir.load(args.model)
     except (RecipeError, ModelError) as exc:  # ManifestError is a ModelError too
         print(f"error: {exc}", file=sys.stderr)

@@ -53,8 +53,8 @@ def run(args: argparse.Namespace) -> int:
     manifest = Manifest(
         name=name,
         labels=list(CIFAR10_LABELS),
-        input=TensorSpec("input", "float32", (3, 32, 32)),
-        output=TensorSpec("logits", "float32", (10,)),
+        input=TensorSpec(name="input", dtype="float32", shape=(3, 32, 32)),
+        output=TensorSpec(name="logits", dtype="float32", shape=(10,)),
         preprocessing=spec,
         source={"model": f"cifar10_{args.arch}", "checkpoint": args.checkpoint.name,
                 "origin": "https://github.com/akamaster/pytorch_resnet_cifar10",

@@ -208,7 +208,7 @@ def _run_stages(recipe: Recipe, run: dict, teacher: nn.Module, student: nn.Modul
         stage_dir.mkdir(exist_ok=True)
         _seed(recipe.seed + index)
         start = time.time()
-        artefact = runner(stage.name)(stage.params, artefact, Context(recipe, teacher, splits, stage_dir, recipe.seed))
+        artefact = runner(stage.name)(stage, artefact, Context(recipe, teacher, splits, stage_dir, recipe.seed))
         seconds = time.time() - start
         torch.save(artefact.model, stage_dir / "model.pt")
         onnx = artefact.onnx or stage_dir / "model.onnx"
@@ -249,8 +249,8 @@ def _write_model(recipe: Recipe, run: dict, splits, rows, final: Artefact, out: 
     manifest = Manifest(
         name=out.name,
         labels=list(splits.train.label_names),
-        input=TensorSpec("input", "float32", (3, *splits.spec.input_size)),
-        output=TensorSpec("logits", "float32", (num_classes,)),
+        input=TensorSpec(name="input", dtype="float32", shape=(3, *splits.spec.input_size)),
+        output=TensorSpec(name="logits", dtype="float32", shape=(num_classes,)),
         preprocessing=splits.spec,
         source={**{role: {"kind": config.kind, "arch": config.arch, "checkpoint": config.checkpoint, "path": config.path}
                    for role, config in (("teacher", recipe.teacher), ("student", recipe.student)) if config},

@@ -1,28 +1,31 @@
-"""A compression recipe: typed dataclasses loaded from YAML and validated once, before any training.
+"""A compression recipe: schema models (runtime/schema.py) loaded from YAML and validated once,
+before any training.
 
 Every problem (unknown key, wrong type, impossible ratio, missing file, unknown model or stage)
-raises RecipeError naming the field, so a bad recipe fails in a second, not after an hour.
-Relative paths are relative to the working directory (the repository root in the docs).
+raises RecipeError naming the file, the field path and what it accepts, so a bad recipe fails in
+a second, not after an hour. Relative paths are relative to the working directory (the
+repository root in the docs).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import textwrap
-import types
-import typing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import yaml
+from pydantic import ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
+
+from robot_compress.runtime.schema import Schema, choices, default_of, field_range, setting, validate
 
 CIFAR10_MEAN = (0.485, 0.456, 0.406)
 CIFAR10_STD = (0.229, 0.224, 0.225)
 TORCHVISION_CLASSIFIERS = ("resnet18", "resnet34", "resnet50", "mobilenet_v2", "mobilenet_v3_small",
                            "mobilenet_v3_large", "convnext_tiny", "efficientnet_b0", "regnet_y_400mf")
+POSITIVE = {"low": 0, "low_open": True}
+FRACTION = {"low": 0, "high": 1, "low_open": True, "high_open": True}  # 0.5 removes half
 
 
 class RecipeError(ValueError):
@@ -31,254 +34,218 @@ class RecipeError(ValueError):
 
 # ---------------------------------------------------------------- models and data
 
-@dataclass(frozen=True)
-class ModelSource:
+class ModelSource(Schema):
     """Where a network comes from, for the teacher and for an optional separate student.
     kind: cifar_resnet (arch + akamaster checkpoint), torchvision (name, pretrained) or file
     (a whole model saved with torch.save, or TorchScript)."""
 
-    kind: Literal["cifar_resnet", "torchvision", "file"]
-    arch: str = ""
-    checkpoint: str | None = None
-    pretrained: bool = False
-    path: str = ""
-    num_classes: int = 10
+    model_config = ConfigDict(validate_default=True)  # an arch or path left out is named too
 
-    def validate(self, where: str) -> None:
+    kind: Literal["cifar_resnet", "torchvision", "file"] = setting(description="where the network comes from")
+    arch: str = setting("", "cifar_resnet: resnet20..resnet1202; torchvision: a classifier name")
+    checkpoint: str | None = setting(None, "cifar_resnet: weights file (None: random init)")
+    pretrained: bool = setting(False, "torchvision: ImageNet weights")
+    path: str = setting("", "file: the saved model")
+    num_classes: int = setting(10, "classes of the classifier", 2)
+
+    @field_validator("arch")
+    @classmethod
+    def _known_arch(cls, arch: str, info: ValidationInfo) -> str:
         from robot_compress.compress.cifar_resnet import DEPTHS
 
-        if self.num_classes < 2:
-            raise RecipeError(f"{where}.num_classes must be >= 2, got {self.num_classes}")
-        if self.kind == "cifar_resnet":
-            if self.arch not in DEPTHS:
-                raise RecipeError(f"{where}.arch: unknown CIFAR ResNet {self.arch!r}; choose one of {sorted(DEPTHS)}")
-            if self.checkpoint is not None:
-                _existing_file(self.checkpoint, f"{where}.checkpoint")
-        elif self.kind == "torchvision":
-            if self.arch not in TORCHVISION_CLASSIFIERS:
-                raise RecipeError(f"{where}.arch: unknown torchvision classifier {self.arch!r}; choose one of "
-                                  f"{list(TORCHVISION_CLASSIFIERS)}")
-        else:
-            _existing_file(self.path, f"{where}.path")
+        kind = info.data.get("kind")
+        if kind == "cifar_resnet" and arch not in DEPTHS:
+            raise ValueError(f"unknown CIFAR ResNet {arch!r}; choose one of {sorted(DEPTHS)}")
+        if kind == "torchvision" and arch not in TORCHVISION_CLASSIFIERS:
+            raise ValueError(f"unknown torchvision classifier {arch!r}; choose one of {list(TORCHVISION_CLASSIFIERS)}")
+        return arch
+
+    @field_validator("checkpoint", "path")
+    @classmethod
+    def _existing_file(cls, path: str | None, info: ValidationInfo) -> str | None:
+        needed = info.data.get("kind") == ("file" if info.field_name == "path" else "cifar_resnet")
+        if needed and path is not None and (not path or not Path(path).is_file()):
+            raise ValueError(f"file {path!r} does not exist")
+        return path
 
 
-@dataclass(frozen=True)
-class DataConfig:
+class DataConfig(Schema):
     """Training images (npz, CIFAR-10 python batches dir or ImageFolder), a seeded validation split
     taken off them, and a separate evaluation set for the reported accuracies."""
 
-    train: str
-    eval: str
-    val_size: int = 5000
-    train_limit: int | None = None
-    eval_limit: int | None = None
-    batch_size: int = 128
-    input_size: tuple[int, int] = (32, 32)
+    train: str = setting(description="training images: .npz, CIFAR-10 batches directory or ImageFolder")
+    eval: str = setting(description="evaluation images, same forms")
+    val_size: int = setting(5000, "training images held out for validation", **POSITIVE)
+    train_limit: int | None = setting(None, "use at most this many training images", **POSITIVE)
+    eval_limit: int | None = setting(None, "use at most this many evaluation images", **POSITIVE)
+    batch_size: int = setting(128, "training batch size", **POSITIVE)
+    input_size: tuple[int, int] = setting((32, 32), "(height, width) of the model input", 1, 4096)
     mean: tuple[float, float, float] = CIFAR10_MEAN
-    std: tuple[float, float, float] = CIFAR10_STD
-    augment: bool = True
+    std: tuple[float, float, float] = setting(CIFAR10_STD, "per-channel std", **POSITIVE)
+    augment: bool = setting(True, "random crop and flip while training")
 
-    def validate(self, where: str) -> None:
-        for key in ("train", "eval"):
-            path = Path(getattr(self, key))
-            if not path.exists():
-                raise RecipeError(f"{where}.{key}: {path} does not exist (an .npz file, a CIFAR-10 "
-                                  f"batches directory or an ImageFolder tree)")
-        _positive(self.batch_size, f"{where}.batch_size")
-        _positive(self.val_size, f"{where}.val_size")
-        for key in ("train_limit", "eval_limit"):
-            if getattr(self, key) is not None:
-                _positive(getattr(self, key), f"{where}.{key}")
+    @field_validator("train", "eval")
+    @classmethod
+    def _exists(cls, path: str) -> str:
+        if not Path(path).exists():
+            raise ValueError(f"{path} does not exist (an .npz file, a CIFAR-10 batches directory or an "
+                             f"ImageFolder tree)")
+        return path
+
+    @model_validator(mode="after")
+    def _validation_fits(self) -> DataConfig:
         if self.train_limit is not None and self.val_size >= self.train_limit:
-            raise RecipeError(f"{where}.val_size ({self.val_size}) must be smaller than train_limit "
-                              f"({self.train_limit})")
-        if min(self.input_size) < 1 or min(self.std) <= 0:
-            raise RecipeError(f"{where}: input_size and std must be positive")
+            raise ValueError(f"val_size ({self.val_size}) must be smaller than train_limit ({self.train_limit})")
+        return self
 
 
-@dataclass(frozen=True)
-class MetricsConfig:
+class MetricsConfig(Schema):
     """How artefacts are measured (latency: ONNX Runtime CPU, batch 1)."""
 
-    latency_threads: tuple[int, ...] = (1, 2)
-    latency_warmup: int = 20
-    latency_runs: int = 200
+    latency_threads: tuple[int, ...] = setting((1, 2), "ONNX Runtime thread counts to time", 1, 1024)
+    latency_warmup: int = setting(20, "untimed runs first", 0)
+    latency_runs: int = setting(200, "timed runs", **POSITIVE)
 
-    def validate(self, where: str) -> None:
-        if not self.latency_threads or min(self.latency_threads) < 1:
-            raise RecipeError(f"{where}.latency_threads must be a non-empty list of positive integers")
-        _positive(self.latency_runs, f"{where}.latency_runs")
+    @field_validator("latency_threads")
+    @classmethod
+    def _not_empty(cls, threads: tuple[int, ...]) -> tuple[int, ...]:
+        if not threads:
+            raise ValueError("must be a non-empty list of positive integers")
+        return threads
 
 
 # ---------------------------------------------------------------- stages
 
-@dataclass(frozen=True)
-class TrainConfig:
+class StageConfig(Schema):
+    """A stage's parameters; `stage` names it (the tag of the recipe's `stages` items)."""
+
+    stage: str
+
+    @property
+    def name(self) -> str:
+        return self.stage
+
+    @property
+    def produces_onnx(self) -> bool:
+        return self.stage in ONNX_STAGES
+
+
+class TrainConfig(Schema):
     """Shared by every stage that trains: SGD with Nesterov momentum and a cosine schedule."""
 
-    epochs: int = 0
-    lr: float = 0.01
-    weight_decay: float = 5e-4
-    momentum: float = 0.9
-    temperature: float = 4.0
-    alpha: float = 0.9
-    feature_weight: float = 0.0
+    epochs: int = setting(0, "training epochs", 0)
+    lr: float = setting(0.01, "learning rate", **POSITIVE)
+    weight_decay: float = setting(5e-4, "SGD weight decay", 0)
+    momentum: float = setting(0.9, "SGD momentum", 0, 1, high_open=True)
+    temperature: float = setting(4.0, "distillation temperature", **POSITIVE)
+    alpha: float = setting(0.9, "weight of the distillation loss (0: plain fine-tuning)", 0, 1)
+    feature_weight: float = setting(0.0, "weight of the feature-matching loss", 0)
     # bf16 autocast: about 1.8x faster training on CPUs with AMX (Sapphire Rapids) and on GPUs;
     # master weights stay float32, so the exported model is unchanged in kind.
-    precision: Literal["fp32", "bf16"] = "fp32"
-
-    def validate(self, where: str) -> None:
-        if self.epochs < 0:
-            raise RecipeError(f"{where}.epochs must be >= 0, got {self.epochs}")
-        _positive(self.lr, f"{where}.lr")
-        _positive(self.temperature, f"{where}.temperature")
-        _unit(self.alpha, f"{where}.alpha", closed=True)
-        if self.weight_decay < 0 or self.feature_weight < 0 or not 0 <= self.momentum < 1:
-            raise RecipeError(f"{where}: weight_decay and feature_weight must be >= 0, momentum in [0, 1)")
+    precision: Literal["fp32", "bf16"] = setting("fp32", "training precision (bf16: autocast)")
 
 
-@dataclass(frozen=True)
-class PruneStructured(TrainConfig):
+class PruneStructured(StageConfig, TrainConfig):
     """Channel pruning with torch-pruning's dependency graph to a parameter or MAC reduction,
     in `steps` rounds with `epochs` of (distilled) fine-tuning after each round."""
 
-    ratio: float = 0.5
-    target: Literal["params", "macs"] = "params"
-    importance: Literal["l1", "l2", "bn_scale"] = "l2"
-    scope: Literal["global", "uniform"] = "uniform"
-    steps: int = 1
-    max_layer_ratio: float = 0.9
-    round_to: int | None = None  # keep channel counts multiples of this (CPU kernels favour 8)
-    # what `ratio` is a fraction of: this stage's input, or the teacher (after prune_depth, say)
-    relative_to: Literal["input", "teacher"] = "input"
-
-    def validate(self, where: str) -> None:
-        super().validate(where)
-        _unit(self.ratio, f"{where}.ratio")
-        if self.round_to is not None:
-            _positive(self.round_to, f"{where}.round_to")
-        _unit(self.max_layer_ratio, f"{where}.max_layer_ratio")
-        _positive(self.steps, f"{where}.steps")
+    stage: Literal["prune_structured"] = "prune_structured"
+    ratio: float = setting(0.5, "fraction of parameters (or MACs) to remove", **FRACTION)
+    target: Literal["params", "macs"] = setting("params", "what ratio counts")
+    importance: Literal["l1", "l2", "bn_scale"] = setting("l2", "channel importance")
+    scope: Literal["global", "uniform"] = setting("uniform", "one ratio per layer or one ranking overall")
+    steps: int = setting(1, "pruning rounds", **POSITIVE)
+    max_layer_ratio: float = setting(0.9, "at most this fraction of one layer's channels", **FRACTION)
+    round_to: int | None = setting(None, "keep channel counts multiples of this (CPU kernels favour 8)", **POSITIVE)
+    relative_to: Literal["input", "teacher"] = setting(
+        "input", "what ratio is a fraction of: this stage's input, or the teacher (after prune_depth, say)")
 
 
-@dataclass(frozen=True)
-class PruneDepth:
+class PruneDepth(StageConfig):
     """Remove `ratio` of the removable residual blocks, the one that changes the output least
     first (fewer layers: what makes a small model fast at batch 1 on a CPU)."""
 
-    ratio: float = 0.5
-    calibration_images: int = 512
-
-    def validate(self, where: str) -> None:
-        _unit(self.ratio, f"{where}.ratio")
-        _positive(self.calibration_images, f"{where}.calibration_images")
+    stage: Literal["prune_depth"] = "prune_depth"
+    ratio: float = setting(0.5, "fraction of removable blocks to remove", **FRACTION)
+    calibration_images: int = setting(512, "images that rank the blocks", **POSITIVE)
 
 
-@dataclass(frozen=True)
-class PruneUnstructured(TrainConfig):
+class PruneUnstructured(StageConfig, TrainConfig):
     """Global magnitude pruning of conv/linear weights to a sparsity, optional masked fine-tuning,
     then made permanent (zeros in dense tensors: only the compressed file shrinks)."""
 
-    sparsity: float = 0.5
-
-    def validate(self, where: str) -> None:
-        super().validate(where)
-        _unit(self.sparsity, f"{where}.sparsity")
+    stage: Literal["prune_unstructured"] = "prune_unstructured"
+    sparsity: float = setting(0.5, "fraction of weights set to zero", **FRACTION)
 
 
-@dataclass(frozen=True)
-class Distill(TrainConfig):
+class Distill(StageConfig, TrainConfig):
     """Hinton KD under the recipe's teacher; alpha 0 is plain fine-tuning (the ablation)."""
 
-    epochs: int = 10
-
-    def validate(self, where: str) -> None:
-        super().validate(where)
-        _positive(self.epochs, f"{where}.epochs")
+    stage: Literal["distill"] = "distill"
+    epochs: int = setting(10, "training epochs", **POSITIVE)
 
 
-@dataclass(frozen=True)
-class LowRank:
+class LowRank(StageConfig):
     """SVD factorisation of conv (k x k -> k x k to rank r, then 1x1) and linear layers."""
 
-    rank_ratio: float | None = None
-    energy: float | None = None
-    min_params: int = 2048
+    stage: Literal["low_rank"] = "low_rank"
+    rank_ratio: float | None = setting(None, "rank kept, as a fraction of the full rank", **FRACTION)
+    energy: float | None = setting(None, "rank kept: the smallest with this fraction of the energy", **FRACTION)
+    min_params: int = setting(2048, "layers with fewer weights are left alone", 0)
 
-    def validate(self, where: str) -> None:
+    @model_validator(mode="after")
+    def _one_target(self) -> LowRank:
         if (self.rank_ratio is None) == (self.energy is None):
-            raise RecipeError(f"{where}: give exactly one of rank_ratio or energy")
-        for key in ("rank_ratio", "energy"):
-            if getattr(self, key) is not None:
-                _unit(getattr(self, key), f"{where}.{key}")
+            raise ValueError("give exactly one of rank_ratio or energy")
+        return self
 
 
-@dataclass(frozen=True)
-class WeightShare:
+class WeightShare(StageConfig):
     """Deep Compression k-means: each layer's weights take one of 2**bits shared values."""
 
-    bits: int = 4
-    iterations: int = 30
-
-    def validate(self, where: str) -> None:
-        if not 1 <= self.bits <= 8:
-            raise RecipeError(f"{where}.bits must be in 1..8, got {self.bits}")
-        _positive(self.iterations, f"{where}.iterations")
+    stage: Literal["weight_share"] = "weight_share"
+    bits: int = setting(4, "2**bits shared values per layer", 1, 8)
+    iterations: int = setting(30, "k-means iterations", **POSITIVE)
 
 
-@dataclass(frozen=True)
-class ExportOnnx:
+class ExportOnnx(StageConfig):
     """ONNX opset 17 with a dynamic batch, checked against PyTorch on real images."""
 
-    check_images: int = 64
-    max_abs_diff: float = 1e-3  # for logits within +-1, scaled by the largest |logit| above (logit_tolerance)
-
-    def validate(self, where: str) -> None:
-        _positive(self.check_images, f"{where}.check_images")
-        _positive(self.max_abs_diff, f"{where}.max_abs_diff")
+    stage: Literal["export_onnx"] = "export_onnx"
+    check_images: int = setting(64, "images compared with PyTorch", **POSITIVE)
+    max_abs_diff: float = setting(1e-3, "largest logit difference for logits within +-1, scaled by the "
+                                  "largest |logit| above (logit_tolerance)", **POSITIVE)
 
 
-@dataclass(frozen=True)
-class QuantizeInt8:
+class QuantizeInt8(StageConfig):
     """ONNX Runtime INT8: static QDQ (per-channel weights, calibrated on training images), or
     dynamic for MatMul/Gemm only (dynamic quantization slows convolutions down)."""
 
-    mode: Literal["static", "dynamic"] = "static"
-    per_channel: bool = True
-    calibration_images: int = 512
-    calibrate_method: Literal["minmax", "entropy", "percentile"] = "minmax"
-    percentile: float = 99.99  # with calibrate_method percentile: the activation range kept
+    stage: Literal["quantize_int8"] = "quantize_int8"
+    mode: Literal["static", "dynamic"] = setting("static", "static QDQ or dynamic MatMul/Gemm")
+    per_channel: bool = setting(True, "per-channel weight scales")
+    calibration_images: int = setting(512, "training images for the activation ranges", **POSITIVE)
+    calibrate_method: Literal["minmax", "entropy", "percentile"] = setting("minmax", "activation range method")
+    percentile: float = setting(99.99, "with calibrate_method percentile: the activation range kept", 50, 100,
+                                low_open=True)
     # 7-bit weights: x86 CPUs with AVX2 but no VNNI multiply uint8 x int8 pairs into saturating int16,
     # so full 8-bit weights give different (worse) answers there than on VNNI or ARM CPUs.
-    reduce_range: bool = True
-
-    def validate(self, where: str) -> None:
-        _positive(self.calibration_images, f"{where}.calibration_images")
-        if not 50 < self.percentile <= 100:
-            raise RecipeError(f"{where}.percentile must be in (50, 100], got {self.percentile}")
+    reduce_range: bool = setting(True, "7-bit weights (the same answers on AVX2 CPUs without VNNI)")
 
 
-@dataclass(frozen=True)
-class AlignChannels:
+class AlignChannels(StageConfig):
     """Round pruned channel counts up to a multiple with zero filters (the last stage, on the final
     ONNX file): the same answers, faster kernels on CPUs that work in 8- or 16-channel blocks, more
     bytes. Checked against the file before it on validation images."""
 
-    multiple: int = 8
-    max_width: int | None = None  # widen only layers of at most this many channels (None: all)
-    check_images: int = 64
-    max_abs_diff: float = 1e-3  # as in ExportOnnx: scaled by the largest |logit| above 1
-
-    def validate(self, where: str) -> None:
-        if not 2 <= self.multiple <= 64:
-            raise RecipeError(f"{where}.multiple must be in 2..64 channels, got {self.multiple}")
-        if self.max_width is not None:
-            _positive(self.max_width, f"{where}.max_width")
-        _positive(self.check_images, f"{where}.check_images")
-        _positive(self.max_abs_diff, f"{where}.max_abs_diff")
+    stage: Literal["align_channels"] = "align_channels"
+    multiple: int = setting(8, "channel counts rounded up to a multiple of this", 2, 64)
+    max_width: int | None = setting(None, "widen only layers of at most this many channels (None: all)", **POSITIVE)
+    check_images: int = setting(64, "images compared with the file before", **POSITIVE)
+    max_abs_diff: float = setting(1e-3, "as in export_onnx: scaled by the largest |logit| above 1", **POSITIVE)
 
 
-STAGE_TYPES: dict[str, type] = {
+STAGE_TYPES: dict[str, type[StageConfig]] = {
     "prune_structured": PruneStructured,
     "prune_depth": PruneDepth,
     "prune_unstructured": PruneUnstructured,
@@ -290,29 +257,53 @@ STAGE_TYPES: dict[str, type] = {
     "align_channels": AlignChannels,
 }
 ONNX_STAGES = ("export_onnx", "quantize_int8", "align_channels")
+AnyStage = Annotated[Union[tuple(STAGE_TYPES.values())], Field(discriminator="stage")]  # noqa: UP007
 
 
-@dataclass(frozen=True)
-class Stage:
-    name: str
-    params: Any
+class Recipe(Schema):
+    name: str = setting(description="the recipe's name (no '/')")
+    seed: int = setting(0, "seeds data split, initialisation and training")
+    teacher: ModelSource = setting(description="the network to compress (and to learn from)")
+    # the network the stages start from; None: a copy of the teacher (prune the teacher itself)
+    student: ModelSource | None = setting(None, "the network the stages start from (default: the teacher)")
+    data: DataConfig = setting(description="training and evaluation images")
+    stages: tuple[AnyStage, ...] = setting(description="the stages, in order")
+    metrics: MetricsConfig = setting(default_factory=MetricsConfig, description="how artefacts are measured")
+    _source: dict[str, Any] = PrivateAttr(default_factory=dict)  # the parsed YAML, for the manifest
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, name: str) -> str:
+        if not name or "/" in name:
+            raise ValueError(f"must be a non-empty name without '/', got {name!r}")
+        return name
+
+    @field_validator("stages")
+    @classmethod
+    def _ordered(cls, stages: tuple[StageConfig, ...]) -> tuple[StageConfig, ...]:
+        """Torch stages first, then export_onnx, then quantize_int8 (it works on the ONNX file), and
+        align_channels last (it widens the final file); export_onnx is added when missing."""
+        if not stages:
+            raise ValueError("must list at least one stage")
+        exported = False
+        for i, stage in enumerate(stages):
+            if stage.name in ("quantize_int8", "align_channels") and not exported:
+                raise ValueError(f"item [{i}]: {stage.name} needs an export_onnx stage before it")
+            if stage.name == "align_channels" and i != len(stages) - 1:
+                raise ValueError(f"item [{i}]: align_channels must be the last stage (it widens the final "
+                                 f"ONNX file; quantizing zero filters would give them zero scales)")
+            if not stage.produces_onnx and exported:
+                raise ValueError(f"item [{i}]: {stage.name} works on the PyTorch model and must come before "
+                                 f"export_onnx")
+            if stage.name == "export_onnx":
+                if exported:
+                    raise ValueError(f"item [{i}]: export_onnx appears twice")
+                exported = True
+        return stages if stages[-1].produces_onnx else (*stages, ExportOnnx())
 
     @property
-    def produces_onnx(self) -> bool:
-        return self.name in ONNX_STAGES
-
-
-@dataclass(frozen=True)
-class Recipe:
-    name: str
-    teacher: ModelSource
-    data: DataConfig
-    stages: tuple[Stage, ...]
-    seed: int = 0
-    metrics: MetricsConfig = field(default_factory=MetricsConfig)
-    # the network the stages start from; None: a copy of the teacher (prune the teacher itself)
-    student: ModelSource | None = None
-    source: dict[str, Any] = field(default_factory=dict)  # the parsed YAML, for the manifest
+    def source(self) -> dict[str, Any]:
+        return self._source
 
     @property
     def digest(self) -> str:
@@ -332,155 +323,25 @@ def load_recipe(path: str | Path) -> Recipe:
 
 
 def parse_recipe(data: Any, where: str = "recipe") -> Recipe:
-    top = _expect_mapping(data, where)
-    allowed = {"name", "seed", "teacher", "student", "data", "stages", "metrics"}
-    _no_unknown(top, allowed, where)
-    for key in ("name", "teacher", "data", "stages"):
-        if key not in top:
-            raise RecipeError(f"{where}: missing required key '{key}'")
-    name = _check(top["name"], str, f"{where}.name")
-    if not name or "/" in name:
-        raise RecipeError(f"{where}.name must be a non-empty name without '/', got {name!r}")
-    stages_data = _check(top["stages"], list, f"{where}.stages")
-    if not stages_data:
-        raise RecipeError(f"{where}.stages must list at least one stage")
-    stages = tuple(_stage(item, f"{where}.stages[{i}]") for i, item in enumerate(stages_data))
-    _check_order(stages, where)
-    if not stages[-1].produces_onnx:
-        stages += (Stage("export_onnx", ExportOnnx()),)
-    return Recipe(
-        name=name,
-        teacher=_build(ModelSource, top["teacher"], f"{where}.teacher"),
-        student=_build(ModelSource, top["student"], f"{where}.student") if "student" in top else None,
-        data=_build(DataConfig, top["data"], f"{where}.data"),
-        stages=stages,
-        seed=_check(top.get("seed", 0), int, f"{where}.seed"),
-        metrics=_build(MetricsConfig, top.get("metrics", {}), f"{where}.metrics"),
-        source=json.loads(json.dumps(top)),
-    )
-
-
-def _stage(item: Any, where: str) -> Stage:
-    item = _expect_mapping(item, where)
-    if "stage" not in item:
-        raise RecipeError(f"{where}: missing key 'stage' (one of {list(STAGE_TYPES)})")
-    name = item["stage"]
-    if name not in STAGE_TYPES:
-        raise RecipeError(f"{where}: unknown stage {name!r}; choose one of {list(STAGE_TYPES)}")
-    params = {k: v for k, v in item.items() if k != "stage"}
-    return Stage(name, _build(STAGE_TYPES[name], params, f"{where} ({name})"))
-
-
-def _check_order(stages: tuple[Stage, ...], where: str) -> None:
-    """Torch stages first, then export_onnx, then quantize_int8 (it works on the ONNX file), and
-    align_channels last (it widens the final file)."""
-    exported = False
-    for i, stage in enumerate(stages):
-        if stage.name in ("quantize_int8", "align_channels") and not exported:
-            raise RecipeError(f"{where}.stages[{i}]: {stage.name} needs an export_onnx stage before it")
-        if stage.name == "align_channels" and i != len(stages) - 1:
-            raise RecipeError(f"{where}.stages[{i}]: align_channels must be the last stage (it widens the "
-                              f"final ONNX file; quantizing zero filters would give them zero scales)")
-        if not stage.produces_onnx and exported:
-            raise RecipeError(f"{where}.stages[{i}]: {stage.name} works on the PyTorch model and must come "
-                              f"before export_onnx")
-        if stage.name == "export_onnx":
-            if exported:
-                raise RecipeError(f"{where}.stages[{i}]: export_onnx appears twice")
-            exported = True
-
-
-# ---------------------------------------------------------------- typed loading
-
-def _build(cls: type, data: Any, where: str) -> Any:
-    data = _expect_mapping(data, where)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    _no_unknown(data, set(fields), where)
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for name, f in fields.items():
-        if name in data:
-            kwargs[name] = _check(data[name], hints[name], f"{where}.{name}")
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise RecipeError(f"{where}: missing required key '{name}'")
-    obj = cls(**kwargs)
-    obj.validate(where)
-    return obj
-
-
-def _check(value: Any, hint: Any, where: str) -> Any:
-    """`value` as type `hint` (int, float, bool, str, Literal, X | None, list/tuple[...])."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _check(value, inner[0], where)
-    if origin is Literal:
-        if value not in args:
-            raise RecipeError(f"{where} must be one of {list(args)}, got {value!r}")
-        return value
-    if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise RecipeError(f"{where} must be a list, got {type(value).__name__} {value!r:.60}")
-        if origin is tuple and args and args[-1] is not Ellipsis and len(value) != len(args):
-            raise RecipeError(f"{where} must be a list of {len(args)} values, got {list(value)!r:.60}")
-        item_type = args[0] if args else Any
-        items = [_check(v, item_type, f"{where}[{i}]") for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else items
-    if hint is Any:
-        return value
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, bool) and hint is not bool or not isinstance(value, hint):
-        raise RecipeError(f"{where} must be {hint.__name__}, got {type(value).__name__} {value!r:.60}")
-    return value
-
-
-def _expect_mapping(data: Any, where: str) -> dict:
-    if not isinstance(data, dict):
-        raise RecipeError(f"{where} must be a mapping, got {type(data).__name__}")
-    return data
-
-
-def _no_unknown(data: dict, allowed: set[str], where: str) -> None:
-    unknown = sorted(set(data) - allowed)
-    if unknown:
-        raise RecipeError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
-
-
-def _positive(value: float, where: str) -> None:
-    if value <= 0:
-        raise RecipeError(f"{where} must be > 0, got {value}")
-
-
-def _unit(value: float, where: str, closed: bool = False) -> None:
-    ok = 0 <= value <= 1 if closed else 0 < value < 1
-    if not ok:
-        interval = "[0, 1]" if closed else "(0, 1) (a fraction: 0.5 removes half)"
-        raise RecipeError(f"{where} must be in {interval}, got {value}")
-
-
-def _existing_file(path: str, where: str) -> None:
-    if not path or not Path(path).is_file():
-        raise RecipeError(f"{where}: file {path!r} does not exist")
+    recipe = validate(Recipe, data, where, RecipeError)
+    recipe._source = json.loads(json.dumps(data))
+    return recipe
 
 
 def reference() -> str:
-    """Every recipe key with its default and choices, generated from the dataclasses above (so it
+    """Every recipe key with its default and choices, generated from the schema above (so it
     cannot go stale): the epilog of `robot-compress compress --help`."""
-    def key(f: dataclasses.Field, hint: Any) -> str:
-        choices = "|".join(map(str, typing.get_args(hint))) if typing.get_origin(hint) is Literal else ""
-        if f.default is not dataclasses.MISSING:
-            return f"{f.name}={f.default!r}" + (f" ({choices})" if choices else "")
-        if f.default_factory is not dataclasses.MISSING:
-            return f"{f.name}={f.default_factory()!r}"
-        return f"{f.name} ({choices or getattr(hint, '__name__', hint)}, required)"
+    def key(name: str, info: Any) -> str:
+        accepted = "|".join(map(str, choices(info)))
+        if not info.is_required():
+            limits = field_range(info)
+            return f"{name}={default_of(info)!r}" + (f" ({accepted})" if accepted else "") + (
+                f" in {limits}" if limits else "")
+        return f"{name} ({accepted or getattr(info.annotation, '__name__', info.annotation)}, required)"
 
-    def keys(cls: type, indent: str) -> str:
-        hints = typing.get_type_hints(cls)
-        return textwrap.fill(", ".join(key(f, hints[f.name]) for f in dataclasses.fields(cls)), 100,
-                             initial_indent=indent, subsequent_indent=indent, break_on_hyphens=False)
+    def keys(cls: type[Schema], indent: str) -> str:
+        text = ", ".join(key(name, info) for name, info in cls.model_fields.items() if name != "stage")
+        return textwrap.fill(text, 100, initial_indent=indent, subsequent_indent=indent, break_on_hyphens=False)
 
     lines = ["recipe keys (YAML), with defaults:", "  teacher:", keys(ModelSource, "      "),
              "  student: optional, the teacher's keys: the network the stages start from (default: the teacher)",

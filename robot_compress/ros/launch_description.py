@@ -34,6 +34,8 @@ ARGUMENTS = (
     Argument("edge_url", "", "edge host:port (empty: from params_file, or the local edge server when "
                              "edge_server is true; 'none': local only)"),
     Argument("edge_model", "", "model name on the edge (empty: from params_file)"),
+    Argument("edge_token_file", "", "file holding the edge's bearer token (empty: from params_file, else "
+             "$ROBOT_COMPRESS_EDGE_TOKEN, else none)"),
     Argument("image_topic", "/camera/image_raw", "camera topic (its /compressed sibling is used too)"),
     Argument("camera", "false", "also start sim_camera"),
     Argument("camera_source", "", "sim_camera source: CIFAR-10 .npz, image folder or video"),
@@ -110,7 +112,7 @@ def describe(overrides: dict[str, str] | None = None) -> list[ProcessSpec]:
     parameters: dict[str, Any] = {}
     if edge_url:
         parameters["edge_url"] = "" if edge_url == "none" else edge_url
-    for name in ("local_model", "edge_model"):
+    for name in ("local_model", "edge_model", "edge_token_file"):
         if values[name]:
             parameters[name] = values[name]
     specs.append(ProcessSpec("perception_node", "perception_node", params_file=values["params_file"],

@@ -26,13 +26,13 @@ from std_srvs.srv import SetBool
 
 from robot_compress.ros import messages
 from robot_compress.ros.image_conversion import compressed_to_array, image_to_array
-from robot_compress.ros.parameters import read_only_descriptor, undeclared_overrides
+from robot_compress.ros.parameters import declare
 from robot_compress.runtime.classification import predictions
 from robot_compress.runtime.errors import RobotCompressError
 from robot_compress.runtime.frame_queue import LatestFrameQueue
 from robot_compress.runtime.local_backend import LocalBackend
 from robot_compress.runtime.package_data import data_path
-from robot_compress.runtime.perception_config import ConfigError, PerceptionConfig, settings
+from robot_compress.runtime.perception_config import ConfigError, PerceptionConfig, edge_token, settings
 from robot_compress.runtime.preprocess import preprocess
 from robot_compress.runtime.router import Router, RouterEvent, RouterState
 
@@ -48,6 +48,7 @@ class PerceptionNode(Node):
         super().__init__(NODE_NAME, **kwargs)
         self.config = self._read_parameters()
         node_cfg = self.config.node
+        self._edge_token = edge_token(node_cfg) if node_cfg.edge_url else None  # a bad token file fails first
         # frames_in == frames_out + frames_dropped (self.queue.dropped) + bad_input + frame_errors
         self._counters = {"frames_in": 0, "frames_out": 0, "bad_input": 0, "frame_errors": 0}
         self._count_lock = threading.Lock()
@@ -81,21 +82,7 @@ class PerceptionNode(Node):
             f"deadline {self.config.router.deadline_ms:g} ms, result type {messages.CLASSIFICATION_TYPE.__name__}")
 
     def _read_parameters(self) -> PerceptionConfig:
-        values = {}
-        for f in settings():
-            try:
-                self.declare_parameter(f.name, f.default, read_only_descriptor(
-                    f.metadata["description"], f.metadata.get("range"), isinstance(f.default, float)))
-            except Exception as exc:  # rclpy raises one of several exception types per problem
-                low, high = f.metadata.get("range", (None, None))
-                kind = "a float (with a decimal point)" if isinstance(f.default, float) else type(f.default).__name__
-                accepts = kind + (f" in [{low:g}, {high:g}]" if low is not None else "")
-                raise ConfigError(f"parameter '{f.name}' rejected ({type(exc).__name__}: {exc}); it accepts "
-                                  f"{accepts} -- {f.metadata['description']}") from exc
-            values[f.name] = self.get_parameter(f.name).value
-        if unknown := undeclared_overrides(self):
-            raise ConfigError(f"unknown parameter(s) {unknown}; perception_node has: {[f.name for f in settings()]}")
-        return PerceptionConfig.from_flat(values)
+        return PerceptionConfig.from_flat(declare(self, settings(), ConfigError), where="parameters")
 
     def _make_edge(self):
         """The gRPC channel retries a lost server at least as often as the router probes, so a
@@ -105,7 +92,7 @@ class PerceptionNode(Node):
         node_cfg, router_cfg = self.config.node, self.config.router
         channel = ChannelSettings(max_reconnect_backoff_s=min(1.0, router_cfg.probe_period_ms / 1000.0))
         return EdgeBackend(node_cfg.edge_url, self.manifest, model_name=node_cfg.edge_model,
-                           token=node_cfg.edge_token or None, probe_timeout_s=router_cfg.probe_timeout_ms / 1000.0,
+                           token=self._edge_token, probe_timeout_s=router_cfg.probe_timeout_ms / 1000.0,
                            channel=channel)
 
     # --- executor thread -------------------------------------------------------------------------

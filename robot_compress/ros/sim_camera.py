@@ -18,10 +18,12 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 import cv2
 import numpy as np
 import rclpy
+from pydantic import ConfigDict, field_validator
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
@@ -29,8 +31,9 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 
 from robot_compress.ros.image_conversion import array_to_image
-from robot_compress.ros.parameters import read_only_descriptor, undeclared_overrides
+from robot_compress.ros.parameters import declare
 from robot_compress.runtime.datasets import load_labelled_images
+from robot_compress.runtime.schema import Schema, setting, validate
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm")
 
@@ -72,37 +75,39 @@ def _video_frames(path: Path):
         capture.release()
 
 
-PARAMETERS = {
-    # name: (default, description, range)
-    "source": ("", "CIFAR-10 .npz file, image folder (<class>/<image>) or video file", None),
-    "rate_hz": (10.0, "frames per second", (0.1, 1000.0)),
-    "width": (640, "published image width (INTER_NEAREST upscale)", (1, 8192)),
-    "height": (480, "published image height", (1, 8192)),
-    "encoding": ("rgb8", "rgb8 or bgr8 (ignored with compressed)", None),
-    "compressed": (False, "publish JPEG sensor_msgs/CompressedImage on image/compressed instead", None),
-    "count": (0, "frames to publish, then exit (0 = the source once, or forever with loop)", (0, 10**9)),
-    "loop": (False, "start the dataset again at its end", None),
-    "wait_for_subscribers": (0, "wait until this many subscribers see the image topic before publishing",
-                             (0, 100)),
-    "wait_for_truth_subscribers": (0, "also wait until this many subscribers see ~/ground_truth", (0, 100)),
-    "settle_s": (0.5, "after the subscribers appear, wait this long: DDS matches a publisher to a new "
-                 "subscriber before the subscriber matches back, and best-effort frames sent in between are lost",
-                 (0.0, 60.0)),
-    "frame_id": ("camera", "header.frame_id of the images", None),
-}
+class CameraConfig(Schema):
+    """sim_camera's parameters (declared as read-only ROS parameters from these fields)."""
+
+    model_config = ConfigDict(validate_default=True)  # so the empty default source is refused
+
+    source: str = setting("", "CIFAR-10 .npz file, image folder (<class>/<image>) or video file")
+    rate_hz: float = setting(10.0, "frames per second", 0.1, 1000.0)
+    width: int = setting(640, "published image width (INTER_NEAREST upscale)", 1, 8192)
+    height: int = setting(480, "published image height", 1, 8192)
+    encoding: Literal["rgb8", "bgr8"] = setting("rgb8", "image encoding (ignored with compressed)")
+    compressed: bool = setting(False, "publish JPEG sensor_msgs/CompressedImage on image/compressed instead")
+    count: int = setting(0, "frames to publish, then exit (0 = the source once, or forever with loop)", 0, 10**9)
+    loop: bool = setting(False, "start the dataset again at its end")
+    wait_for_subscribers: int = setting(0, "wait until this many subscribers see the image topic before "
+                                        "publishing", 0, 100)
+    wait_for_truth_subscribers: int = setting(0, "also wait until this many subscribers see ~/ground_truth", 0, 100)
+    settle_s: float = setting(0.5, "after the subscribers appear, wait this long: DDS matches a publisher to a "
+                              "new subscriber before the subscriber matches back, and best-effort frames sent in "
+                              "between are lost", 0.0, 60.0)
+    frame_id: str = setting("camera", "header.frame_id of the images")
+
+    @field_validator("source")
+    @classmethod
+    def _required(cls, value: str) -> str:
+        if not value:
+            raise ValueError("must be given (a CIFAR-10 .npz, an image folder or a video file)")
+        return value
 
 
 class SimCamera(Node):
     def __init__(self, **kwargs):
         super().__init__("sim_camera", **kwargs)
-        p = {name: self.declare_parameter(name, default, read_only_descriptor(desc, rng, bool(rng) and isinstance(rng[0], float))).value
-             for name, (default, desc, rng) in PARAMETERS.items()}
-        if unknown := undeclared_overrides(self):
-            raise ValueError(f"unknown parameter(s) {unknown}; sim_camera has: {list(PARAMETERS)}")
-        if not p["source"]:
-            raise ValueError("parameter 'source' is required (a CIFAR-10 .npz, an image folder or a video file)")
-        if p["encoding"] not in ("rgb8", "bgr8"):
-            raise ValueError(f"parameter 'encoding' must be rgb8 or bgr8, got {p['encoding']!r}")
+        p = validate(CameraConfig, declare(self, CameraConfig.model_fields), "parameters").model_dump()
         self.p = p
         self.frames = labelled_frames(p["source"], p["count"], p["loop"])
         if p["compressed"]:

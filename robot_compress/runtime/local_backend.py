@@ -8,7 +8,7 @@ import numpy as np
 
 from robot_compress.runtime.classification import Prediction, predictions
 from robot_compress.runtime.errors import ModelError
-from robot_compress.runtime.model_contract import ModelDir
+from robot_compress.runtime.model_contract import ModelDir, check_session
 from robot_compress.runtime.preprocess import preprocess_batch
 
 # Accelerated providers tried in this order with providers="auto" (Jetson: TensorRT/CUDA).
@@ -53,11 +53,7 @@ class LocalBackend:
     def __init__(self, model: ModelDir | str | Path, threads: int = 1, providers: str | list[str] = "cpu"):
         self.model = model if isinstance(model, ModelDir) else ModelDir.load(model)
         self.session = make_session(self.model.onnx_path, threads=threads, providers=providers)
-        spec = self.model.manifest.input
-        inputs = {i.name: i for i in self.session.get_inputs()}
-        if spec.name not in inputs:
-            raise ModelError(f"{self.model.onnx_path} has inputs {sorted(inputs)}, manifest expects "
-                             f"'{spec.name}'")
+        check_session(self.model, self.session)
 
     @property
     def manifest(self):

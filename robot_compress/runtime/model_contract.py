@@ -11,37 +11,48 @@ name the file and the field.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import ConfigDict, field_validator, model_validator
 
 from robot_compress.runtime.errors import ImageError, ManifestError, ModelError
+from robot_compress.runtime.schema import Schema, setting, validate, validate_json
 
 MANIFEST_FILE = "manifest.json"
 CONFIG_FILE = "config.pbtxt"
 ONNX_FILE = "model.onnx"
 FORMAT_VERSION = 1
 
-CHANNEL_ORDERS = ("RGB", "BGR")
-LAYOUTS = ("NCHW", "NHWC")
-INTERPOLATIONS = ("area", "linear", "nearest", "cubic")
+# The largest input side a manifest may ask for: a model input of 4096x4096 float32 is already
+# 200 MB per frame; a bigger one is a typo or an attack, not a robot's camera model.
+MAX_INPUT_SIDE = 4096
+MAX_DIM = 1 << 20  # any one tensor dimension
+PLATFORM = "onnxruntime_onnx"
+INSTANCE_KINDS = ("KIND_AUTO", "KIND_CPU")
+MAX_INSTANCES = 64  # instance_group count: each instance is an ONNX Runtime session and threads
 # numpy dtype name -> Triton / KServe v2 names, for the dtypes a classifier uses.
 TRITON_DTYPES = {"float32": ("TYPE_FP32", "FP32"), "float16": ("TYPE_FP16", "FP16"), "int64": ("TYPE_INT64", "INT64")}
 
 
-@dataclass(frozen=True)
-class TensorSpec:
+class TensorSpec(Schema):
     """A model input or output, without the batch dimension."""
 
-    name: str
-    dtype: str
-    shape: tuple[int, ...]
+    name: str = setting(description="tensor name in the ONNX graph and config.pbtxt")
+    dtype: Literal["float32", "float16", "int64"] = setting(description="numpy dtype name")
+    shape: tuple[int, ...] = setting(description="dimensions without the batch dimension", low=1, high=MAX_DIM)
+
+    @field_validator("shape")
+    @classmethod
+    def _not_empty(cls, shape: tuple[int, ...]) -> tuple[int, ...]:
+        if not shape:
+            raise ValueError("must be a list of positive integers (without the batch dimension), got []")
+        return shape
 
     @property
     def v2_datatype(self) -> str:
@@ -57,143 +68,86 @@ class TensorSpec:
                              f"got {getattr(batch, 'dtype', type(batch).__name__)} {getattr(batch, 'shape', '')}")
 
 
-@dataclass(frozen=True)
-class Preprocessing:
+class Preprocessing(Schema):
     """How a uint8 camera image becomes the model's input tensor (see runtime/preprocess.py)."""
 
-    input_size: tuple[int, int]  # (height, width)
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    channel_order: str = "RGB"
-    layout: str = "NCHW"
-    scale: float = 1.0 / 255.0  # applied to the uint8 pixels before mean/std
-    interpolation: str = "area"
+    input_size: tuple[int, int] = setting(description="(height, width) the image is resized to",
+                                          low=1, high=MAX_INPUT_SIDE)
+    mean: tuple[float, float, float] = setting(description="per-channel mean, after scale", low=-1e6, high=1e6)
+    std: tuple[float, float, float] = setting(description="per-channel std, after scale", low=0, high=1e6,
+                                              low_open=True)
+    channel_order: Literal["RGB", "BGR"] = setting("RGB", "channel order the model expects")
+    layout: Literal["NCHW", "NHWC"] = setting("NCHW", "tensor layout the model expects")
+    scale: float = setting(1.0 / 255.0, "applied to the uint8 pixels before mean/std", 0, 1e6, low_open=True)
+    interpolation: Literal["area", "linear", "nearest", "cubic"] = setting("area", "OpenCV resize interpolation")
+
+    def tensor_shape(self, channels: int = 3) -> tuple[int, int, int]:
+        """The input tensor's shape (without the batch dimension) this preprocessing produces."""
+        height, width = self.input_size
+        return (channels, height, width) if self.layout == "NCHW" else (height, width, channels)
 
 
-@dataclass
-class Manifest:
-    """robot_compress's own description of a model directory (manifest.json)."""
+class Manifest(Schema):
+    """robot_compress's own description of a model directory (manifest.json). Mutable, so a
+    writer can fill in the sha256; assignments are validated too."""
 
-    name: str
-    labels: list[str]
-    input: TensorSpec
-    output: TensorSpec
-    preprocessing: Preprocessing
-    onnx_sha256: str = ""
-    version: int = 1
-    task: str = "classification"
-    source: dict[str, Any] = field(default_factory=dict)
-    license: str = ""
-    recipe: dict[str, Any] | None = None
-    metrics: dict[str, Any] = field(default_factory=dict)
-    created: dict[str, Any] = field(default_factory=dict)
-    format_version: int = FORMAT_VERSION
+    model_config = ConfigDict(frozen=False, validate_assignment=True)
+
+    # first, so a manifest from a newer robot_compress names the version before any other field
+    format_version: int = setting(FORMAT_VERSION, "manifest format; newer than this package's is refused",
+                                  1, FORMAT_VERSION)
+    name: str = setting(description="model name (the directory's name in a repository)")
+    labels: list[str] = setting(description="class names, in output order")
+    input: TensorSpec = setting(description="the input tensor")
+    output: TensorSpec = setting(description="the output tensor (one score per label)")
+    preprocessing: Preprocessing = setting(description="camera image -> input tensor")
+    onnx_sha256: str = setting("", "sha256 of <version>/model.onnx")
+    version: int = setting(1, "model version: the <version> directory", 1, 2**31 - 1)
+    task: str = setting("classification", "what the model does")
+    source: dict[str, Any] = setting(default_factory=dict, description="where the weights come from")
+    license: str = setting("", "licence of the weights")
+    recipe: dict[str, Any] | None = setting(None, "the compression recipe that made the model")
+    metrics: dict[str, Any] = setting(default_factory=dict, description="measured accuracy and latency")
+    created: dict[str, Any] = setting(default_factory=dict, description="when, how and on what it was made")
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, labels: list[str]) -> list[str]:
+        if not labels:
+            raise ValueError("must be a non-empty list of strings")
+        return labels
+
+    @field_validator("format_version", mode="wrap")
+    @classmethod
+    def _understood(cls, value: Any, handler: Any) -> int:
+        if isinstance(value, int) and not isinstance(value, bool) and value > FORMAT_VERSION:
+            raise ValueError(f"{value} is newer than this robot_compress understands ({FORMAT_VERSION}); "
+                             f"upgrade robot_compress")
+        return handler(value)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Manifest:
+        if self.output.shape != (len(self.labels),):
+            raise ValueError(f"output shape {list(self.output.shape)} does not match the {len(self.labels)} labels")
+        expected = self.preprocessing.tensor_shape(self.input.shape[0 if self.preprocessing.layout == "NCHW" else -1])
+        if self.input.shape != expected:
+            raise ValueError(f"input shape {list(self.input.shape)} does not match preprocessing input_size "
+                             f"{list(self.preprocessing.input_size)} in layout {self.preprocessing.layout} "
+                             f"(expected {list(expected)})")
+        return self
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return self.model_dump(mode="json")
 
     @classmethod
     def from_json(cls, data: Any, where: str = MANIFEST_FILE) -> Manifest:
         """Validate a parsed manifest.json; every problem names its field."""
-        r = _Reader(data, where)
-        labels = r.get("labels", list)
-        if not labels or not all(isinstance(x, str) for x in labels):
-            raise ManifestError(f"{where}: field 'labels' must be a non-empty list of strings")
-        manifest = cls(
-            name=r.get("name", str),
-            labels=labels,
-            input=_tensor_spec(r.sub("input")),
-            output=_tensor_spec(r.sub("output")),
-            preprocessing=_preprocessing(r.sub("preprocessing")),
-            onnx_sha256=r.get("onnx_sha256", str),
-            version=r.get("version", int, default=1),
-            task=r.get("task", str, default="classification"),
-            source=r.get("source", dict, default={}),
-            license=r.get("license", str, default=""),
-            recipe=r.get("recipe", (dict, type(None)), default=None),
-            metrics=r.get("metrics", dict, default={}),
-            created=r.get("created", dict, default={}),
-            format_version=r.get("format_version", int, default=FORMAT_VERSION),
-        )
-        if manifest.format_version > FORMAT_VERSION:
-            raise ManifestError(f"{where}: format_version {manifest.format_version} is newer than this "
-                                f"robot_compress understands ({FORMAT_VERSION}); upgrade robot_compress")
-        if manifest.version < 1:
-            raise ManifestError(f"{where}: field 'version' must be >= 1, got {manifest.version}")
-        if manifest.output.shape != (len(labels),):
-            raise ManifestError(f"{where}: output shape {list(manifest.output.shape)} does not match "
-                                f"the {len(labels)} labels")
-        return manifest
+        return validate(cls, data, where, ManifestError)
 
-
-class _Reader:
-    """Typed field access on a JSON object, raising ManifestError that names the field path."""
-
-    _MISSING = object()
-
-    def __init__(self, data: Any, where: str, prefix: str = ""):
-        if not isinstance(data, dict):
-            raise ManifestError(f"{where}: {prefix.rstrip('.') or 'top level'} must be an object, "
-                                f"got {type(data).__name__}")
-        self.data, self.where, self.prefix = data, where, prefix
-
-    def get(self, key: str, types: type | tuple[type, ...], default: Any = _MISSING) -> Any:
-        if key not in self.data:
-            if default is self._MISSING:
-                raise ManifestError(f"{self.where}: missing field '{self.prefix}{key}'")
-            return default
-        value = self.data[key]
-        wanted = types if isinstance(types, tuple) else (types,)
-        # bool is an int in Python; a manifest that says `true` for a number is still wrong.
-        if isinstance(value, bool) and bool not in wanted or not isinstance(value, wanted):
-            names = " or ".join(t.__name__ for t in wanted)
-            raise ManifestError(f"{self.where}: field '{self.prefix}{key}' must be {names}, "
-                                f"got {type(value).__name__} {value!r:.60}")
-        return value
-
-    def numbers(self, key: str, count: int, default: Any = _MISSING) -> tuple[float, ...]:
-        value = self.get(key, list, default=default)
-        if len(value) != count or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
-            raise ManifestError(f"{self.where}: field '{self.prefix}{key}' must be a list of {count} numbers, "
-                                f"got {value!r:.60}")
-        return tuple(float(v) for v in value)
-
-    def choice(self, key: str, choices: tuple[str, ...], default: Any = _MISSING) -> str:
-        value = self.get(key, str, default=default)
-        if value not in choices:
-            raise ManifestError(f"{self.where}: field '{self.prefix}{key}' must be one of {list(choices)}, "
-                                f"got {value!r}")
-        return value
-
-    def sub(self, key: str) -> _Reader:
-        return _Reader(self.get(key, dict), self.where, f"{self.prefix}{key}.")
-
-
-def _tensor_spec(r: _Reader) -> TensorSpec:
-    dims = r.get("shape", list)
-    if not dims or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in dims):
-        raise ManifestError(f"{r.where}: field '{r.prefix}shape' must be a list of positive integers "
-                            f"(without the batch dimension), got {dims!r}")
-    return TensorSpec(name=r.get("name", str), dtype=r.choice("dtype", tuple(TRITON_DTYPES)), shape=tuple(dims))
-
-
-def _preprocessing(r: _Reader) -> Preprocessing:
-    height, width = r.numbers("input_size", 2)
-    if height < 1 or width < 1 or height != int(height) or width != int(width):
-        raise ManifestError(f"{r.where}: field '{r.prefix}input_size' must be two positive integers")
-    std = r.numbers("std", 3)
-    if min(std) <= 0:
-        raise ManifestError(f"{r.where}: field '{r.prefix}std' must be positive, got {list(std)}")
-    scale = r.get("scale", (int, float), default=1.0 / 255.0)
-    return Preprocessing(
-        input_size=(int(height), int(width)),
-        mean=r.numbers("mean", 3),
-        std=std,
-        channel_order=r.choice("channel_order", CHANNEL_ORDERS, default="RGB"),
-        layout=r.choice("layout", LAYOUTS, default="NCHW"),
-        scale=float(scale),
-        interpolation=r.choice("interpolation", INTERPOLATIONS, default="area"),
-    )
+    @classmethod
+    def from_text(cls, text: str | bytes, where: str = MANIFEST_FILE) -> Manifest:
+        """Parse and validate manifest.json's text (nesting depth is capped by the parser)."""
+        return validate_json(cls, text, where, ManifestError)
 
 
 def sha256_of(path: Path) -> str:
@@ -238,11 +192,7 @@ class ModelDir:
         manifest_path = root / MANIFEST_FILE
         if not manifest_path.is_file():
             raise ManifestError(f"{manifest_path} is missing")
-        try:
-            data = json.loads(manifest_path.read_text())
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ManifestError(f"{manifest_path} is not valid JSON: {exc}") from exc
-        manifest = Manifest.from_json(data, where=str(manifest_path))
+        manifest = Manifest.from_text(manifest_path.read_bytes(), where=str(manifest_path))
         config = read_config(root / CONFIG_FILE)
         _check_config_matches(config, manifest, root / CONFIG_FILE)
         model = cls(root=root, manifest=manifest, config=config)
@@ -271,13 +221,60 @@ def read_config(path: Path) -> Any:
 
 
 def _check_config_matches(config: Any, manifest: Manifest, where: Path) -> None:
+    """config.pbtxt must describe the same model as the manifest: Triton serving the directory
+    would otherwise feed it tensors the ONNX file does not take."""
+    from tritonclient.grpc import model_config_pb2 as mc
+
     if config.name and config.name != manifest.name:
         raise ManifestError(f"{where}: name '{config.name}' differs from manifest name '{manifest.name}'")
+    if config.platform not in ("", PLATFORM) or config.backend not in ("", "onnxruntime"):
+        raise ManifestError(f"{where}: platform '{config.platform}' / backend '{config.backend}' is not "
+                            f"'{PLATFORM}'; the model is an ONNX file")
     inputs = [t.name for t in config.input]
     outputs = [t.name for t in config.output]
     if inputs != [manifest.input.name] or outputs != [manifest.output.name]:
         raise ManifestError(f"{where}: inputs {inputs} / outputs {outputs} differ from manifest "
                             f"({manifest.input.name!r} -> {manifest.output.name!r})")
+    for kind, tensor, spec in (("input", config.input[0], manifest.input), ("output", config.output[0], manifest.output)):
+        if tuple(tensor.dims) != spec.shape:
+            raise ManifestError(f"{where}: {kind} '{spec.name}' dims {list(tensor.dims)} differ from manifest "
+                                f"{kind}.shape {list(spec.shape)}")
+        data_type = mc.DataType.Name(tensor.data_type)
+        if data_type != TRITON_DTYPES[spec.dtype][0]:
+            raise ManifestError(f"{where}: {kind} '{spec.name}' data_type {data_type} differs from manifest "
+                                f"{kind}.dtype {spec.dtype} ({TRITON_DTYPES[spec.dtype][0]})")
+    for i, group in enumerate(config.instance_group):
+        kind = mc.ModelInstanceGroup.Kind.Name(group.kind)
+        if kind not in INSTANCE_KINDS:
+            raise ManifestError(f"{where}: instance_group[{i}].kind {kind} is not one of {list(INSTANCE_KINDS)} "
+                                f"(robot_compress runs the ONNX file with ONNX Runtime on the CPU)")
+        if not 0 <= group.count <= MAX_INSTANCES:
+            raise ManifestError(f"{where}: instance_group[{i}].count {group.count} is out of range "
+                                f"[0, {MAX_INSTANCES}]")
+
+
+ONNX_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64"}
+
+
+def check_session(model: ModelDir, session: Any) -> None:
+    """The ONNX file, as ONNX Runtime loaded it, must take and give what the manifest says: a
+    mismatch is a clear error at load, not an ONNX Runtime traceback at the first request."""
+    where = model.onnx_path
+    for kind, spec, tensors in (("input", model.manifest.input, session.get_inputs()),
+                                ("output", model.manifest.output, session.get_outputs())):
+        if len(tensors) != 1:
+            raise ModelError(f"{where} has {len(tensors)} {kind}s {[t.name for t in tensors]}; the manifest "
+                             f"describes one, '{spec.name}'")
+        (tensor,) = tensors
+        if tensor.name != spec.name:
+            raise ModelError(f"{where}: {kind} is named '{tensor.name}', manifest {kind}.name is '{spec.name}'")
+        dtype = ONNX_DTYPES.get(tensor.type, tensor.type)
+        if dtype != spec.dtype:
+            raise ModelError(f"{where}: {kind} '{tensor.name}' is {dtype}, manifest {kind}.dtype is {spec.dtype}")
+        dims = list(tensor.shape)[1:]  # a named (symbolic) dimension matches any size
+        if len(dims) != len(spec.shape) or any(isinstance(d, int) and d != n for d, n in zip(dims, spec.shape, strict=False)):
+            raise ModelError(f"{where}: {kind} '{tensor.name}' has shape {list(tensor.shape)} (batch first), "
+                             f"manifest {kind}.shape is {list(spec.shape)}")
 
 
 def build_config(manifest: Manifest, max_batch_size: int = 32, max_queue_delay_us: int = 500,
@@ -285,7 +282,7 @@ def build_config(manifest: Manifest, max_batch_size: int = 32, max_queue_delay_u
     """The Triton model configuration for a manifest, with dynamic batching and a bounded queue."""
     from tritonclient.grpc import model_config_pb2 as mc
 
-    config = mc.ModelConfig(name=manifest.name, platform="onnxruntime_onnx", max_batch_size=max_batch_size)
+    config = mc.ModelConfig(name=manifest.name, platform=PLATFORM, max_batch_size=max_batch_size)
     for spec, tensors in ((manifest.input, config.input), (manifest.output, config.output)):
         tensor = tensors.add()
         tensor.name = spec.name

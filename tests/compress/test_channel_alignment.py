@@ -176,8 +176,8 @@ def test_a_widened_file_that_answers_differently_is_refused(float_file, inputs, 
 
 def model_directory(root, onnx_file) -> ModelDir:
     manifest = Manifest(name=root.name, labels=[f"c{i}" for i in range(10)],
-                        input=TensorSpec("input", "float32", SHAPE), output=TensorSpec("logits", "float32", (10,)),
-                        preprocessing=Preprocessing((16, 16), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)),
+                        input=TensorSpec(name="input", dtype="float32", shape=SHAPE), output=TensorSpec(name="logits", dtype="float32", shape=(10,)),
+                        preprocessing=Preprocessing(input_size=(16, 16), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)),
                         metrics={"top1": 0.5, "bytes": onnx_file.stat().st_size},
                         created={"command": "robot-compress compress recipe.yaml --out " + str(root)})
     return write_model_dir(root, manifest, onnx_file)
@@ -231,7 +231,7 @@ def test_align_command_names_bad_input(tmp_path):
     missing = align_command(str(tmp_path / "nowhere"))
     assert missing.returncode == 2 and "does not exist" in missing.stderr
     bad = align_command(str(tmp_path), "--multiple", "1")
-    assert bad.returncode == 2 and "align-channels.multiple must be in 2..64 channels, got 1" in bad.stderr
+    assert bad.returncode == 2 and "align-channels: field 'multiple' must be in [2, 64], got 1" in bad.stderr
 
 
 def test_auto_choice_rule():

@@ -113,8 +113,8 @@ def tiny_model(repository: Path, name: str = "tiny", output: str = "scores", **c
     onnx_path = repository / f"{name}.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), onnx_path)
     manifest = Manifest(name=name, labels=["red", "green", "blue"],
-                        input=TensorSpec("input", "float32", (3, 32, 32)),
-                        output=TensorSpec(output, "float32", (3,)),
+                        input=TensorSpec(name="input", dtype="float32", shape=(3, 32, 32)),
+                        output=TensorSpec(name=output, dtype="float32", shape=(3,)),
                         preprocessing=Preprocessing(input_size=(32, 32), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)))
     root = write_model_dir(repository / name, manifest, onnx_path, **config_options).root
     onnx_path.unlink()

@@ -43,6 +43,12 @@ def test_edge_url_none_means_local_only_and_overrides_reach_the_command_line():
     assert "edge_url:=\"\"" in command and "local_model:=\"models/robot_small\"" in command
 
 
+def test_edge_token_file_reaches_the_node_as_a_path_not_the_token():
+    (node,) = describe({"edge_token_file": "/run/secrets/edge_token"})
+    assert node.parameters == {"edge_token_file": "/run/secrets/edge_token"}
+    assert not any("edge_token:=" in part for part in node.command())
+
+
 @pytest.mark.parametrize("overrides, message", [
     ({"camera": "yes"}, "'camera' must be true or false"),
     ({"camera": "true"}, "'camera_source' is required"),

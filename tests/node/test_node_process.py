@@ -86,6 +86,26 @@ def test_bad_parameters_stop_the_node_with_a_clear_error(ros_domain_id, paramete
     assert "Traceback" not in done.stderr
 
 
+def test_blank_edge_token_stops_the_node(ros_domain_id, tmp_path):
+    """The token is not a (readable) parameter: it comes from a file or the environment, and one
+    that is empty or whitespace stops the node instead of turning authentication off."""
+    import os
+
+    from robot_compress.ros.launch_description import find_executable
+
+    token_file = tmp_path / "token"
+    token_file.write_text(" \n")
+    env = {k: v for k, v in os.environ.items() if k != "ROBOT_COMPRESS_EDGE_TOKEN"}
+    runs = [(["-p", f"edge_token_file:={token_file}"], env, f"{token_file} is empty"),
+            ([], {**env, "ROBOT_COMPRESS_EDGE_TOKEN": "  "}, "$ROBOT_COMPRESS_EDGE_TOKEN is set but empty"),
+            (["-p", "edge_token:=s3cret"], env, "unknown parameter(s) ['edge_token']")]
+    for args, environment, message in runs:
+        done = subprocess.run([find_executable("perception_node"), "--ros-args", *args], env=environment,
+                              capture_output=True, text=True, timeout=30)
+        assert done.returncode == 2 and message in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+
+
 def test_sim_camera_refuses_a_misspelt_parameter(ros_domain_id):
     from robot_compress.ros.launch_description import find_executable
 

@@ -11,7 +11,6 @@ the graph prunes its rows and columns together with the blocks it joins.
 from __future__ import annotations
 
 import copy
-import dataclasses
 
 import torch
 import torch_pruning as tp
@@ -114,7 +113,7 @@ def relative_to_input(params: PruneStructured, input_cost: float, teacher_cost: 
     if ratio <= 0:
         raise ValueError(f"prune_structured: the input already has {1 - input_cost / teacher_cost:.1%} fewer "
                          f"{params.target} than the teacher, at least the {params.ratio:.0%} asked for")
-    return dataclasses.replace(params, ratio=ratio, relative_to="input")
+    return params.model_copy(update={"ratio": ratio, "relative_to": "input"})
 
 
 def run(params: PruneStructured, artefact: Artefact, ctx: Context) -> Artefact:
@@ -144,7 +143,7 @@ def run(params: PruneStructured, artefact: Artefact, ctx: Context) -> Artefact:
             history.append(steps_history)
     goal = (1 - params.ratio) * before
     if _cost(model, example, params.target) > goal * 1.001:  # iterative re-ranking fell short: top up
-        top_up = dataclasses.replace(params, ratio=1 - goal / _cost(model, example, params.target))
+        top_up = params.model_copy(update={"ratio": 1 - goal / _cost(model, example, params.target)})
         _pruner(model, top_up, example, channel_ratio_for(model, top_up, example), 1).step()
         for conv in replaced:
             conv.weight.requires_grad_(False)
