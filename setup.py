@@ -67,7 +67,7 @@ setup(
             "robot-compress = robot_compress.cli:main",
             "perception_node = robot_compress.ros.perception_node:main",
             "sim_camera = robot_compress.ros.sim_camera:main",
-            "edge_server = robot_compress.runtime.edge_server:main",
+            "edge_server = robot_compress.edge.command:main",
         ],
     },
 )

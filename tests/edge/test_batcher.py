@@ -8,7 +8,7 @@ from concurrent.futures import CancelledError
 import numpy as np
 import pytest
 
-from robot_compress.runtime.edge_batcher import BatcherStopped, BatchingConfig, DynamicBatcher, QueueFull
+from robot_compress.edge.batcher import BatcherStopped, BatchingConfig, DynamicBatcher, QueueFull
 
 
 class Model:

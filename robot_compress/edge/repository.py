@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from robot_compress.runtime.edge_batcher import BatchingConfig, DynamicBatcher
+from robot_compress.edge.batcher import BatchingConfig, DynamicBatcher
 from robot_compress.runtime.errors import ModelError
 from robot_compress.runtime.local_backend import LocalBackend
 from robot_compress.runtime.model_contract import ModelDir, list_models

@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from robot_compress.runtime.edge_server import ServerConfig, TlsFiles, configure_logging, serve
+    from robot_compress.edge.server import ServerConfig, TlsFiles, configure_logging, serve
     from robot_compress.runtime.errors import RobotCompressError
 
     configure_logging(args.log_level)
@@ -54,3 +54,11 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError, RobotCompressError) as exc:
         print(f"edge-serve: error: {exc}", file=sys.stderr)
         return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The `edge_server` console script and `python -m robot_compress.edge`: same options as
+    `robot-compress edge-serve`."""
+    parser = argparse.ArgumentParser(prog="edge_server", description=__doc__)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))

@@ -7,6 +7,8 @@ at a real Triton serving the same directory. Overload is answered with RESOURCE_
 once (bounded queues, bounded concurrent RPCs), never by growing memory.
 
     robot-compress edge-serve --model-repository models/ --port 8001
+
+`command` builds the ServerConfig from the command line; this module never imports it.
 """
 
 from __future__ import annotations
@@ -26,9 +28,9 @@ import numpy as np
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from robot_compress import __version__
-from robot_compress.runtime.edge_batcher import BatcherStopped, QueueFull
+from robot_compress.edge.batcher import BatcherStopped, QueueFull
+from robot_compress.edge.repository import ServedModel, load_repository, stop_all
 from robot_compress.runtime.edge_protocol import V2_TO_NUMPY, TensorDecodeError, from_contents, from_raw
-from robot_compress.runtime.edge_repository import ServedModel, load_repository, stop_all
 
 log = logging.getLogger("robot_compress.edge")
 
@@ -56,7 +58,7 @@ class ServerConfig:
     max_concurrent_rpcs: int = 64  # gRPC handler threads; beyond it gRPC answers RESOURCE_EXHAUSTED
     max_message_mb: float = 16.0
     default_queue_size: int = 64  # for models whose config.pbtxt leaves max_queue_size at 0
-    adaptive_delay: bool = True  # see edge_batcher; False waits max_queue_delay exactly as Triton
+    adaptive_delay: bool = True  # see edge.batcher; False waits max_queue_delay exactly as Triton
     token: str | None = None
     tls: TlsFiles | None = None
     grace_s: float = 5.0  # SIGTERM: how long in-flight requests may take to finish
@@ -367,18 +369,3 @@ def serve(config: ServerConfig) -> int:
         pass
     server.stop()
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """The `edge_server` console script: same options as `robot-compress edge-serve`."""
-    import argparse
-
-    from robot_compress.runtime import edge_serve_command
-
-    parser = argparse.ArgumentParser(prog="edge_server", description=edge_serve_command.__doc__)
-    edge_serve_command.add_arguments(parser)
-    return edge_serve_command.run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
