@@ -24,6 +24,8 @@ RUNTIME = [
     "pyyaml>=6",
     "grpcio>=1.60",
     "protobuf>=4.21,<7",  # tritonclient's generated stubs need protobuf < 7
+    # grpc.health.v1 for the edge server; 1.81.1 is the newest release whose stubs accept protobuf < 7.
+    "grpcio-health-checking==1.81.1",
     "tritonclient[grpc]>=2.40",
     "rich>=13",
     "matplotlib>=3.7",
