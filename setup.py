@@ -20,6 +20,7 @@ def model_data_files() -> list[tuple[str, list[str]]]:
 RUNTIME = [
     "numpy>=1.24",
     "opencv-python-headless>=4.8",
+    "pillow>=10",  # reads a compressed image's declared size from its header, before OpenCV decodes it
     "onnxruntime>=1.17",
     "pyyaml>=6",
     "grpcio>=1.60",
