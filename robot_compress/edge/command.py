@@ -39,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-streams-per-connection", type=int, default=100,
                         help="calls one client connection may have open at once (HTTP/2 streams; "
                              "more wait at the client) (default: 100)")
+    parser.add_argument("--max-open-calls", type=int, default=4096,
+                        help="calls open at once over all connections, also those still receiving their "
+                             "message; beyond it RESOURCE_EXHAUSTED before anything is read (default: 4096)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
 
@@ -59,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
                               max_message_mb=args.max_message_mb, default_queue_size=args.default_queue_size,
                               adaptive_delay=not args.strict_queue_delay,
                               token=token, tls=tls, grace_s=args.grace_s, receive_timeout_s=args.receive_timeout_s,
-                              max_streams_per_connection=args.max_streams_per_connection)
+                              max_streams_per_connection=args.max_streams_per_connection,
+                              max_open_calls=args.max_open_calls)
         return serve(config)
     except (OSError, ValueError, RobotCompressError) as exc:
         print(f"edge-serve: error: {exc}", file=sys.stderr)

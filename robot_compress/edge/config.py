@@ -48,8 +48,10 @@ RANGES: dict[str, tuple[str, float, float]] = {
     "grace_s": ("--grace-s", 0.0, 3600.0),
     "receive_timeout_s": ("--receive-timeout-s", 0.01, 3600.0),
     "max_streams_per_connection": ("--max-streams-per-connection", 1, 100_000),
+    "max_open_calls": ("--max-open-calls", 1, 1_000_000),
 }
-INTEGERS = {"port", "threads", "max_concurrent_rpcs", "default_queue_size", "max_streams_per_connection"}
+INTEGERS = {"port", "threads", "max_concurrent_rpcs", "default_queue_size", "max_streams_per_connection",
+            "max_open_calls"}
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,9 @@ class ServerConfig:
     grace_s: float = 5.0  # SIGTERM: how long in-flight requests may take to finish
     receive_timeout_s: float = 10.0  # from a call's headers to its whole request message
     max_streams_per_connection: int = 100  # HTTP/2 streams one client connection may have open
+    # All calls open at once, also those still receiving their message: bounds memory across
+    # connections. Beyond it gRPC answers RESOURCE_EXHAUSTED before reading anything.
+    max_open_calls: int = 4096
 
     def __post_init__(self):
         for item in fields(self):
@@ -79,6 +84,9 @@ class ServerConfig:
                     or not low <= value <= high:
                 kind = "an integer" if integer else "a number"
                 raise ConfigError(f"{item.name} ({flag}) must be {kind} in {low:g}..{high:g}, got {value!r}")
+        if self.max_open_calls < self.max_concurrent_rpcs:
+            raise ConfigError(f"max_open_calls (--max-open-calls) {self.max_open_calls} must be at least "
+                              f"max_concurrent_rpcs (--max-concurrent-rpcs) {self.max_concurrent_rpcs}")
         if self.token is not None:
             check_token(self.token, "token")
 

@@ -69,7 +69,8 @@ class EdgeServer:
 
     async def start(self) -> None:
         config = self.config
-        self._server = grpc.aio.server(interceptors=[self.admission], options=self._options())
+        self._server = grpc.aio.server(interceptors=[self.admission], options=self._options(),
+                                       maximum_concurrent_rpcs=config.max_open_calls)
         service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(self.servicer, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(self.servicer), self._server)
         address = f"{config.host}:{config.port}"
@@ -83,10 +84,11 @@ class EdgeServer:
             log.warning("event=token_without_tls detail=\"the bearer token travels in plaintext; configure TLS\"")
         await self._server.start()
         log.info("event=serving address=%s:%d tls=%s mtls=%s token=%s models=%s max_concurrent_rpcs=%d "
-                 "max_message_mb=%g receive_timeout_s=%g max_streams_per_connection=%d", config.host, self.port,
+                 "max_message_mb=%g receive_timeout_s=%g max_streams_per_connection=%d max_open_calls=%d", config.host,
+                 self.port,
                  config.tls is not None, bool(config.tls and config.tls.client_ca), config.token is not None,
                  ",".join(sorted(self.models)), config.max_concurrent_rpcs, config.max_message_mb,
-                 config.receive_timeout_s, config.max_streams_per_connection)
+                 config.receive_timeout_s, config.max_streams_per_connection, config.max_open_calls)
 
     async def stop(self, forced: asyncio.Event | None = None) -> None:
         """Refuse new calls (ServerReady turns false), let in-flight ones finish within the grace

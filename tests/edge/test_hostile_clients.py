@@ -171,3 +171,29 @@ def test_health_service_answers_without_the_token(server):
         watch = health.Watch(health_pb2.HealthCheckRequest(service=""), timeout=5)
         assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
         watch.cancel()
+
+
+def test_open_calls_are_bounded_over_all_connections(edge_repository, start_edge_server):
+    """--max-open-calls bounds the calls held open across connections (memory): beyond it gRPC
+    refuses at once; once they end, good calls are served again."""
+    server = start_edge_server(edge_repository, "--max-open-calls", "40", "--max-concurrent-rpcs", "8",
+                               "--max-streams-per-connection", "10")
+    attack = HeaderOnlyCalls(server.url, 40, per_connection=10)
+    try:
+        time.sleep(1.0)
+        with grpc.insecure_channel(server.url) as channel:
+            stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as error:
+                stub.ModelInfer(infer_request(), timeout=2.0)
+            assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            attack.close()
+            deadline = time.monotonic() + 5
+            while True:
+                try:
+                    assert stub.ModelInfer(infer_request(), timeout=2.0).model_name == EDGE_NAME
+                    break
+                except grpc.RpcError:
+                    assert time.monotonic() < deadline, "calls were not served again after the held ones ended"
+                    time.sleep(0.1)
+    finally:
+        attack.close()
