@@ -20,10 +20,13 @@ def model_data_files() -> list[tuple[str, list[str]]]:
 RUNTIME = [
     "numpy>=1.24",
     "opencv-python-headless>=4.8",
+    "pillow>=10",  # reads a compressed image's declared size from its header, before OpenCV decodes it
     "onnxruntime>=1.17",
     "pyyaml>=6",
     "grpcio>=1.60",
     "protobuf>=4.21,<7",  # tritonclient's generated stubs need protobuf < 7
+    # grpc.health.v1 for the edge server; 1.81.1 is the newest release whose stubs accept protobuf < 7.
+    "grpcio-health-checking==1.81.1",
     "tritonclient[grpc]>=2.40",
     "rich>=13",
     # one validation layer for recipes, manifests and node settings (runtime/schema.py)
@@ -73,7 +76,7 @@ setup(
             "robot-compress = robot_compress.cli:main",
             "perception_node = robot_compress.ros.perception_node:main",
             "sim_camera = robot_compress.ros.sim_camera:main",
-            "edge_server = robot_compress.runtime.edge_server:main",
+            "edge_server = robot_compress.edge.command:main",
         ],
     },
 )

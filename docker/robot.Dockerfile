@@ -26,7 +26,7 @@ WORKDIR /opt/robot_compress/ws
 
 # 1. ROS and system dependencies from package.xml with rosdep: rclpy, sensor/std/diagnostic msgs,
 #    std_srvs, vision_msgs (ros-jazzy-vision-msgs), cv_bridge (ros-jazzy-cv-bridge), launch,
-#    launch_ros, python3-numpy, python3-opencv, python3-yaml. The two pip-backed keys are skipped:
+#    launch_ros, python3-numpy, python3-opencv, python3-pil, python3-yaml. The two pip-backed keys are skipped:
 #    step 2 installs them pinned (see docker/robot-requirements.txt).
 COPY package.xml src/robot_compress/package.xml
 # hadolint ignore=DL3008

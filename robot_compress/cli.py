@@ -19,7 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compress": ("robot_compress.compress.command", "prune, distil and quantize a model with a recipe (recipes/*.yaml)"),
     "align-channels": ("robot_compress.compress.align_command",
                        "widen a model directory's pruned channel counts for faster CPU kernels (same answers)"),
-    "edge-serve": ("robot_compress.runtime.edge_serve_command", "serve a model repository over OIP v2 gRPC (Triton-compatible)"),
+    "edge-serve": ("robot_compress.edge.command", "serve a model repository over OIP v2 gRPC (Triton-compatible)"),
     "up": ("robot_compress.ros.up_command", "start the perception stack (node, optional camera and edge server) without ROS launch"),
     "demo": ("robot_compress.demo.command", "watch failover live: edge server, robot node, simulated camera, scripted link failure"),
 }

@@ -58,6 +58,16 @@ def ros_domain_id(monkeypatch) -> int:
     return domain
 
 
+@pytest.fixture(scope="session", autouse=True)
+def fastdds_shared_memory_cleanup():
+    """Tests SIGKILL ROS processes on purpose; each leaves a 16 MiB Fast DDS segment in /dev/shm.
+    Remove those (only segments no live process holds) when the session ends."""
+    yield
+    from robot_compress.ros.shm_cleanup import clean_zombie_segments
+
+    clean_zombie_segments()
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """../shared/data (real CIFAR-10 and pretrained weights). Missing data is a failure, not a skip."""

@@ -9,7 +9,13 @@ from __future__ import annotations
 import numpy as np
 
 from robot_compress.runtime.errors import ImageError
-from robot_compress.runtime.preprocess import channels_of, check_image, decode_image
+from robot_compress.runtime.preprocess import (
+    MAX_IMAGE_PIXELS,
+    channels_of,
+    check_image,
+    check_image_size,
+    decode_image,
+)
 
 try:
     from cv_bridge import CvBridge, CvBridgeError
@@ -19,11 +25,13 @@ except ImportError:
     _BRIDGE = None
 
 
-def check_header(encoding: str, height: int, width: int, step: int, size: int) -> int:
+def check_header(encoding: str, height: int, width: int, step: int, size: int,
+                 max_pixels: int = MAX_IMAGE_PIXELS) -> int:
     """Validate an Image's layout fields against its data length; return the channel count."""
     channels = channels_of(encoding)
     if height <= 0 or width <= 0:
         raise ImageError(f"image has zero size ({width}x{height})")
+    check_image_size(width, height, max_pixels)
     if step < width * channels:
         raise ImageError(f"step {step} is smaller than width {width} x {channels} bytes per pixel")
     if size != step * height:
@@ -51,9 +59,10 @@ def image_to_array(msg) -> tuple[np.ndarray, str]:
     return (array[:, :, None] if array.ndim == 2 else array), msg.encoding
 
 
-def compressed_to_array(msg) -> tuple[np.ndarray, str]:
-    """A sensor_msgs/CompressedImage (JPEG/PNG) as (HxWx3 bgr8 array, "bgr8")."""
-    return decode_image(bytes(msg.data)), "bgr8"
+def compressed_to_array(msg, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[np.ndarray, str]:
+    """A sensor_msgs/CompressedImage (JPEG/PNG) as (HxWx3 bgr8 array, "bgr8"); its declared size is
+    checked against `max_pixels` before it is decoded."""
+    return decode_image(bytes(msg.data), max_pixels), "bgr8"
 
 
 def array_to_image(array: np.ndarray, encoding: str, msg=None):

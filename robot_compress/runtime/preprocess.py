@@ -6,11 +6,18 @@ server and the local model see the same tensor for the same frame and their answ
 
 from __future__ import annotations
 
+import struct
+
 import cv2
 import numpy as np
 
 from robot_compress.runtime.errors import ImageError
 from robot_compress.runtime.model_contract import Preprocessing
+
+# Largest image accepted, in pixels, checked before anything is decoded or resized: a 675-byte JPEG
+# can declare 30000x30000 and cost gigabytes to decode. 8192x4096 covers 4K/UHD cameras and 24 MP
+# machine-vision sensors (6000x4000); raise it per call (`max_pixels`) for larger ones.
+MAX_IMAGE_PIXELS = 8192 * 4096
 
 CHANNELS = {"rgb8": 3, "bgr8": 3, "mono8": 1}  # the encodings the robot takes, and bytes per pixel
 ENCODINGS = tuple(CHANNELS)
@@ -81,11 +88,77 @@ def preprocess_batch(images: np.ndarray, encoding: str, spec: Preprocessing) -> 
     return np.concatenate([preprocess(img, encoding, spec) for img in images])
 
 
-def decode_image(data: bytes) -> np.ndarray:
-    """Decode PNG/JPEG/... bytes to a bgr8 HxWx3 array (OpenCV's order); corrupt data -> ImageError."""
+def check_image_size(width: int, height: int, max_pixels: int = MAX_IMAGE_PIXELS) -> None:
+    """ImageError if a width x height image is larger than `max_pixels`."""
+    if width * height > max_pixels:
+        raise ImageError(f"image of {width}x{height} = {width * height} pixels is over the limit of "
+                         f"{max_pixels} pixels (max_pixels); refusing to decode or resize it")
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}  # frame headers
+
+
+def _png_size(data: bytes) -> tuple[int, int] | None:
+    if data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR" and len(data) >= 24:
+        return struct.unpack(">II", data[16:24])
+    return None
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """Walk the marker segments to the first frame header (SOFn), which holds height and width."""
+    if data[:2] != b"\xff\xd8":
+        return None
+    at = 2
+    while at + 9 <= len(data):
+        if data[at] != 0xFF:
+            return None
+        marker = data[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+            continue
+        if marker in (0x01, *range(0xD0, 0xD8)):  # markers without a length
+            at += 2
+            continue
+        if marker in JPEG_SOF:
+            height, width = struct.unpack(">HH", data[at + 5:at + 9])
+            return width, height
+        at += 2 + struct.unpack(">H", data[at + 2:at + 4])[0]
+    return None
+
+
+def declared_size(data: bytes) -> tuple[int, int]:
+    """(width, height) as the compressed image's header declares it, reading only the header, so
+    a decompression bomb costs nothing to measure: PNG and JPEG here, other formats with Pillow's
+    lazy open (which reads only the header too)."""
+    size = _png_size(data) or _jpeg_size(data)
+    if size is not None:
+        return size
+    import io
+    import warnings
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as header:
+                return header.size
+    except Image.DecompressionBombError as exc:  # Pillow's own limit, far above ours
+        raise ImageError(f"compressed image declares a size over the limit: {exc}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"could not decode compressed image ({len(data)} bytes): corrupt or unsupported "
+                         f"format (its header: {exc})") from None
+
+
+def decode_image(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """Decode PNG/JPEG/... bytes to a bgr8 HxWx3 array (OpenCV's order). The size its header
+    declares is checked against `max_pixels` first; corrupt or too large -> ImageError."""
     if not data:
         raise ImageError("compressed image is empty")
+    check_image_size(*declared_size(data), max_pixels)
     image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         raise ImageError(f"could not decode compressed image ({len(data)} bytes): corrupt or unsupported format")
+    check_image_size(image.shape[1], image.shape[0], max_pixels)  # in case the header lied
     return image

@@ -26,11 +26,14 @@ def _name(common_name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
-def _certificate(subject: str, key, issuer: str, issuer_key, *, ca: bool = False, usage=None, san=None):
+def _certificate(subject: str, key, issuer: str, issuer_key, *, ca: bool = False, usage=None, san=None,
+                 expired: bool = False):
     now = datetime.datetime.now(datetime.timezone.utc)
+    start, end = ((now - datetime.timedelta(days=2), now - datetime.timedelta(days=1)) if expired
+                  else (now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=1)))
     builder = (x509.CertificateBuilder().subject_name(_name(subject)).issuer_name(_name(issuer))
                .public_key(key.public_key()).serial_number(x509.random_serial_number())
-               .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+               .not_valid_before(start).not_valid_after(end)
                .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
     if usage:
         builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
@@ -39,7 +42,7 @@ def _certificate(subject: str, key, issuer: str, issuer_key, *, ca: bool = False
     return builder.sign(issuer_key, hashes.SHA256())
 
 
-def make_pki(directory: Path) -> Pki:
+def make_pki(directory: Path, server_expired: bool = False) -> Pki:
     def write(name: str, data: bytes) -> Path:
         (directory / name).write_bytes(data)
         return directory / name
@@ -54,7 +57,8 @@ def make_pki(directory: Path) -> Pki:
     ca_key, server_key, client_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
     ca = _certificate("test CA", ca_key, "test CA", ca_key, ca=True)
     server = _certificate("localhost", server_key, "test CA", ca_key, usage=ExtendedKeyUsageOID.SERVER_AUTH,
-                          san=[x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+                          san=[x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
+                          expired=server_expired)
     client = _certificate("robot", client_key, "test CA", ca_key, usage=ExtendedKeyUsageOID.CLIENT_AUTH)
     return Pki(write("ca.pem", cert_pem(ca)), write("server.pem", cert_pem(server)),
                write("server.key", key_pem(server_key)), write("client.pem", cert_pem(client)),

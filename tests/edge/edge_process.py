@@ -27,7 +27,7 @@ READY_LINE = "event=serving"
 
 
 class EdgeServerProcess:
-    """`python -m robot_compress.runtime.edge_server` with its log in a file (a pipe nobody reads
+    """`python -m robot_compress.edge` with its log in a file (a pipe nobody reads
     would block the server once full). Always stopped by `stop()`, even if frozen."""
 
     def __init__(self, repository: Path, log_path: Path, *args: str, port: int | None = None):
@@ -45,7 +45,7 @@ class EdgeServerProcess:
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "robot_compress.runtime.edge_server", "--model-repository",
+                [sys.executable, "-m", "robot_compress.edge", "--model-repository",
                  str(self.repository), "--host", "127.0.0.1", "--port", str(self.port), *self.args],
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"})

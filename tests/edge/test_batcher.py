@@ -8,7 +8,7 @@ from concurrent.futures import CancelledError
 import numpy as np
 import pytest
 
-from robot_compress.runtime.edge_batcher import BatcherStopped, BatchingConfig, DynamicBatcher, QueueFull
+from robot_compress.edge.batcher import BatcherStopped, BatchingConfig, DynamicBatcher, QueueFull
 
 
 class Model:
@@ -134,3 +134,34 @@ def test_request_cancelled_while_queued_is_skipped(model):
 def test_batching_config_is_validated():
     with pytest.raises(ValueError, match="max_queue_size"):
         BatchingConfig(max_batch_size=4, max_queue_size=0)
+
+
+class ExecutorKilled(BaseException):
+    """Escapes the batcher's `except Exception`, as a fatal error in an executor thread would."""
+
+
+@pytest.mark.parametrize("delay_s, instances", [(-1.0, 1), (61.0, 1), (2.0 ** 64 / 1e6, 1), (0.0, 0), (0.0, 65)])
+def test_out_of_range_config_is_refused(delay_s, instances):
+    with pytest.raises(ValueError, match="must be in"):
+        BatchingConfig(max_batch_size=4, max_queue_size=4, max_queue_delay_s=delay_s, instances=instances)
+
+
+def test_dead_executor_makes_the_model_not_ready_and_fails_requests_fast(model):
+    gate = threading.Event()
+
+    def dies(batch: np.ndarray) -> np.ndarray:
+        gate.wait(10)
+        raise ExecutorKilled()
+
+    batcher = DynamicBatcher("m", dies, BatchingConfig(max_batch_size=1, max_queue_size=8, dynamic=False))
+    assert batcher.healthy
+    running = batcher.submit(np.ones((1, 2), np.float32))
+    queued = batcher.submit(np.ones((1, 2), np.float32))
+    gate.set()
+    with pytest.raises(BatcherStopped, match="executor failed"):
+        running.result(5)
+    with pytest.raises(BatcherStopped, match="executor failed"):
+        queued.result(5)
+    assert not batcher.healthy
+    with pytest.raises(BatcherStopped, match="not ready"):
+        batcher.submit(np.ones((1, 2), np.float32))

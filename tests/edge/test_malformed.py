@@ -48,6 +48,11 @@ CASES = {
     "no data": (request(raw=[]), INVALID, "has 0 values"),
     "unknown output": (request(outputs=["probabilities"]), INVALID, "no output ['probabilities']"),
     "oversized message": (too_big_request(), INVALID, "--max-message-mb"),
+    "contents and raw": (service_pb2.ModelInferRequest(
+        model_name=EDGE_NAME, raw_input_contents=[b"\0" * 12288], inputs=[Tensor(
+            name="input", datatype="FP32", shape=[1, 3, 32, 32],
+            contents=service_pb2.InferTensorContents(fp32_contents=[1.0]))]),
+        INVALID, "both contents and raw_input_contents"),
 }
 
 

@@ -99,6 +99,8 @@ def test_64_clients_get_answers_or_resource_exhausted_and_memory_stays_bounded(s
     assert rss.peak <= 1.5 * idle_rss, f"server RSS grew from {idle_rss >> 20} MiB idle to {rss.peak >> 20} MiB"
     assert stub.ModelInfer(infer_request(), timeout=10).model_name == EDGE_NAME
     assert "event=overloaded" in small_queue_server.log_text()
+    statistics = stub.ModelStatistics(service_pb2.ModelStatisticsRequest(name=EDGE_NAME), timeout=10)
+    assert statistics.model_stats[0].inference_stats.fail.count >= codes[grpc.StatusCode.RESOURCE_EXHAUSTED]
 
 
 def test_edge_backend_reports_overload_as_overloaded(small_queue_server, edge_manifest):

@@ -10,11 +10,13 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from robot_compress.ros.image_conversion import (
     array_to_image,
+    check_header,
     compressed_to_array,
     image_to_array,
     numpy_from_image,
 )
 from robot_compress.runtime.errors import ImageError
+from tests.image_bombs import jpeg_bomb, png_bomb
 
 RNG = np.random.default_rng(0)
 
@@ -102,3 +104,17 @@ def test_array_to_image_rejects_wrong_arrays():
         array_to_image(np.zeros((4, 4, 1), dtype=np.uint8), "rgb8")
     with pytest.raises(ImageError, match="unsupported"):
         array_to_image(np.zeros((4, 4, 3), dtype=np.uint8), "yuv422")
+
+
+@pytest.mark.parametrize("bomb", [jpeg_bomb, png_bomb], ids=["jpeg", "png"])
+def test_compressed_bomb_is_refused_before_decoding(bomb):
+    msg = CompressedImage(format="jpeg")
+    msg.data = bomb()
+    with pytest.raises(ImageError, match="is over the limit"):
+        compressed_to_array(msg)
+
+
+def test_raw_image_over_the_pixel_limit_is_refused():
+    with pytest.raises(ImageError, match="64x48 = 3072 pixels is over the limit of 3000"):
+        check_header("rgb8", 48, 64, 64 * 3, 48 * 64 * 3, max_pixels=3000)
+    assert check_header("rgb8", 48, 64, 64 * 3, 48 * 64 * 3, max_pixels=3072) == 3

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from robot_compress.runtime.polling import wait_until
+from tests.image_bombs import jpeg_bomb
 from tests.node.conftest import TOPIC, image_msg, node_spec, stamp_key
 
 pytestmark = pytest.mark.timeout(60)
@@ -59,6 +60,40 @@ def test_bad_frames_are_counted_and_the_next_good_frame_is_processed(processes, 
     log = processes.output(node)
     assert log.count("bad frame skipped") == 1, log  # throttled: one line for the burst
     assert "unsupported image encoding '16UC1'" in log
+
+
+def test_decompression_bomb_is_bad_input_at_once_and_memory_stays_flat(processes, listener):
+    """A 30000x30000 JPEG of a few hundred bytes: counted as bad input from its header, and the
+    good frame right behind it is answered; the node never allocates the declared image."""
+    import psutil
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import CompressedImage
+
+    node = processes.start_spec(node_spec(""))
+    listener.wait_for_backend("local", 20)
+    compressed = listener.node.create_publisher(CompressedImage, f"{TOPIC}/compressed", qos_profile_sensor_data)
+    wait_until(lambda: compressed.get_subscription_count(), 10, "the node to subscribe")
+    time.sleep(0.5)
+    rss = psutil.Process(node.pid)
+    before = rss.memory_info().rss
+    bomb = CompressedImage(format="jpeg")
+    bomb.header.stamp.sec, bomb.data = 20, jpeg_bomb()
+    ok, jpeg = cv2.imencode(".jpg", np.zeros((32, 32, 3), np.uint8))
+    good = CompressedImage(format="jpeg")
+    good.header.stamp.sec, good.data = 21, jpeg.tobytes()
+    compressed.publish(bomb)
+    published = time.monotonic()
+    compressed.publish(good)
+    results = wait_until(lambda: listener.snapshot("results"), 10, "a result for the good frame")
+    answered_after = time.monotonic() - published
+    assert [stamp_key(r["stamp"]) for r in results] == [(21, 0)]
+    wait_until(lambda: listener.snapshot("diagnostics").get("bad_input") == "1", 5, "the bomb counted as bad input",
+               detail=lambda: listener.snapshot("diagnostics"))
+    grown = rss.memory_info().rss - before
+    assert grown < 100 << 20, f"node RSS grew by {grown >> 20} MiB"
+    assert answered_after < 5.0  # decoding the bomb would take ~15 s and 5 GB
+    processes.stop(node)
+    assert "30000x30000" in processes.output(node)
 
 
 def test_node_process_does_not_load_torch(processes, listener):

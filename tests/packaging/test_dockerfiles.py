@@ -256,7 +256,8 @@ def test_images_carry_the_models_the_default_parameters_name():
 # What the robot image provides for each top-level import of the robot-side code.
 FROM_PIP = {"onnxruntime": "onnxruntime", "grpc": "grpcio", "google": "protobuf", "tritonclient": "tritonclient",
             "rich": "rich", "pydantic": "pydantic", "pydantic_core": "pydantic-core"}  # docker/robot-requirements.txt
-FROM_ROSDEP = {"numpy": "python3-numpy", "cv2": "python3-opencv", "yaml": "python3-yaml", "rclpy": "rclpy",
+FROM_ROSDEP = {"numpy": "python3-numpy", "cv2": "python3-opencv", "PIL": "python3-pil", "yaml": "python3-yaml",
+               "rclpy": "rclpy",
                "sensor_msgs": "sensor_msgs", "std_msgs": "std_msgs", "diagnostic_msgs": "diagnostic_msgs",
                "std_srvs": "std_srvs", "vision_msgs": "vision_msgs", "cv_bridge": "cv_bridge"}  # package.xml
 WITH_RCLPY = {"rcl_interfaces", "ament_index_python", "builtin_interfaces"}  # rclpy's own dependencies

@@ -7,8 +7,10 @@ import subprocess
 import sys
 
 import cv2
+import numpy as np
 
 from tests.conftest import REPO, SMALL_MODEL
+from tests.image_bombs import jpeg_bomb
 
 CLI = [sys.executable, "-m", "robot_compress.cli"]
 
@@ -71,3 +73,15 @@ def test_classify_bad_inputs_are_reported(tmp_path):
     assert proc.returncode == 1 and "could not decode" in proc.stderr
     proc = _run("classify", "--model", str(tmp_path / "missing_model"), str(corrupt))
     assert proc.returncode == 2 and "does not exist" in proc.stderr
+
+
+def test_classify_refuses_a_decompression_bomb_and_goes_on(tmp_path):
+    bomb = tmp_path / "bomb.jpg"
+    bomb.write_bytes(jpeg_bomb())
+    good = tmp_path / "good.png"
+    cv2.imwrite(str(good), np.zeros((32, 32, 3), np.uint8))
+    proc = _run("classify", "--model", str(SMALL_MODEL), str(bomb), str(good))
+    assert proc.returncode == 1 and "30000x30000" in proc.stderr and "over the limit" in proc.stderr, proc.stderr
+    assert f"{good}:" in proc.stdout
+    proc = _run("classify", "--model", str(SMALL_MODEL), "--max-pixels", "100", str(good))
+    assert proc.returncode == 1 and "32x32 = 1024 pixels is over the limit of 100" in proc.stderr

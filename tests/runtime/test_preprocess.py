@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import time
+
 import cv2
 import numpy as np
 import pytest
 
 from robot_compress.runtime.errors import ImageError
 from robot_compress.runtime.model_contract import Preprocessing
-from robot_compress.runtime.preprocess import decode_image, preprocess, preprocess_batch
+from robot_compress.runtime.preprocess import MAX_IMAGE_PIXELS, decode_image, preprocess, preprocess_batch
+from tests.image_bombs import jpeg_bomb, png_bomb
 
 SPEC = Preprocessing(input_size=(32, 32), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 
@@ -109,3 +112,21 @@ def test_camera_sized_bgr_and_mono_match_converting_first():
     mono = rng.integers(0, 256, (480, 640), dtype=np.uint8)
     mono_first = cv2.resize(np.repeat(mono[:, :, None], 3, axis=2), (32, 32), interpolation=cv2.INTER_AREA)
     np.testing.assert_allclose(preprocess(mono, "mono8", SPEC), _reference(mono_first), atol=1e-5)
+
+
+@pytest.mark.parametrize("bomb, declared", [(jpeg_bomb, "30000x30000"), (png_bomb, "15000x15000")],
+                         ids=["jpeg", "png"])
+def test_decompression_bomb_is_refused_from_its_header(bomb, declared):
+    data = bomb()
+    assert len(data) < 1000
+    started = time.monotonic()
+    with pytest.raises(ImageError, match=f"{declared} = .* pixels is over the limit of {MAX_IMAGE_PIXELS}"):
+        decode_image(data)
+    assert time.monotonic() - started < 1.0  # read from the header, not decoded (that takes seconds)
+
+
+def test_image_at_the_limit_is_decoded_and_the_limit_is_a_parameter():
+    ok, png = cv2.imencode(".png", np.zeros((40, 50, 3), np.uint8))
+    assert decode_image(png.tobytes(), max_pixels=2000).shape == (40, 50, 3)
+    with pytest.raises(ImageError, match="50x40 = 2000 pixels is over the limit of 1999"):
+        decode_image(png.tobytes(), max_pixels=1999)

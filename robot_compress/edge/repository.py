@@ -12,7 +12,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from robot_compress.runtime.edge_batcher import BatchingConfig, DynamicBatcher
+from robot_compress.edge.batcher import (
+    MAX_BATCH_SIZE,
+    MAX_INSTANCES,
+    MAX_QUEUE_DELAY_S,
+    MAX_QUEUE_SIZE,
+    BatchingConfig,
+    DynamicBatcher,
+)
 from robot_compress.runtime.errors import ModelError
 from robot_compress.runtime.local_backend import LocalBackend
 from robot_compress.runtime.model_contract import ModelDir, list_models
@@ -59,23 +66,39 @@ class ServedModel:
     def version(self) -> str:
         return str(self.model.version)
 
+    @property
+    def ready(self) -> bool:
+        return self.batcher.healthy
+
 
 def batching_config(model: ModelDir, default_queue_size: int, adaptive_delay: bool = True) -> BatchingConfig:
     """Triton's semantics: no `dynamic_batching` block -> one request per execution;
-    max_queue_size 0 (Triton: unbounded) -> `default_queue_size`, because the queue must be bounded."""
+    max_queue_size 0 (Triton: unbounded) -> `default_queue_size`, because the queue must be bounded.
+    Values outside the ranges this server runs safely are refused here, naming the field."""
     config = model.config
-    if config.max_batch_size < 1:
-        raise ModelError(f"{model.root}/config.pbtxt: max_batch_size {config.max_batch_size} is not supported "
-                         f"by this server (models must have a batch dimension, max_batch_size >= 1)")
     dynamic = config.HasField("dynamic_batching")
     queue_size = config.dynamic_batching.default_queue_policy.max_queue_size if dynamic else 0
-    instances = sum(group.count or 1 for group in config.instance_group) or 1
+    delay_us = config.dynamic_batching.max_queue_delay_microseconds if dynamic else 0
+    counts = [group.count or 1 for group in config.instance_group]
+    checks = (
+        ("max_batch_size", config.max_batch_size, 1, MAX_BATCH_SIZE,
+         " (models must have a batch dimension)"),
+        ("dynamic_batching.max_queue_delay_microseconds", delay_us, 0, round(MAX_QUEUE_DELAY_S * 1e6), ""),
+        ("dynamic_batching.default_queue_policy.max_queue_size", queue_size, 0, MAX_QUEUE_SIZE,
+         " (0: --default-queue-size)"),
+        *((f"instance_group[{i}].count", count, 1, MAX_INSTANCES, "") for i, count in enumerate(counts)),
+        ("instance_group (sum of count)", sum(counts), 0, MAX_INSTANCES, ""),
+    )
+    for field_name, value, low, high, note in checks:
+        if not low <= value <= high:
+            raise ModelError(f"{model.root}/config.pbtxt: {field_name} {value} is outside {low}..{high}"
+                             f"{note}, the range this server accepts")
     return BatchingConfig(
         max_batch_size=int(config.max_batch_size),
         max_queue_size=int(queue_size) or default_queue_size,
-        max_queue_delay_s=config.dynamic_batching.max_queue_delay_microseconds / 1e6 if dynamic else 0.0,
+        max_queue_delay_s=delay_us / 1e6,
         dynamic=dynamic,
-        instances=instances,
+        instances=sum(counts) or 1,
         adaptive_delay=adaptive_delay,
     )
 
@@ -95,9 +118,9 @@ def load_repository(repository: str | Path, threads: int = 1, default_queue_size
             if model.name in served:
                 raise ModelError(f"{path}: model name '{model.name}' is already served from "
                                  f"{served[model.name].model.root}")
+            config = batching_config(model, default_queue_size, adaptive_delay)
             backend = LocalBackend(model, threads=threads)
             backend.warm_up()
-            config = batching_config(model, default_queue_size, adaptive_delay)
             served[model.name] = ServedModel(model, backend, DynamicBatcher(model.name, backend.infer, config))
             log.info("event=model_loaded model=%s version=%s path=%s max_batch_size=%d dynamic=%s "
                      "max_queue_delay_us=%d adaptive_delay=%s max_queue_size=%d instances=%d", model.name, model.version,

@@ -26,6 +26,11 @@ import numpy as np
 log = logging.getLogger("robot_compress.edge")
 
 PEAK_WINDOW_S = 1.0
+# Accepted ranges (config.pbtxt values beyond them are refused at load, naming the field).
+MAX_BATCH_SIZE = 4096
+MAX_QUEUE_SIZE = 1_000_000
+MAX_QUEUE_DELAY_S = 60.0
+MAX_INSTANCES = 64
 
 
 @dataclass(frozen=True)
@@ -40,10 +45,12 @@ class BatchingConfig:
     adaptive_delay: bool = True  # wait only for requests that recent concurrency says are coming
 
     def __post_init__(self):
-        if self.max_batch_size < 1 or self.max_queue_size < 1 or self.instances < 1:
-            raise ValueError(f"batching config needs max_batch_size, max_queue_size and instances >= 1: {self}")
-        if self.max_queue_delay_s < 0:
-            raise ValueError(f"max_queue_delay_s must be >= 0, got {self.max_queue_delay_s}")
+        for name, high in (("max_batch_size", MAX_BATCH_SIZE), ("max_queue_size", MAX_QUEUE_SIZE),
+                           ("instances", MAX_INSTANCES)):
+            if not 1 <= getattr(self, name) <= high:
+                raise ValueError(f"{name} must be in 1..{high}, got {getattr(self, name)}")
+        if not 0 <= self.max_queue_delay_s <= MAX_QUEUE_DELAY_S:
+            raise ValueError(f"max_queue_delay_s must be in 0..{MAX_QUEUE_DELAY_S:g}, got {self.max_queue_delay_s}")
 
 
 class QueueFull(Exception):
@@ -51,7 +58,7 @@ class QueueFull(Exception):
 
 
 class BatcherStopped(Exception):
-    """The batcher is shutting down and takes no new requests."""
+    """The batcher is shutting down, or an executor thread died, and takes no new requests."""
 
 
 @dataclass
@@ -77,6 +84,7 @@ class DynamicBatcher:
         self.executed_rows = 0
         self.compute_ns = 0
         self.rejected = 0
+        self.failure: BaseException | None = None  # what killed an executor thread; the model is then not ready
         self._in_flight = 0  # submitted and not yet answered (queued + executing)
         self._recent_peak = 0  # most requests in flight at once during the last PEAK_WINDOW_S
         self._peak_at = 0.0
@@ -91,6 +99,8 @@ class DynamicBatcher:
             raise ValueError(f"batch of {len(array)} exceeds max_batch_size {self.config.max_batch_size}")
         pending = _Pending(array, len(array), time.monotonic(), Future())
         with self._cond:
+            if self.failure is not None:
+                raise BatcherStopped(f"model {self.name} is not ready: its executor failed ({self.failure!r})")
             if self._stopping:
                 raise BatcherStopped(f"model {self.name} is shutting down")
             if len(self._queue) >= self.config.max_queue_size:
@@ -113,13 +123,34 @@ class DynamicBatcher:
         for thread in self._threads:
             thread.join(timeout_s)
 
+    @property
+    def healthy(self) -> bool:
+        """False once any executor thread has died: requests would wait for nobody."""
+        return self.failure is None and all(t.is_alive() for t in self._threads if t.ident is not None)
+
     def _loop(self) -> None:
-        while True:
-            batch = self._next_batch()
-            if batch is None:
-                return
-            if batch:
-                self._execute(batch)
+        try:
+            while True:
+                batch = self._next_batch()
+                if batch is None:
+                    return
+                if batch:
+                    self._execute(batch)
+        except BaseException as exc:  # a bug or a fatal error: fail fast instead of hanging callers
+            self._die(exc)
+
+    def _die(self, exc: BaseException) -> None:
+        log.error("event=executor_died model=%s error=%r", self.name, exc)
+        with self._cond:
+            self.failure = exc
+            self._stopping = True
+            while self._queue:
+                pending = self._queue.popleft()
+                if pending.future.set_running_or_notify_cancel():
+                    pending.future.set_exception(BatcherStopped(f"model {self.name}: executor failed ({exc!r})"))
+            self._queued_rows = 0
+            self._in_flight = 0
+            self._cond.notify_all()
 
     def _next_batch(self) -> list[_Pending] | None:
         """Wait for work; None once stopping with nothing left. May return [] (raced, cancelled)."""
@@ -155,7 +186,13 @@ class DynamicBatcher:
 
     def _execute(self, batch: list[_Pending]) -> None:
         started = time.perf_counter_ns()
-        rows = self._run_batch(batch)
+        try:
+            rows = self._run_batch(batch)
+        except BaseException as exc:
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(BatcherStopped(f"model {self.name}: executor failed ({exc!r})"))
+            raise
         with self._cond:
             self._in_flight -= len(batch)
             if rows:

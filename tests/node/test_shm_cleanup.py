@@ -1,0 +1,51 @@
+"""A SIGKILLed ROS process leaves its Fast DDS shared-memory segment in /dev/shm; the clean-up
+removes it, and leaves the segments of live processes alone."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from robot_compress.ros.shm_cleanup import clean_zombie_segments, in_use, segments
+
+PARTICIPANT = ("import rclpy, sys, time; rclpy.init(); node = rclpy.create_node('shm_probe'); "
+               "print('up', flush=True); time.sleep(120)")
+
+
+def start_participant() -> subprocess.Popen:
+    child = subprocess.Popen([sys.executable, "-c", PARTICIPANT], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "up"
+    return child
+
+
+def mapped_segments(pid: int) -> set[Path]:
+    """The Fast DDS segments a process has mapped (other processes on this machine have their own)."""
+    with open(f"/proc/{pid}/maps") as maps:
+        mapped = {line.split()[-1] for line in maps if "/dev/shm/" in line}
+    return {path for path in segments() if str(path) in mapped}
+
+
+@pytest.mark.timeout(60)
+def test_segment_of_a_killed_process_is_removed_and_live_ones_kept(ros_domain_id):
+    live = start_participant()
+    try:
+        mine = mapped_segments(live.pid)
+        assert mine, "the participant mapped no Fast DDS segment (shared-memory transport off?)"
+        killed = start_participant()
+        theirs = mapped_segments(killed.pid)
+        assert theirs
+        killed.send_signal(signal.SIGKILL)
+        killed.wait(10)
+        assert all(path.exists() and not in_use(path) for path in theirs), "SIGKILL should leave them behind"
+        assert all(in_use(path) for path in mine)
+        removed = set(clean_zombie_segments())
+        assert theirs <= removed and not (mine & removed)
+        assert not any(path.exists() for path in theirs) and all(path.exists() for path in mine)
+    finally:
+        live.kill()
+        live.wait(10)
+    clean_zombie_segments()
