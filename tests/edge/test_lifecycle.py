@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from robot_compress.runtime.polling import wait_until
 from robot_compress.edge.config import TOKEN_ENV
+from robot_compress.runtime.polling import wait_until
 from tests.conftest import EDGE_MODEL
 from tests.edge.certs import make_pki
 from tests.edge.conftest import EDGE_NAME
