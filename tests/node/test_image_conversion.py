@@ -102,3 +102,15 @@ def test_array_to_image_rejects_wrong_arrays():
         array_to_image(np.zeros((4, 4, 1), dtype=np.uint8), "rgb8")
     with pytest.raises(ImageError, match="unsupported"):
         array_to_image(np.zeros((4, 4, 3), dtype=np.uint8), "yuv422")
+
+
+def test_nothing_builds_images_with_cv_bridge():
+    """cv_bridge's cv2_to_imgmsg fails with OpenCV 5 when cv_bridge was built for OpenCV 4;
+    images are built with array_to_image instead."""
+    from pathlib import Path
+
+    import robot_compress
+
+    package = Path(robot_compress.__file__).parent
+    users = [str(p.relative_to(package)) for p in package.rglob("*.py") if "cv2_to_imgmsg" in p.read_text()]
+    assert not users, users
