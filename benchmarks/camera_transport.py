@@ -105,7 +105,8 @@ def publish(args) -> int:
 # --- the benchmark process -------------------------------------------------------------------------
 
 class Listener:
-    """Results and diagnostics of the node, in this process (small messages)."""
+    """Results and diagnostics of the node, in this process (small messages), with the set-up's
+    transports: a LARGE_DATA participant and a default one do not talk to each other."""
 
     def __init__(self):
         import rclpy
@@ -194,6 +195,10 @@ def settled_counters(listener: Listener, before: dict[str, int], timeout: float 
 def run_setup(setup: str, args, domain: int, log_dir: Path) -> list[dict]:
     env = environment(setup, domain)
     os.environ["ROS_DOMAIN_ID"] = str(domain)
+    # the listener's participant takes this set-up's transports too (Fast DDS reads them per participant)
+    for variable in DDS_VARIABLES:
+        os.environ.pop(variable, None)
+    os.environ.update(SETUPS[setup])
     spec = ProcessSpec("perception_node", "perception_node", params_file=str(REPO / "config" / "perception.yaml"),
                        parameters={"local_model": str(args.local_model), "edge_url": "", "diagnostics_period_s": 0.5,
                                    "queue_size": 16},
@@ -282,8 +287,6 @@ def main() -> int:
     unknown = sorted(set(args.setups.split(",")) - set(SETUPS))
     if unknown:
         parser.error(f"unknown set-up(s) {unknown}; known: {list(SETUPS)}")
-    for variable in DDS_VARIABLES:  # this process listens with Fast DDS defaults (small messages only)
-        os.environ.pop(variable, None)
     log_dir = args.out.with_suffix("")
     log_dir.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()
