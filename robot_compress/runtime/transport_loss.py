@@ -5,12 +5,14 @@ that did arrive:
 
 - With a sequence number at the end of `header.frame_id` (`camera#1234`, as sim_camera writes it),
   every hole in the numbering is a lost frame: exact between the first and the last frame received.
-- Otherwise from `header.stamp` and the camera's frame period, measured from the smallest recent
-  stamp differences (consecutive frames give those, even when half the frames are lost). A
-  difference of about k periods means k - 1 frames are missing.
+- Otherwise from `header.stamp` and the camera's frame period, measured as the most common recent
+  stamp difference (consecutive frames give it, even when most frames are lost). A difference of
+  about k periods means k - 1 frames are missing.
 
 From stamps, a frame the camera itself skipped (a driver or timer that falls behind its rate) looks
-the same as one lost on the way, and is counted; sequence numbers count transport loss only.
+the same as one lost on the way, and is counted; so do the frames of a camera that lowers its rate,
+until the recent differences (a window of 64) follow the new period; beyond about 60% loss the period
+can be taken for 2 periods and the loss is underestimated. Sequence numbers count transport loss only.
 What it cannot see: frames lost before the first or after the last one received; frames of a camera
 whose rate is not constant (triggered or event-driven publishers); pauses longer than `max_gap_s`
 (counted as a pause, not as loss); frames of several publishers interleaved on one topic; and a
@@ -22,6 +24,7 @@ again and is counted in `restarts`. Plain Python, no ROS: the node feeds it stam
 from __future__ import annotations
 
 import re
+from bisect import bisect_left, bisect_right
 from collections import deque
 from dataclasses import dataclass
 
@@ -65,80 +68,94 @@ class TransportLossEstimator:
         if warm_up < 2 or window < warm_up:
             raise ValueError(f"need 2 <= warm_up <= window, got warm_up={warm_up}, window={window}")
         self.window, self.warm_up, self.percentile, self.max_gap_s = window, warm_up, percentile, max_gap_s
-        self.received = self.missing = self.restarts = self.pauses = 0
+        self.received = self.restarts = self.pauses = 0
         self.method = ""
         self._deltas: deque[float] = deque(maxlen=window)
-        self._uncounted: list[float] = []  # differences seen before the period was known
         self._last_stamp: float | None = None
         self._last_seq: tuple[str, int] | None = None
+        self._by_seq = 0  # frames missing in the sequence numbers
+        self._by_stamp = 0  # frames missing between stamps
+        self._uncounted: list[float] = []  # stamp differences seen before the period was known
+
+    @property
+    def missing(self) -> int:
+        return self._by_seq + self._by_stamp
 
     def observe(self, stamp_s: float, frame_id: str = "") -> int:
         """One delivered frame (its header stamp in seconds, its frame_id); returns the frames
-        estimated lost just before it."""
+        newly estimated lost before it."""
         self.received += 1
+        before = self.missing
         frame, seq = split_frame_id(frame_id)
-        delta = self._stamp_delta(stamp_s, count_restart=seq is None)
         if seq is not None:
             self.method = "sequence"
-            return self._by_sequence(frame, seq)
-        self._last_seq = None
-        if delta is None:
-            return 0
-        self.method = "stamps"
-        return self._by_stamps(delta)
+            self._track_stamp(stamp_s, count=False)
+            self._by_sequence(frame, seq)
+        else:
+            self._last_seq = None
+            if self._track_stamp(stamp_s, count=True):
+                self.method = "stamps"
+        return max(0, self.missing - before)
 
-    def _stamp_delta(self, stamp_s: float, count_restart: bool) -> float | None:
-        """The difference to the previous stamp, or None where there is none to use. Stamps of 0
-        (a publisher that does not stamp) give nothing; a stamp going backwards is a restart."""
+    def _track_stamp(self, stamp_s: float, count: bool) -> bool:
+        """Follow the stamps: the period always, the loss when `count`. Stamps of 0 (a publisher that
+        does not stamp) give nothing; a stamp going backwards is a restart, a long gap a pause."""
         if stamp_s <= 0.0:
-            return None
+            return False
         previous, self._last_stamp = self._last_stamp, stamp_s
         if previous is None:
-            return None
+            return False
         delta = stamp_s - previous
         if delta <= 0.0:
-            self.restarts += count_restart
+            self.restarts += count
             self._deltas.clear()
             self._uncounted.clear()
-            return None
-        if delta <= self.max_gap_s:
-            self._deltas.append(delta)
-        return delta
+            return False
+        if delta > self.max_gap_s:
+            self.pauses += count
+            return False
+        self._deltas.append(delta)
+        if count:
+            self._by_stamps(delta)
+        return True
 
-    def _by_sequence(self, frame: str, seq: int) -> int:
+    def _by_sequence(self, frame: str, seq: int) -> None:
         previous, self._last_seq = self._last_seq, (frame, seq)
         if previous is None or previous[0] != frame:
-            return 0
+            return
         if seq <= previous[1]:
             self.restarts += 1
-            return 0
-        lost = seq - previous[1] - 1
-        self.missing += lost
-        return lost
+            return
+        self._by_seq += seq - previous[1] - 1
 
     def period_s(self) -> float | None:
-        """The camera's frame period. A low percentile of the recent stamp differences belongs to
-        consecutive frames even under heavy loss, but jitter pulls it low; the median of the
-        differences near it (below 1.5x) is the period itself."""
+        """The camera's frame period from the recent stamp differences: the shortest of their dense
+        clusters (within +-20%). Consecutive frames give the most common difference even when most
+        frames are lost (lost frames spread the others over 2, 3, ... periods), and a late stamp
+        moves only its own two differences."""
         if len(self._deltas) < self.warm_up:
             return None
         ordered = sorted(self._deltas)
-        low = ordered[int(self.percentile * (len(ordered) - 1))]
-        near = [d for d in ordered if d < 1.5 * low]
+        counts = [bisect_right(ordered, 1.2 * d) - bisect_left(ordered, 0.8 * d) for d in ordered]
+        # the shortest well-populated cluster: under heavy loss 2 or 3 periods can come close in count
+        first = next(i for i, n in enumerate(counts) if n >= 0.5 * max(counts))
+        end = bisect_right(ordered, 1.5 * ordered[first])
+        centre = ordered[max(range(first, end), key=counts.__getitem__)]  # that cluster's densest point
+        near = ordered[bisect_left(ordered, 0.8 * centre):bisect_right(ordered, 1.2 * centre)]
         return near[len(near) // 2]
 
-    def _by_stamps(self, delta: float) -> int:
-        if delta > self.max_gap_s:
-            self.pauses += 1
-            return 0
+    def _by_stamps(self, delta: float) -> None:
+        """A difference of k periods is k - 1 missing frames. A difference of about 0 periods takes
+        one back: a late stamp (a publisher whose timer fell behind) followed by one on time again
+        is no lost frame, and rounding each difference on its own keeps a slightly wrong period from
+        adding up over a long run."""
         period = self.period_s()
         if period is None:
             self._uncounted.append(delta)
-            return 0
+            return
         pending, self._uncounted = [*self._uncounted, delta], []
-        lost = sum(max(0, round(d / period) - 1) for d in pending)
-        self.missing += lost
-        return lost
+        for d in pending:
+            self._by_stamp = max(0, self._by_stamp + round(d / period) - 1)
 
     def snapshot(self) -> LossSnapshot:
         return LossSnapshot(self.received, self.missing, self.restarts, self.pauses, self.period_s(), self.method)

@@ -119,3 +119,32 @@ def test_warning_names_the_count_the_cause_and_the_fix():
 def test_bad_settings_are_rejected():
     with pytest.raises(ValueError, match="warm_up"):
         TransportLossEstimator(window=4, warm_up=8)
+
+
+def test_late_timer_callbacks_are_not_lost_frames():
+    """A loaded publisher stamps when its timer callback runs: up to 0.6 periods late, the next one on
+    time again. A late stamp followed by an early-looking one is no lost frame."""
+    period = 1 / 15
+    nominal = 1000.0 + np.arange(300) * period
+    stamps = nominal + RNG.uniform(0, 0.6 * period, 300) * (RNG.random(300) < 0.3)
+    estimator = TransportLossEstimator()
+    feed(estimator, stamps)
+    assert estimator.snapshot().missing <= 1
+    kept = np.flatnonzero(RNG.random(300) >= 0.5)
+    estimator = TransportLossEstimator()
+    feed(estimator, stamps[kept])
+    assert estimator.snapshot().missing == pytest.approx(kept[-1] - kept[0] + 1 - len(kept), abs=2)
+
+
+def test_a_camera_halving_its_rate_looks_like_loss_only_until_the_period_follows():
+    """Half the frames at the old period is what 50% loss looks like; once the recent differences
+    are mostly the new period (within a window of 64), the estimate follows and counts no more."""
+    estimator = TransportLossEstimator(window=64)
+    first = camera_stamps(100, 30.0, jitter_s=0.002)
+    second = first[-1] + (1 + np.arange(200)) / 15.0
+    feed(estimator, np.concatenate([first, second[:100]]))
+    during = estimator.snapshot().missing
+    assert during <= 64
+    feed(estimator, second[100:])
+    snap = estimator.snapshot()
+    assert snap.missing == during and snap.period_s == pytest.approx(1 / 15, rel=0.05)
