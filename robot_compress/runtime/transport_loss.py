@@ -74,12 +74,26 @@ class TransportLossEstimator:
         self._last_stamp: float | None = None
         self._last_seq: tuple[str, int] | None = None
         self._by_seq = 0  # frames missing in the sequence numbers
-        self._by_stamp = 0  # frames missing between stamps
-        self._uncounted: list[float] = []  # stamp differences seen before the period was known
+        self._by_stamp = 0  # frames missing between stamps that left the window
+        # The window's stamp differences are counted with the latest period each time, so an early,
+        # rough period (few differences yet) never sticks; a difference is settled as it leaves.
+        self._pending: deque[float] = deque()
 
     @property
     def missing(self) -> int:
-        return self._by_seq + self._by_stamp
+        return self._by_seq + self._count(self._pending, self._by_stamp)
+
+    def _count(self, deltas, start: int) -> int:
+        """A difference of k periods is k - 1 missing frames. A difference of about 0 periods takes
+        one back: a late stamp (a publisher whose timer fell behind) followed by one on time again
+        is no lost frame. Rounding each difference on its own keeps a slightly wrong period from
+        adding up over a long run."""
+        period = self.period_s()
+        total = start
+        if period is not None:
+            for d in deltas:
+                total = max(0, total + round(d / period) - 1)
+        return total
 
     def observe(self, stamp_s: float, frame_id: str = "") -> int:
         """One delivered frame (its header stamp in seconds, its frame_id); returns the frames
@@ -108,8 +122,9 @@ class TransportLossEstimator:
         delta = stamp_s - previous
         if delta <= 0.0:
             self.restarts += count
+            self._by_stamp = self._count(self._pending, self._by_stamp)
+            self._pending.clear()
             self._deltas.clear()
-            self._uncounted.clear()
             return False
         if delta > self.max_gap_s:
             self.pauses += count
@@ -145,17 +160,9 @@ class TransportLossEstimator:
         return near[len(near) // 2]
 
     def _by_stamps(self, delta: float) -> None:
-        """A difference of k periods is k - 1 missing frames. A difference of about 0 periods takes
-        one back: a late stamp (a publisher whose timer fell behind) followed by one on time again
-        is no lost frame, and rounding each difference on its own keeps a slightly wrong period from
-        adding up over a long run."""
-        period = self.period_s()
-        if period is None:
-            self._uncounted.append(delta)
-            return
-        pending, self._uncounted = [*self._uncounted, delta], []
-        for d in pending:
-            self._by_stamp = max(0, self._by_stamp + round(d / period) - 1)
+        self._pending.append(delta)
+        if len(self._pending) > self.window:
+            self._by_stamp = self._count([self._pending.popleft()], self._by_stamp)
 
     def snapshot(self) -> LossSnapshot:
         return LossSnapshot(self.received, self.missing, self.restarts, self.pauses, self.period_s(), self.method)
