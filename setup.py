@@ -30,15 +30,17 @@ def model_data_files() -> list[tuple[str, list[str]]]:
 
 
 def ros_executable_wrappers() -> list[tuple[str, list[str]]]:
-    """One copy of libexec/ros_executable.sh per console script, named like it (build/ is scratch)."""
+    """libexec/ros_executable.sh per console script, named like it (build/ is scratch space)."""
     out = Path("build") / "ros_libexec"
     out.mkdir(parents=True, exist_ok=True)
-    wrapper = Path("libexec/ros_executable.sh").read_bytes()
+    template = Path("libexec/ros_executable.sh").read_text()
     files = []
-    for name in CONSOLE_SCRIPTS:
+    for name, target in CONSOLE_SCRIPTS.items():
+        module, function = target.split(":")
+        text = template.replace("@NAME@", name).replace("@MODULE@", module).replace("@FUNCTION@", function)
         path = out / name
-        if not path.is_file() or path.read_bytes() != wrapper:
-            path.write_bytes(wrapper)
+        if not path.is_file() or path.read_text() != text:
+            path.write_text(text)
         path.chmod(0o755)
         files.append(str(path))
     return [(ROS_LIBEXEC, files)]

@@ -171,13 +171,16 @@ def test_each_pip_installed_lib_executable_runs_the_installed_code(pip_prefix, t
     assert expected in done.stdout + done.stderr, done.stdout[-2000:] + done.stderr[-2000:]
 
 
-def test_pip_installed_lib_executable_names_a_missing_console_script(pip_prefix, tmp_path):
-    """A wrapper copied somewhere without bin/ beside it says what is wrong instead of failing obscurely."""
-    copy = tmp_path / "lib" / PACKAGE / "perception_node"
+def test_lib_executable_without_bin_beside_it_runs_the_entry_point(pip_prefix, tmp_path):
+    """Where the wrapper lands without the console script in ../../bin (a colcon symlink install
+    links data files into lib/robot_compress too), it runs the entry point with python3 from PATH."""
+    copy = tmp_path / "lib" / PACKAGE / "robot-compress"
     copy.parent.mkdir(parents=True)
-    shutil.copy2(pip_prefix / "lib" / PACKAGE / "perception_node", copy)
-    done = subprocess.run([str(copy)], capture_output=True, text=True, timeout=30)
-    assert done.returncode == 127 and "console script" in done.stderr and "perception_node" in done.stderr
+    shutil.copy2(pip_prefix / "lib" / PACKAGE / "robot-compress", copy)
+    env = {**os.environ, "PYTHONPATH": str(site_packages(pip_prefix)),
+           "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
+    done = subprocess.run([str(copy), "--help"], capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env)
+    assert done.returncode == 0 and "edge-serve" in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
 
 
 # --- colcon-style install -----------------------------------------------------------------------------
