@@ -191,7 +191,8 @@ def test_colcon_install_puts_executables_in_lib_package(colcon_install):
         script = lib / name
         assert script.is_file(), f"{script.relative_to(colcon_install)} missing: ros2 run would not find {name}"
         assert os.access(script, os.X_OK), f"{script} is not executable"
-        assert "import" in script.read_text(), f"{script} is not the console script (the pip wrapper?)"
+        first_line = script.read_text().splitlines()[0]
+        assert "python" in first_line, f"{script} starts {first_line!r}: not the console script (the pip wrapper?)"
     assert not (colcon_install / "bin").exists(), "scripts went to bin/, where ros2 run does not look"
 
 
