@@ -3,9 +3,21 @@
 from glob import glob
 from pathlib import Path
 
-from setuptools import find_packages, setup
+from setuptools import Distribution, find_packages, setup
+
+install_data = Distribution().get_command_class("install_data")  # no setuptools.command module for it
 
 PACKAGE = "robot_compress"
+CONSOLE_SCRIPTS = {
+    "robot-compress": "robot_compress.cli:main",
+    "perception_node": "robot_compress.ros.perception_node:main",
+    "sim_camera": "robot_compress.ros.sim_camera:main",
+    "edge_server": "robot_compress.edge.command:main",
+}
+# `ros2 run` / `ros2 launch` look for executables only in <prefix>/lib/<package>/. A wheel puts the
+# console scripts in <prefix>/bin/, so it also carries a wrapper per script there (libexec/), which
+# runs the script from bin/. colcon's install puts the scripts themselves there (setup.cfg) and skips them.
+ROS_LIBEXEC = f"lib/{PACKAGE}"
 
 
 def model_data_files() -> list[tuple[str, list[str]]]:
@@ -15,6 +27,33 @@ def model_data_files() -> list[tuple[str, list[str]]]:
         if path.is_file():
             by_dir.setdefault(str(path.parent), []).append(str(path))
     return [(f"share/{PACKAGE}/{d}", files) for d, files in by_dir.items()]
+
+
+def ros_executable_wrappers() -> list[tuple[str, list[str]]]:
+    """libexec/ros_executable.sh per console script, named like it (build/ is scratch space)."""
+    out = Path("build") / "ros_libexec"
+    out.mkdir(parents=True, exist_ok=True)
+    template = Path("libexec/ros_executable.sh").read_text()
+    files = []
+    for name, target in CONSOLE_SCRIPTS.items():
+        module, function = target.split(":")
+        text = template.replace("@NAME@", name).replace("@MODULE@", module).replace("@FUNCTION@", function)
+        path = out / name
+        if not path.is_file() or path.read_text() != text:
+            path.write_text(text)
+        path.chmod(0o755)
+        files.append(str(path))
+    return [(ROS_LIBEXEC, files)]
+
+
+class InstallData(install_data):
+    """Leaves the wrappers out where the console scripts themselves go to lib/<package>/ (colcon)."""
+
+    def finalize_options(self):
+        super().finalize_options()
+        scripts = Path(self.get_finalized_command("install").install_scripts).resolve()
+        if scripts == (Path(self.install_dir) / ROS_LIBEXEC).resolve():
+            self.data_files = [(d, f) for d, f in self.data_files if d != ROS_LIBEXEC]
 
 
 RUNTIME = [
@@ -66,17 +105,14 @@ setup(
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.xml")),
         *model_data_files(),
+        *ros_executable_wrappers(),
     ],
+    cmdclass={"install_data": InstallData},
     install_requires=RUNTIME,
     extras_require=EXTRAS,
     zip_safe=True,
     tests_require=["pytest"],
     entry_points={
-        "console_scripts": [
-            "robot-compress = robot_compress.cli:main",
-            "perception_node = robot_compress.ros.perception_node:main",
-            "sim_camera = robot_compress.ros.sim_camera:main",
-            "edge_server = robot_compress.edge.command:main",
-        ],
+        "console_scripts": [f"{name} = {target}" for name, target in CONSOLE_SCRIPTS.items()],
     },
 )

@@ -53,6 +53,7 @@ ENV PYTHONPATH=/opt/robot_compress/venv/lib/python3.12/site-packages
 # 3. The package, built the way it is built on a robot.
 COPY setup.py setup.cfg package.xml src/robot_compress/
 COPY resource/ src/robot_compress/resource/
+COPY libexec/ src/robot_compress/libexec/
 COPY robot_compress/ src/robot_compress/robot_compress/
 COPY launch/ src/robot_compress/launch/
 COPY config/ src/robot_compress/config/
@@ -74,4 +75,7 @@ COPY --chmod=755 docker/ros_entrypoint.sh /opt/robot_compress/ros_entrypoint.sh
 RUN useradd --create-home --uid 10001 robot
 USER 10001
 ENTRYPOINT ["/opt/robot_compress/ros_entrypoint.sh"]
+# ros2 launch shuts its nodes down on SIGINT only; SIGTERM (docker stop's default) ends launch at once
+# and leaves the nodes running until the container is killed.
+STOPSIGNAL SIGINT
 CMD ["ros2", "launch", "robot_compress", "perception.launch.py"]

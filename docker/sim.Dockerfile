@@ -39,4 +39,6 @@ COPY --chmod=755 docker/ros_entrypoint.sh /opt/robot_compress/ros_entrypoint.sh
 RUN useradd --create-home --uid 10001 sim
 USER 10001
 ENTRYPOINT ["/opt/robot_compress/ros_entrypoint.sh"]
+# ros2 launch shuts its nodes down on SIGINT only (see robot.Dockerfile).
+STOPSIGNAL SIGINT
 CMD ["ros2", "launch", "/opt/robot_compress/launch/sim_world.launch.py"]

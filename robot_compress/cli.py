@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "align-channels": ("robot_compress.compress.align_command",
                        "widen a model directory's pruned channel counts for faster CPU kernels (same answers)"),
     "edge-serve": ("robot_compress.edge.command", "serve a model repository over OIP v2 gRPC (Triton-compatible)"),
+    "check-camera": ("robot_compress.ros.check_camera_command",
+                     "measure what a camera topic delivers here: rate, lost frames, encoding, size, QoS"),
     "up": ("robot_compress.ros.up_command", "start the perception stack (node, optional camera and edge server) without ROS launch"),
     "demo": ("robot_compress.demo.command", "watch failover live: edge server, robot node, simulated camera, scripted link failure"),
 }

@@ -27,6 +27,7 @@ from std_srvs.srv import SetBool
 from robot_compress.ros import messages
 from robot_compress.ros.image_conversion import compressed_to_array, image_to_array
 from robot_compress.ros.parameters import declare
+from robot_compress.ros.transport_monitor import TransportMonitor
 from robot_compress.runtime.classification import predictions
 from robot_compress.runtime.errors import RobotCompressError
 from robot_compress.runtime.frame_queue import LatestFrameQueue
@@ -71,9 +72,14 @@ class PerceptionNode(Node):
         self._worker = threading.Thread(target=self._work, name="perception-inference", daemon=True)
         self._worker.start()
 
-        self.create_subscription(Image, "image", lambda m: self._enqueue(m, image_to_array), qos_profile_sensor_data)
+        # Frames the camera published that never arrived (estimated), apart from the queue's own drops.
+        self.transport = TransportMonitor(self.get_logger(), {
+            name: self.resolve_topic_name(name) for name in ("image", "image/compressed")})
+        self.create_subscription(Image, "image", lambda m: self._enqueue(m, image_to_array, "image"),
+                                 qos_profile_sensor_data)
         self.create_subscription(CompressedImage, "image/compressed",
-                                 lambda m: self._enqueue(m, compressed_to_array), qos_profile_sensor_data)
+                                 lambda m: self._enqueue(m, compressed_to_array, "image/compressed"),
+                                 qos_profile_sensor_data)
         self.create_service(SetBool, "~/force_local", self._force_local)
         self.create_timer(node_cfg.diagnostics_period_s, self._publish_diagnostics)
         self.get_logger().info(
@@ -101,8 +107,9 @@ class PerceptionNode(Node):
         with self._count_lock:
             self._counters[key] += n
 
-    def _enqueue(self, msg, convert) -> None:
+    def _enqueue(self, msg, convert, topic: str = "image") -> None:
         self._count("frames_in")
+        self.transport.observe(topic, msg.header)
         self.queue.put((msg, convert, time.time()))
 
     def _force_local(self, request, response):
@@ -128,7 +135,7 @@ class PerceptionNode(Node):
             return dict(self._counters, frames_dropped=self.queue.dropped)
 
     def _diagnostics(self) -> messages.DiagnosticArray:
-        counters = self.tally()
+        counters = {**self.tally(), **self.transport.values()}
         stats = self.router.stats()
         stopped = [name for name, alive in (("inference", self._worker.is_alive()), ("prober", stats.prober_alive))
                    if not alive]

@@ -7,7 +7,9 @@ is a whole multiple of it) and end-to-end accuracy matches the offline evaluatio
 Ground truth: for every image published on `image` (or JPEG on `image/compressed` with
 `compressed:=true`), a `std_msgs/String` on `~/ground_truth` (reliable) holds JSON
 `{"stamp": {"sec", "nanosec"}, "index", "class_id", "label"}` with the image's header stamp,
-so a listener joins results to truth by stamp. Video frames have class_id -1 and label "".
+so a listener joins results to truth by stamp. header.frame_id is `camera#<n>`, n counting the published
+frames from 0, so a subscriber can count frames lost on the way (`sequence_in_frame_id:=false` for plain
+`camera`). Video frames have class_id -1 and label "".
 The node exits by itself after `count` frames (0 = the source once, or forever with `loop`).
 """
 
@@ -34,6 +36,7 @@ from robot_compress.ros.image_conversion import array_to_image
 from robot_compress.ros.parameters import declare
 from robot_compress.runtime.datasets import load_labelled_images
 from robot_compress.runtime.schema import Schema, setting, validate
+from robot_compress.runtime.transport_loss import with_sequence
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm")
 
@@ -95,6 +98,8 @@ class CameraConfig(Schema):
                               "new subscriber before the subscriber matches back, and best-effort frames sent in "
                               "between are lost", 0.0, 60.0)
     frame_id: str = setting("camera", "header.frame_id of the images")
+    sequence_in_frame_id: bool = setting(True, "append '#<frame number>' to frame_id, so subscribers can count "
+                                         "lost frames exactly (perception_node does)")
 
     @field_validator("source")
     @classmethod
@@ -138,7 +143,9 @@ class SimCamera(Node):
         frame = cv2.resize(rgb, (self.p["width"], self.p["height"]), interpolation=cv2.INTER_NEAREST)
         stamp = self.get_clock().now().to_msg()
         msg = self._to_message(frame)
-        msg.header.stamp, msg.header.frame_id = stamp, self.p["frame_id"]
+        frame_id = self.p["frame_id"]
+        msg.header.stamp = stamp
+        msg.header.frame_id = with_sequence(frame_id, self.published) if self.p["sequence_in_frame_id"] else frame_id
         self.image_pub.publish(msg)
         self.truth_pub.publish(String(data=json.dumps(
             {"stamp": {"sec": stamp.sec, "nanosec": stamp.nanosec}, "index": index, "class_id": class_id,

@@ -48,15 +48,18 @@ class Processes:
         self.log_dir = log_dir
         self.children: list[tuple[str, subprocess.Popen, Path]] = []
 
-    def start(self, name: str, command: list[str]) -> subprocess.Popen:
+    def start(self, name: str, command: list[str], dds_profile: bool = True) -> subprocess.Popen:
+        """`dds_profile=False`: Fast DDS' default settings, as a third-party camera driver has them."""
         log = self.log_dir / f"{name}-{len(self.children)}.log"
-        env = {**os.environ, **dds_environment(), "PYTHONUNBUFFERED": "1", "RCUTILS_COLORIZED_OUTPUT": "0"}
+        base = {k: v for k, v in os.environ.items() if dds_profile or k != "FASTRTPS_DEFAULT_PROFILES_FILE"}
+        env = {**base, **(dds_environment() if dds_profile else {}), "PYTHONUNBUFFERED": "1",
+               "RCUTILS_COLORIZED_OUTPUT": "0"}
         child = supervisor.start(command, log, env=env, cwd=REPO)
         self.children.append((name, child, log))
         return child
 
-    def start_spec(self, spec: ProcessSpec) -> subprocess.Popen:
-        return self.start(spec.name, spec.command())
+    def start_spec(self, spec: ProcessSpec, dds_profile: bool = True) -> subprocess.Popen:
+        return self.start(spec.name, spec.command(), dds_profile)
 
     @staticmethod
     def stop(child: subprocess.Popen, sig: int = signal.SIGINT, timeout: float = 10.0) -> int:

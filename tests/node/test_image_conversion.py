@@ -118,3 +118,13 @@ def test_raw_image_over_the_pixel_limit_is_refused():
     with pytest.raises(ImageError, match="64x48 = 3072 pixels is over the limit of 3000"):
         check_header("rgb8", 48, 64, 64 * 3, 48 * 64 * 3, max_pixels=3000)
     assert check_header("rgb8", 48, 64, 64 * 3, 48 * 64 * 3, max_pixels=3072) == 3
+def test_nothing_builds_images_with_cv_bridge():
+    """cv_bridge's cv2_to_imgmsg fails with OpenCV 5 when cv_bridge was built for OpenCV 4;
+    images are built with array_to_image instead."""
+    from pathlib import Path
+
+    import robot_compress
+
+    package = Path(robot_compress.__file__).parent
+    users = [str(p.relative_to(package)) for p in package.rglob("*.py") if "cv2_to_imgmsg" in p.read_text()]
+    assert not users, users

@@ -190,15 +190,12 @@ class DockerIgnore:
 
 
 def console_scripts() -> dict[str, str]:
-    """name -> module:function from setup.py's entry_points, read without running setup.py."""
+    """name -> module:function from setup.py's CONSOLE_SCRIPTS, read without running setup.py."""
     tree = ast.parse((REPO / "setup.py").read_text())
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Dict):
-            for key, value in zip(node.keys, node.values, strict=True):
-                if isinstance(key, ast.Constant) and key.value == "console_scripts":
-                    entries = ast.literal_eval(value)
-                    return {n.strip(): t.strip() for n, _, t in (e.partition("=") for e in entries)}
-    raise AssertionError("setup.py declares no console_scripts")
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "CONSOLE_SCRIPTS" for t in node.targets):
+            return ast.literal_eval(node.value)
+    raise AssertionError("setup.py declares no CONSOLE_SCRIPTS")
 
 
 def setup_keyword(name: str):

@@ -175,6 +175,17 @@ def test_robot_runs_the_package_launch_file_and_sim_a_launch_file_its_image_cont
     compile(source.read_text(), str(source), "exec")
 
 
+@pytest.mark.parametrize("name", ["robot", "sim"])
+def test_ros2_launch_services_stop_with_sigint_and_time_to_shut_down(compose, name):
+    """docker stop sends SIGINT (all that ros2 launch shuts its nodes down on) and waits long enough
+    for the nodes to finish before it kills them."""
+    service = compose["services"][name]
+    assert service["command"][:2] == ["ros2", "launch"]
+    assert service.get("stop_signal") == "SIGINT"
+    grace = service.get("stop_grace_period", "10s")
+    assert grace.endswith("s") and int(grace[:-1]) >= 15, grace
+
+
 def test_launch_arguments_passed_by_compose_are_declared(compose):
     """ros2 launch ignores unknown arguments silently, so a renamed one would go unnoticed."""
     declared = declared_launch_arguments(REPO / "launch" / "perception.launch.py")

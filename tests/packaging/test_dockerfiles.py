@@ -295,3 +295,12 @@ def test_robot_image_provides_every_import_of_the_robot_side_code():
             problems.append(f"{top} (imported by {sorted(users)}) is not installed in the robot image: add it to "
                             f"package.xml or docker/robot-requirements.txt, and to this test's tables")
     assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("name", ["robot.Dockerfile", "sim.Dockerfile"])
+def test_images_that_run_ros2_launch_stop_it_with_sigint(name):
+    """ros2 launch shuts its nodes down on SIGINT only; docker stop's default SIGTERM ends launch at
+    once and leaves the nodes to be killed."""
+    image = parse(name)
+    assert image.last("CMD").exec_form()[:2] == ["ros2", "launch"]
+    assert image.last("STOPSIGNAL").args == "SIGINT", f"{name}: STOPSIGNAL SIGINT is missing"

@@ -1,5 +1,6 @@
-"""The package builds as a wheel whose data files land where `ros2 launch` looks, and a colcon-style
-install (what colcon's ament_python build runs) puts the executables where `ros2 run` looks.
+"""The package builds as a wheel whose data files land where `ros2 launch` looks, a pip install of that
+wheel puts an executable where `ros2 run` / `ros2 launch` look for each one the launch file names, and
+a colcon-style install (what colcon's ament_python build runs) puts the console scripts themselves there.
 
 Both build from a copy of the package sources in a temporary directory, so nothing is written into
 the shared working tree."""
@@ -23,8 +24,8 @@ import pytest
 from .dockerfiles import REPO, console_scripts
 
 PACKAGE = "robot_compress"
-SOURCES = ["setup.py", "setup.cfg", "pyproject.toml", "package.xml", "resource", "robot_compress", "launch",
-           "config", "models"]
+SOURCES = ["setup.py", "setup.cfg", "pyproject.toml", "package.xml", "resource", "libexec", "robot_compress",
+           "launch", "config", "models"]
 # What ros2 launch / ros2 run / ament_index need under the install prefix.
 REQUIRED_SHARE = [
     f"share/ament_index/resource_index/packages/{PACKAGE}",
@@ -80,6 +81,25 @@ def colcon_install(source_copy, tmp_path_factory) -> Path:
     return prefix
 
 
+@pytest.fixture(scope="module")
+def pip_prefix(wheel, tmp_path_factory) -> Path:
+    """The wheel installed by pip into an empty prefix, as `pip install` into a ROS environment does."""
+    prefix = tmp_path_factory.mktemp("pip") / "prefix"
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--no-warn-script-location",
+         "--prefix", str(prefix), wheel.filename], capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, f"pip install failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return prefix
+
+
+def launched_executables() -> set[str]:
+    """Every executable the launch description names, with all optional processes switched on."""
+    from robot_compress.ros.launch_description import describe
+
+    specs = describe({"camera": "true", "camera_source": "frames.npz", "edge_server": "true"})
+    return {spec.executable for spec in specs}
+
+
 def site_packages(prefix: Path) -> Path:
     relative = Path(sysconfig.get_path("purelib")).relative_to(sysconfig.get_path("data"))
     return prefix / relative
@@ -113,6 +133,56 @@ def _version(wheel: zipfile.ZipFile) -> str:
     return Path(wheel.filename).name.split("-")[1]
 
 
+# --- pip install of the wheel ---------------------------------------------------------------------
+
+def test_pip_install_has_what_ros2_launch_looks_for(pip_prefix):
+    missing = [p for p in REQUIRED_SHARE + model_files() if not (pip_prefix / p).is_file()]
+    assert not missing, f"the pip install lacks {missing}"
+    assert sorted(p.name for p in (pip_prefix / "share" / PACKAGE / "config").iterdir()) == sorted(
+        p.name for p in (REPO / "config").iterdir() if p.suffix in (".yaml", ".xml"))
+    assert launched_executables() <= set(console_scripts()), launched_executables()
+    lib = pip_prefix / "lib" / PACKAGE
+    for name in console_scripts():
+        assert (lib / name).is_file(), f"lib/{PACKAGE}/{name} missing: ros2 launch would fail with " \
+                                       f"\"libexec directory ... does not exist\" or not find {name}"
+        assert os.access(lib / name, os.X_OK), f"lib/{PACKAGE}/{name} is not executable"
+        assert (pip_prefix / "bin" / name).is_file(), f"bin/{name} missing"
+
+
+def _run_installed(pip_prefix: Path, args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(site_packages(pip_prefix)), "AMENT_PREFIX_PATH": str(pip_prefix),
+           "ROS_DOMAIN_ID": "87", "RCUTILS_COLORIZED_OUTPUT": "0"}
+    return subprocess.run([str(pip_prefix / "lib" / PACKAGE / args[0]), *args[1:]], capture_output=True,
+                          text=True, timeout=90, cwd=tmp_path, env=env)
+
+
+@pytest.mark.parametrize(("args", "expected_rc", "expected"), [
+    (["robot-compress", "--help"], 0, "edge-serve"),
+    (["edge_server", "--help"], 0, "--model-repository"),
+    # ROS nodes have no --help: start each with a parameter it rejects, which proves the installed
+    # code ran as far as reading its parameters, then stopped with its own error.
+    (["perception_node", "--ros-args", "-p", "no_such_parameter:=1"], 2, "unknown parameter(s) ['no_such_parameter']"),
+    (["sim_camera", "--ros-args", "-p", "no_such_parameter:=1"], 2, "unknown parameter(s) ['no_such_parameter']"),
+])
+def test_each_pip_installed_lib_executable_runs_the_installed_code(pip_prefix, tmp_path, args, expected_rc,
+                                                                   expected):
+    done = _run_installed(pip_prefix, args, tmp_path)
+    assert done.returncode == expected_rc, f"{args}: rc {done.returncode}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+    assert expected in done.stdout + done.stderr, done.stdout[-2000:] + done.stderr[-2000:]
+
+
+def test_lib_executable_without_bin_beside_it_runs_the_entry_point(pip_prefix, tmp_path):
+    """Where the wrapper lands without the console script in ../../bin (a colcon symlink install
+    links data files into lib/robot_compress too), it runs the entry point with python3 from PATH."""
+    copy = tmp_path / "lib" / PACKAGE / "robot-compress"
+    copy.parent.mkdir(parents=True)
+    shutil.copy2(pip_prefix / "lib" / PACKAGE / "robot-compress", copy)
+    env = {**os.environ, "PYTHONPATH": str(site_packages(pip_prefix)),
+           "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
+    done = subprocess.run([str(copy), "--help"], capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env)
+    assert done.returncode == 0 and "edge-serve" in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
+
+
 # --- colcon-style install -----------------------------------------------------------------------------
 
 def test_colcon_install_puts_executables_in_lib_package(colcon_install):
@@ -121,6 +191,8 @@ def test_colcon_install_puts_executables_in_lib_package(colcon_install):
         script = lib / name
         assert script.is_file(), f"{script.relative_to(colcon_install)} missing: ros2 run would not find {name}"
         assert os.access(script, os.X_OK), f"{script} is not executable"
+        first_line = script.read_text().splitlines()[0]
+        assert "python" in first_line, f"{script} starts {first_line!r}: not the console script (the pip wrapper?)"
     assert not (colcon_install / "bin").exists(), "scripts went to bin/, where ros2 run does not look"
 
 

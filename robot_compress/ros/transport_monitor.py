@@ -1,0 +1,48 @@
+"""The perception node's view of frames lost before they reached it: one estimator per input
+topic (runtime/transport_loss.py), its counters for /diagnostics, and a throttled warning that
+names the likely cause and the fix."""
+
+from __future__ import annotations
+
+import threading
+
+from robot_compress.ros.launch_description import DDS_PROFILE
+from robot_compress.runtime.transport_loss import LossSnapshot, TransportLossEstimator, loss_warning
+
+WARNING_PERIOD_S = 30.0
+
+
+class TransportMonitor:
+    def __init__(self, logger, topics: dict[str, str]):
+        """`topics`: input name (as the node subscribes) -> resolved topic name, for the warning."""
+        self._logger, self._topics = logger, topics
+        self._estimators = {name: TransportLossEstimator() for name in topics}
+        self._lock = threading.Lock()  # observe() runs in the executor, values() in a timer
+
+    def observe(self, name: str, header) -> None:
+        stamp = header.stamp.sec + header.stamp.nanosec * 1e-9
+        with self._lock:
+            estimator = self._estimators[name]
+            lost = estimator.observe(stamp, header.frame_id)
+            snapshot = estimator.snapshot() if lost else None
+        if snapshot is not None:
+            self._logger.warning(loss_warning(self._topics[name], snapshot, str(DDS_PROFILE)),
+                                 throttle_duration_sec=WARNING_PERIOD_S)
+
+    def snapshots(self) -> dict[str, LossSnapshot]:
+        with self._lock:
+            return {name: e.snapshot() for name, e in self._estimators.items()}
+
+    def values(self) -> dict[str, str]:
+        """Diagnostics values: totals over the inputs, apart from the node's own queue drops."""
+        snaps = self.snapshots().values()
+        received, missing = sum(s.received for s in snaps), sum(s.missing for s in snaps)
+        periods = [s.period_s for s in snaps if s.period_s is not None]
+        methods = sorted({s.method for s in snaps if s.method})
+        return {
+            "frames_missing_in_transport": str(missing),
+            "transport_loss_pct": f"{100 * missing / (received + missing):.2f}" if received + missing else "0.00",
+            "transport_loss_method": ",".join(methods),
+            "camera_period_ms": f"{1000 * min(periods):.2f}" if periods else "",
+            "camera_restarts": str(sum(s.restarts for s in snaps)),
+        }
