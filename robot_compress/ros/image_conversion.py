@@ -39,19 +39,21 @@ def check_header(encoding: str, height: int, width: int, step: int, size: int,
     return channels
 
 
-def numpy_from_image(encoding: str, height: int, width: int, step: int, data) -> np.ndarray:
+def numpy_from_image(encoding: str, height: int, width: int, step: int, data,
+                     max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     """HxWxC uint8 view of an Image's data; rows padded to `step` bytes are cut to the width."""
     buffer = np.frombuffer(data, dtype=np.uint8)
-    channels = check_header(encoding, height, width, step, buffer.size)
+    channels = check_header(encoding, height, width, step, buffer.size, max_pixels)
     rows = buffer.reshape(height, step)[:, : width * channels]
     return rows.reshape(height, width, channels)
 
 
-def image_to_array(msg) -> tuple[np.ndarray, str]:
-    """A sensor_msgs/Image as (HxWxC uint8 array, encoding)."""
+def image_to_array(msg, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[np.ndarray, str]:
+    """A sensor_msgs/Image as (HxWxC uint8 array, encoding); larger than `max_pixels` -> ImageError
+    before it is resized."""
     if _BRIDGE is None:
-        return numpy_from_image(msg.encoding, msg.height, msg.width, msg.step, msg.data), msg.encoding
-    check_header(msg.encoding, msg.height, msg.width, msg.step, len(msg.data))
+        return numpy_from_image(msg.encoding, msg.height, msg.width, msg.step, msg.data, max_pixels), msg.encoding
+    check_header(msg.encoding, msg.height, msg.width, msg.step, len(msg.data), max_pixels)
     try:
         array = _BRIDGE.imgmsg_to_cv2(msg, desired_encoding="passthrough")
     except CvBridgeError as exc:

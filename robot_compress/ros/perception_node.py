@@ -11,6 +11,7 @@ Topics: `image` (sensor_msgs/Image) and `image/compressed` (sensor_msgs/Compress
 
 from __future__ import annotations
 
+import functools
 import sys
 import threading
 import time
@@ -75,11 +76,11 @@ class PerceptionNode(Node):
         # Frames the camera published that never arrived (estimated), apart from the queue's own drops.
         self.transport = TransportMonitor(self.get_logger(), {
             name: self.resolve_topic_name(name) for name in ("image", "image/compressed")})
-        self.create_subscription(Image, "image", lambda m: self._enqueue(m, image_to_array, "image"),
-                                 qos_profile_sensor_data)
+        raw = functools.partial(image_to_array, max_pixels=node_cfg.max_image_pixels)
+        jpeg = functools.partial(compressed_to_array, max_pixels=node_cfg.max_image_pixels)
+        self.create_subscription(Image, "image", lambda m: self._enqueue(m, raw, "image"), qos_profile_sensor_data)
         self.create_subscription(CompressedImage, "image/compressed",
-                                 lambda m: self._enqueue(m, compressed_to_array, "image/compressed"),
-                                 qos_profile_sensor_data)
+                                 lambda m: self._enqueue(m, jpeg, "image/compressed"), qos_profile_sensor_data)
         self.create_service(SetBool, "~/force_local", self._force_local)
         self.create_timer(node_cfg.diagnostics_period_s, self._publish_diagnostics)
         self.get_logger().info(

@@ -19,6 +19,7 @@ from pydantic.fields import FieldInfo
 
 from robot_compress.runtime.errors import RobotCompressError
 from robot_compress.runtime.package_data import share_dir
+from robot_compress.runtime.preprocess import MAX_IMAGE_PIXELS
 from robot_compress.runtime.schema import Schema, setting, validate
 
 CONFIG_FILE = share_dir() / "config" / "perception.yaml"
@@ -69,6 +70,9 @@ class NodeConfig(Schema):
                               "(newest frame wins) and counted", 1, 100)
     top_k: int = setting(3, "labels per result", 1, 100)
     diagnostics_period_s: float = setting(1.0, "how often /diagnostics is published", 0.05, 60.0)
+    max_image_pixels: int = setting(MAX_IMAGE_PIXELS, "largest camera image (width x height) accepted; checked "
+                                    "from the header before decoding, larger frames are bad input (default "
+                                    "8192x4096: 4K and 24 MP cameras)", 1, 1 << 31)
 
 
 class PerceptionConfig(Schema):

@@ -147,3 +147,23 @@ def test_sim_camera_refuses_a_misspelt_parameter(ros_domain_id):
     done = subprocess.run([find_executable("sim_camera"), "--ros-args", "-p", "source:=x.npz", "-p", "rate_hz:=5.0",
                            "-p", "frame_rate:=5.0"], capture_output=True, text=True, timeout=30)
     assert done.returncode == 2 and "unknown parameter(s) ['frame_rate']" in done.stderr, done.stderr
+
+
+def test_max_image_pixels_parameter_refuses_larger_frames(processes, listener):
+    """A 64x48 frame is bad input under max_image_pixels:=3000, and a 32x32 one is answered."""
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import Image
+
+    node = processes.start_spec(node_spec("", max_image_pixels=3000))
+    listener.wait_for_backend("local", 20)
+    images = listener.node.create_publisher(Image, TOPIC, qos_profile_sensor_data)
+    wait_until(lambda: images.get_subscription_count(), 10, "the node to subscribe")
+    time.sleep(0.5)
+    images.publish(image_msg(1, data=np.full((48, 64, 3), 128, np.uint8).tobytes()))
+    wait_until(lambda: listener.snapshot("diagnostics").get("bad_input") == "1", 10, "the large frame refused",
+               detail=lambda: listener.snapshot("diagnostics"))
+    images.publish(image_msg(2, height=32, width=32, step=96, data=np.zeros((32, 32, 3), np.uint8).tobytes()))
+    results = wait_until(lambda: listener.snapshot("results"), 10, "a result for the small frame")
+    assert [stamp_key(r["stamp"]) for r in results] == [(2, 0)]
+    processes.stop(node)
+    assert "3072 pixels is over the limit of 3000" in processes.output(node)

@@ -85,9 +85,11 @@ def colcon_install(source_copy, tmp_path_factory) -> Path:
 def pip_prefix(wheel, tmp_path_factory) -> Path:
     """The wheel installed by pip into an empty prefix, as `pip install` into a ROS environment does."""
     prefix = tmp_path_factory.mktemp("pip") / "prefix"
+    # --ignore-installed: without it pip first uninstalls the robot_compress of the environment
+    # running the tests (the editable install), and every later test that starts a node fails.
     done = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--no-warn-script-location",
-         "--prefix", str(prefix), wheel.filename], capture_output=True, text=True, timeout=180)
+         "--ignore-installed", "--prefix", str(prefix), wheel.filename], capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, f"pip install failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     return prefix
 
