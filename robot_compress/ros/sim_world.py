@@ -1,0 +1,191 @@
+"""`sim_world`: the MuJoCo TurtleBot3 simulation as a ROS 2 node (a thin shell over robot_compress.sim).
+
+Publishes `camera/image_raw` (rgb8) and `camera/camera_info` at `rate_hz`, the frame's ground truth on
+`sim/ground_truth` (vision_msgs/Detection2DArray where installed, else std_msgs/String JSON with the
+image's stamp), `odom` (nav_msgs/Odometry) and, where tf2_msgs is installed, TF odom -> base_footprint.
+Follows `cmd_vel` (geometry_msgs/Twist); without a command for `cmd_timeout_s` it drives the scripted
+patrol past the picture boards. Simulated time advances by 1/rate_hz per published frame.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+
+import rclpy
+from geometry_msgs.msg import Twist
+from nav_msgs.msg import Odometry
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, Image
+from std_msgs.msg import String
+
+from robot_compress.ros.image_conversion import array_to_image
+from robot_compress.ros.parameters import read_only_descriptor, undeclared_overrides
+from robot_compress.sim.assets import AssetError
+from robot_compress.sim.boards import load_coco_pictures
+from robot_compress.sim.rendering import RenderingUnavailable
+from robot_compress.sim.scene import SceneSpec, ring_of_boards
+from robot_compress.sim.simulation import DEFAULT_PICTURES, Frame, Simulation
+
+try:  # a full ROS install has these; the pip wheels used here do not
+    from vision_msgs.msg import Detection2D, Detection2DArray, ObjectHypothesisWithPose
+except ImportError:
+    Detection2DArray = None
+try:
+    from geometry_msgs.msg import TransformStamped
+    from tf2_msgs.msg import TFMessage
+except ImportError:
+    TFMessage = None
+
+PARAMETERS = {
+    # name: (default, description, range)
+    "width": (320, "camera image width in pixels", (16, 4096)),
+    "height": (240, "camera image height in pixels", (16, 4096)),
+    "rate_hz": (15.0, "camera frames per second (simulated time advances 1/rate_hz per frame)", (0.1, 120.0)),
+    "hfov_deg": (62.0, "horizontal field of view (Raspberry Pi Camera v2: about 62 degrees)", (10.0, 170.0)),
+    "assets": ("", "folder with turtlebot3_description/ and turtlebot3_world/ (empty: ../shared/assets/turtlebot3)",
+               None),
+    "pictures": ("", "COCO folder (images/ + instances.json) or image folder for the boards (empty: coco val_dev)",
+                 None),
+    "boards": (6, "number of picture boards around the patrol circle", (1, 32)),
+    "occlusion": (True, "render a segmentation pass to drop or trim hidden ground-truth boxes", None),
+    "min_visible": (0.3, "drop a box when less than this fraction of it shows", (0.0, 1.0)),
+    "cmd_timeout_s": (1.0, "without a cmd_vel for this long, drive the scripted patrol", (0.0, 3600.0)),
+    "patrol": (True, "drive the scripted patrol when no cmd_vel arrives (false: stand still)", None),
+    "frame_id": ("camera_rgb_optical_frame", "header.frame_id of images and ground truth", None),
+    "odom_frame": ("odom", "odometry frame", None),
+    "base_frame": ("base_footprint", "robot base frame", None),
+}
+
+
+class SimWorld(Node):
+    def __init__(self, **kwargs):
+        super().__init__("sim_world", **kwargs)
+        p = {name: self.declare_parameter(name, default, read_only_descriptor(desc, rng, isinstance(default, float))).value
+             for name, (default, desc, rng) in PARAMETERS.items()}
+        if unknown := undeclared_overrides(self):
+            raise ValueError(f"unknown parameter(s) {unknown}; sim_world has: {list(PARAMETERS)}")
+        for name, (default, _, rng) in PARAMETERS.items():
+            if rng and not rng[0] <= p[name] <= rng[1]:
+                raise ValueError(f"parameter {name!r}={p[name]} is outside {rng[0]}..{rng[1]}")
+        self.p = p
+        pictures = load_coco_pictures(p["pictures"] or DEFAULT_PICTURES, p["boards"])
+        spec = SceneSpec(width=p["width"], height=p["height"], hfov_deg=p["hfov_deg"], assets=p["assets"] or None)
+        self.sim = Simulation(spec, ring_of_boards(pictures), occlusion=p["occlusion"], min_visible=p["min_visible"])
+        self.image_pub = self.create_publisher(Image, "camera/image_raw", qos_profile_sensor_data)
+        self.info_pub = self.create_publisher(CameraInfo, "camera/camera_info", qos_profile_sensor_data)
+        truth_type = Detection2DArray or String
+        self.truth_pub = self.create_publisher(truth_type, "sim/ground_truth", 100)
+        self.odom_pub = self.create_publisher(Odometry, "odom", 50)
+        self.tf_pub = self.create_publisher(TFMessage, "/tf", 100) if TFMessage is not None else None
+        self.create_subscription(Twist, "cmd_vel", self._on_cmd_vel, 10)
+        self.last_command_at = -math.inf
+        self.published = 0
+        self.timer = self.create_timer(1.0 / p["rate_hz"], self._tick)
+        self.get_logger().info(f"sim_world: {p['width']}x{p['height']} at {p['rate_hz']:g} Hz, {len(self.sim.boards)} "
+                               f"boards, ground truth as {truth_type.__name__}")
+
+    def _on_cmd_vel(self, msg: Twist) -> None:
+        try:
+            self.sim.set_command(msg.linear.x, msg.angular.z)
+        except ValueError as exc:
+            self.get_logger().warning(f"cmd_vel ignored: {exc}", throttle_duration_sec=2.0)
+            return
+        self.last_command_at = time.monotonic()
+
+    def _tick(self) -> None:
+        if time.monotonic() - self.last_command_at > self.p["cmd_timeout_s"]:
+            if self.p["patrol"]:
+                self.sim.patrol()
+            else:
+                self.sim.set_command(0.0, 0.0)
+        self.sim.advance(1.0 / self.p["rate_hz"])
+        frame = self.sim.render()
+        stamp = self.get_clock().now().to_msg()
+        image = array_to_image(frame.rgb, "rgb8", Image())
+        image.header.stamp, image.header.frame_id = stamp, self.p["frame_id"]
+        self.image_pub.publish(image)
+        self.info_pub.publish(self._camera_info(stamp))
+        self.truth_pub.publish(self._truth(frame, stamp))
+        self._publish_odometry(frame, stamp)
+        self.published += 1
+
+    def _camera_info(self, stamp) -> CameraInfo:
+        fx, fy, cx, cy = self.sim.intrinsics()
+        info = CameraInfo(width=self.p["width"], height=self.p["height"], distortion_model="plumb_bob")
+        info.header.stamp, info.header.frame_id = stamp, self.p["frame_id"]
+        info.d = [0.0] * 5
+        info.k = [fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0]
+        info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+        info.p = [fx, 0.0, cx, 0.0, 0.0, fy, cy, 0.0, 0.0, 0.0, 1.0, 0.0]
+        return info
+
+    def _truth(self, frame: Frame, stamp):
+        if Detection2DArray is None:
+            pose = frame.pose
+            return String(data=json.dumps({
+                "stamp": {"sec": stamp.sec, "nanosec": stamp.nanosec}, "frame_id": self.p["frame_id"],
+                "width": self.p["width"], "height": self.p["height"], "sim_time_s": round(frame.time_s, 4),
+                "pose": {"x": pose.x, "y": pose.y, "yaw": pose.yaw},
+                "boxes": [box.as_dict() for box in frame.boxes]}))
+        array = Detection2DArray()
+        array.header.stamp, array.header.frame_id = stamp, self.p["frame_id"]
+        for box in frame.boxes:
+            detection = Detection2D()
+            detection.header = array.header
+            detection.id = f"{box.board}/{box.image_id}"
+            detection.bbox.center.position.x = (box.x0 + box.x1) / 2
+            detection.bbox.center.position.y = (box.y0 + box.y1) / 2
+            detection.bbox.size_x, detection.bbox.size_y = box.x1 - box.x0, box.y1 - box.y0
+            hypothesis = ObjectHypothesisWithPose()
+            hypothesis.hypothesis.class_id, hypothesis.hypothesis.score = box.label, 1.0
+            detection.results.append(hypothesis)
+            array.detections.append(detection)
+        return array
+
+    def _publish_odometry(self, frame: Frame, stamp) -> None:
+        pose = frame.pose
+        odom = Odometry()
+        odom.header.stamp, odom.header.frame_id = stamp, self.p["odom_frame"]
+        odom.child_frame_id = self.p["base_frame"]
+        odom.pose.pose.position.x, odom.pose.pose.position.y = pose.x, pose.y
+        odom.pose.pose.orientation.z, odom.pose.pose.orientation.w = math.sin(pose.yaw / 2), math.cos(pose.yaw / 2)
+        odom.twist.twist.linear.x, odom.twist.twist.angular.z = pose.linear, pose.angular
+        self.odom_pub.publish(odom)
+        if self.tf_pub is not None:
+            transform = TransformStamped()
+            transform.header = odom.header
+            transform.child_frame_id = odom.child_frame_id
+            transform.transform.translation.x, transform.transform.translation.y = pose.x, pose.y
+            transform.transform.rotation = odom.pose.pose.orientation
+            self.tf_pub.publish(TFMessage(transforms=[transform]))
+
+    def destroy_node(self):
+        self.sim.close()
+        return super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> int:
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = SimWorld()
+        rclpy.spin(node)
+    except (ValueError, AssetError, RenderingUnavailable) as exc:
+        print(f"sim_world: error: {exc}", file=sys.stderr)
+        return 2
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
