@@ -69,7 +69,7 @@ class SimWorld(Node):
              for name, (default, desc, rng) in PARAMETERS.items()}
         if unknown := undeclared_overrides(self):
             raise ValueError(f"unknown parameter(s) {unknown}; sim_world has: {list(PARAMETERS)}")
-        for name, (default, _, rng) in PARAMETERS.items():
+        for name, (_, _, rng) in PARAMETERS.items():
             if rng and not rng[0] <= p[name] <= rng[1]:
                 raise ValueError(f"parameter {name!r}={p[name]} is outside {rng[0]}..{rng[1]}")
         self.p = p
