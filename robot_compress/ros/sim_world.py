@@ -5,6 +5,9 @@ Publishes `camera/image_raw` (rgb8) and `camera/camera_info` at `rate_hz`, the f
 image's stamp), `odom` (nav_msgs/Odometry) and, where tf2_msgs is installed, TF odom -> base_footprint.
 Follows `cmd_vel` (geometry_msgs/Twist); without a command for `cmd_timeout_s` it drives the scripted
 patrol past the picture boards. Simulated time advances by 1/rate_hz per published frame.
+With `mode:=cifar10` the robot stands before one board that fills most of the view and shows the
+dataset's pictures in turn; the ground truth JSON then carries the picture's `class_id` and `label`
+(as sim_camera's does), so the perception stack's classification can be scored against it.
 """
 
 from __future__ import annotations
@@ -26,9 +29,9 @@ from std_msgs.msg import String
 from robot_compress.ros.image_conversion import array_to_image
 from robot_compress.ros.parameters import read_only_descriptor, undeclared_overrides
 from robot_compress.sim.assets import AssetError
-from robot_compress.sim.boards import load_coco_pictures
+from robot_compress.sim.boards import load_cifar_pictures, load_coco_pictures
 from robot_compress.sim.rendering import RenderingUnavailable
-from robot_compress.sim.scene import SceneSpec, ring_of_boards
+from robot_compress.sim.scene import SceneSpec, board_filling_view, ring_of_boards
 from robot_compress.sim.simulation import DEFAULT_PICTURES, Frame, Simulation
 
 try:  # a full ROS install has these; the pip wheels used here do not
@@ -41,16 +44,22 @@ try:
 except ImportError:
     TFMessage = None
 
+MODES = ("coco", "cifar10")
+DEFAULT_CIFAR = DEFAULT_PICTURES.parents[1] / "cifar10" / "test_dev.npz"
+
 PARAMETERS = {
     # name: (default, description, range)
+    "mode": ("coco", "coco: picture boards with COCO boxes around a patrol; cifar10: one board filling the view, "
+             "its picture's label as ground truth", None),
     "width": (320, "camera image width in pixels", (16, 4096)),
     "height": (240, "camera image height in pixels", (16, 4096)),
     "rate_hz": (15.0, "camera frames per second (simulated time advances 1/rate_hz per frame)", (0.1, 120.0)),
     "hfov_deg": (62.0, "horizontal field of view (Raspberry Pi Camera v2: about 62 degrees)", (10.0, 170.0)),
     "assets": ("", "folder with turtlebot3_description/ and turtlebot3_world/ (empty: ../shared/assets/turtlebot3)",
                None),
-    "pictures": ("", "COCO folder (images/ + instances.json) or image folder for the boards (empty: coco val_dev)",
-                 None),
+    "pictures": ("", "coco: COCO folder (images/ + instances.json) or image folder (empty: coco val_dev); cifar10: "
+                 "CIFAR-10 .npz or ImageFolder tree (empty: cifar10 test_dev.npz)", None),
+    "hold_frames": (1, "cifar10: frames each picture stays on the board before the next", (1, 100000)),
     "boards": (6, "number of picture boards around the patrol circle", (1, 32)),
     "occlusion": (True, "render a segmentation pass to drop or trim hidden ground-truth boxes", None),
     "min_visible": (0.3, "drop a box when less than this fraction of it shows", (0.0, 1.0)),
@@ -72,10 +81,17 @@ class SimWorld(Node):
         for name, (_, _, rng) in PARAMETERS.items():
             if rng and not rng[0] <= p[name] <= rng[1]:
                 raise ValueError(f"parameter {name!r}={p[name]} is outside {rng[0]}..{rng[1]}")
+        if p["mode"] not in MODES:
+            raise ValueError(f"parameter 'mode' must be one of {MODES}, got {p['mode']!r}")
         self.p = p
-        pictures = load_coco_pictures(p["pictures"] or DEFAULT_PICTURES, p["boards"])
         spec = SceneSpec(width=p["width"], height=p["height"], hfov_deg=p["hfov_deg"], assets=p["assets"] or None)
-        self.sim = Simulation(spec, ring_of_boards(pictures), occlusion=p["occlusion"], min_visible=p["min_visible"])
+        if p["mode"] == "cifar10":
+            self.pictures = load_cifar_pictures(p["pictures"] or DEFAULT_CIFAR)
+            boards = [board_filling_view(self.pictures[0], spec)]
+        else:
+            self.pictures = []
+            boards = ring_of_boards(load_coco_pictures(p["pictures"] or DEFAULT_PICTURES, p["boards"]))
+        self.sim = Simulation(spec, boards, occlusion=p["occlusion"], min_visible=p["min_visible"])
         self.image_pub = self.create_publisher(Image, "camera/image_raw", qos_profile_sensor_data)
         self.info_pub = self.create_publisher(CameraInfo, "camera/camera_info", qos_profile_sensor_data)
         truth_type = Detection2DArray or String
@@ -98,8 +114,11 @@ class SimWorld(Node):
         self.last_command_at = time.monotonic()
 
     def _tick(self) -> None:
+        if self.pictures and self.published and self.published % self.p["hold_frames"] == 0:
+            index = (self.published // self.p["hold_frames"]) % len(self.pictures)
+            self.sim.set_picture("board_0", self.pictures[index])
         if time.monotonic() - self.last_command_at > self.p["cmd_timeout_s"]:
-            if self.p["patrol"]:
+            if self.p["patrol"] and not self.pictures:
                 self.sim.patrol()
             else:
                 self.sim.set_command(0.0, 0.0)
@@ -130,7 +149,8 @@ class SimWorld(Node):
             return String(data=json.dumps({
                 "stamp": {"sec": stamp.sec, "nanosec": stamp.nanosec}, "frame_id": self.p["frame_id"],
                 "width": self.p["width"], "height": self.p["height"], "sim_time_s": round(frame.time_s, 4),
-                "pose": {"x": pose.x, "y": pose.y, "yaw": pose.yaw},
+                "pose": {"x": pose.x, "y": pose.y, "yaw": pose.yaw}, "index": self.published,
+                "class_id": frame.class_id, "label": frame.label,
                 "boxes": [box.as_dict() for box in frame.boxes]}))
         array = Detection2DArray()
         array.header.stamp, array.header.frame_id = stamp, self.p["frame_id"]

@@ -123,3 +123,18 @@ def load_coco_pictures(folder: Path, count: int) -> list[Picture]:
             raise AssetError(f"cannot decode picture {path}")
         pictures.append(Picture(path.stem, bgr[:, :, ::-1].copy(), by_file.get(path.name, [])))
     return pictures
+
+
+def load_cifar_pictures(source: Path, count: int = 0) -> list[Picture]:
+    """Labelled pictures of a CIFAR-10 npz or an ImageFolder tree (the first `count`, 0 = all)."""
+    from robot_compress.runtime.datasets import load_labelled_images
+
+    try:
+        data = load_labelled_images(Path(source), split="test", limit=count or None)
+    except (OSError, ValueError, KeyError) as exc:
+        raise AssetError(f"cannot load labelled pictures from {source}: {exc}") from exc
+    n = len(data.labels)
+    if not n:
+        raise AssetError(f"no labelled pictures in {source}")
+    return [Picture(f"{i}", np.ascontiguousarray(data.images[i]), [], data.label_names[int(data.labels[i])],
+                    int(data.labels[i])) for i in range(n)]

@@ -12,7 +12,7 @@ import numpy as np
 from robot_compress.sim.assets import URDF, WORLD_SDF, AssetError, asset_root
 from robot_compress.sim.boards import Board, Picture, texture_file
 from robot_compress.sim.sdf_world import world_geoms
-from robot_compress.sim.urdf_mjcf import RobotParts, horizontal_to_vertical_fov, robot_parts
+from robot_compress.sim.urdf_mjcf import RobotParts, horizontal_to_vertical_fov, link_offset, robot_parts
 
 WHEEL_KV = 0.5  # velocity servo gain (N m per rad/s); implicitfast integrates it stably at the 5 ms step
 TIMESTEP = 0.005
@@ -42,6 +42,23 @@ def ring_of_boards(pictures: list[Picture], path_radius: float = 2.0, ring_radiu
         height = width * h / w
         boards.append(Board(f"board_{i}", picture, (bx, by, 0.03 + height / 2), math.atan2(py - by, px - bx), width))
     return boards
+
+
+def board_filling_view(picture: Picture, spec: SceneSpec, fill: float = 0.85, distance: float = 0.25) -> Board:
+    """One board straight ahead of the robot's spawn pose, `fill` of the image's height (and at most
+    that of its width) at `distance` metres: the classification view, one picture at a time. The camera
+    is 0.1 m above the floor, so the board stands close enough for its lower edge to clear the floor."""
+    root = asset_root(spec.assets)
+    cam_x, cam_y, cam_z = link_offset(root / URDF)
+    fovy = math.radians(horizontal_to_vertical_fov(spec.hfov_deg, spec.width, spec.height))
+    h, w = picture.rgb.shape[:2]
+    height = fill * 2 * distance * math.tan(fovy / 2)
+    width = min(height * w / h, fill * 2 * distance * math.tan(math.radians(spec.hfov_deg) / 2))
+    x, y, yaw = spec.spawn
+    ahead = cam_x + distance
+    center = (x + ahead * math.cos(yaw) - cam_y * math.sin(yaw), y + ahead * math.sin(yaw) + cam_y * math.cos(yaw),
+              cam_z)
+    return Board("board_0", picture, center, yaw + math.pi, width)
 
 
 def _fmt(values) -> str:

@@ -6,10 +6,11 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from robot_compress.sim.assets import AssetError
-from robot_compress.sim.boards import Board, load_coco_pictures
+from robot_compress.sim.boards import Board, Picture, load_coco_pictures
 from robot_compress.sim.drive import CirclePatrol, DiffDrive, command_problem
 from robot_compress.sim.ground_truth import PinholeCamera, TruthBox, board_boxes
 from robot_compress.sim.rendering import import_mujoco
@@ -33,6 +34,8 @@ class Frame:
     rgb: np.ndarray
     boxes: list[TruthBox] = field(default_factory=list)
     pose: Pose2D | None = None
+    class_id: int = -1  # the whole-picture label of the board at the image centre (CIFAR-10 mode)
+    label: str = ""
 
 
 class Simulation:
@@ -111,13 +114,37 @@ class Simulation:
             finally:
                 self.renderer.disable_segmentation_rendering()
         camera = self.camera()
+        centre = self._board_at_centre(segmentation)
         boxes = []
         for board in self.boards:
             mask = None if segmentation is None else segmentation == self.board_geoms[board.name]
             if mask is not None and not mask.any():
                 continue
             boxes += board_boxes(board, camera, mask, self.min_visible)
-        return Frame(self.time_s, rgb, boxes, self.pose())
+        return Frame(self.time_s, rgb, boxes, self.pose(),
+                     centre.picture.class_id if centre else -1, centre.picture.label if centre else "")
+
+    def _board_at_centre(self, segmentation) -> Board | None:
+        if segmentation is None:
+            return self.boards[0] if len(self.boards) == 1 else None
+        geom = segmentation[self.spec.height // 2, self.spec.width // 2]
+        return next((b for b in self.boards if self.board_geoms[b.name] == geom), None)
+
+    def set_picture(self, board_name: str, picture: Picture) -> None:
+        """Show another picture on a board from the next frame on (resized to the board's texture)."""
+        mujoco = self.mujoco
+        board = next(b for b in self.boards if b.name == board_name)
+        tex = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_TEXTURE, f"{board_name}_tex")
+        h, w, c = self.model.tex_height[tex], self.model.tex_width[tex], self.model.tex_nchannel[tex]
+        rgb = picture.rgb if picture.rgb.shape[:2] == (h, w) else cv2.resize(picture.rgb, (w, h),
+                                                                                interpolation=cv2.INTER_AREA)
+        start = self.model.tex_adr[tex]
+        self.model.tex_data[start:start + h * w * c] = rgb.reshape(-1) if c == 3 else np.dstack(
+            [rgb, np.full((h, w, 1), 255, np.uint8)]).reshape(-1)
+        # mujoco.Renderer has no public upload; its GL context must be current for mjr_uploadTexture.
+        self.renderer._gl_context.make_current()
+        mujoco.mjr_uploadTexture(self.model, self.renderer._mjr_context, tex)
+        board.picture = picture
 
     def close(self) -> None:
         """Free the GL context now: left to interpreter exit, EGL teardown can fail noisily."""

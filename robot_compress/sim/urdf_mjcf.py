@@ -158,3 +158,27 @@ def robot_parts(urdf_path: Path, asset_root: Path, fovy_deg: float, spawn: tuple
 def horizontal_to_vertical_fov(hfov_deg: float, width: int, height: int) -> float:
     """MuJoCo cameras take the vertical field of view; the Pi Camera's datasheet gives the horizontal one."""
     return math.degrees(2 * math.atan(math.tan(math.radians(hfov_deg) / 2) * height / width))
+
+
+def link_offset(urdf_path: Path, link: str = CAMERA_LINK) -> tuple[float, float, float]:
+    """Position of `link` in the root link's frame, through the joints' origins (the camera's
+    mounting point, to place things in its view before the scene is built)."""
+    import numpy as np
+
+    urdf = load_urdf(urdf_path)
+    parent_joint = {j.find("child").get("link"): j for j in urdf.findall("joint")}
+    chain = []
+    while link in parent_joint:
+        chain.append(parent_joint[link])
+        link = parent_joint[link].find("parent").get("link")
+    position, rotation = np.zeros(3), np.eye(3)
+    for joint in reversed(chain):
+        origin = joint.find("origin")
+        xyz = np.array(_vec(origin.get("xyz") if origin is not None else None))
+        r, p, y = _vec(origin.get("rpy") if origin is not None else None)
+        position = position + rotation @ xyz
+        rx = np.array([[1, 0, 0], [0, math.cos(r), -math.sin(r)], [0, math.sin(r), math.cos(r)]])
+        ry = np.array([[math.cos(p), 0, math.sin(p)], [0, 1, 0], [-math.sin(p), 0, math.cos(p)]])
+        rz = np.array([[math.cos(y), -math.sin(y), 0], [math.sin(y), math.cos(y), 0], [0, 0, 1]])
+        rotation = rotation @ rz @ ry @ rx
+    return tuple(float(v) for v in position)

@@ -98,3 +98,34 @@ def test_missing_and_corrupt_assets_fail_with_the_file_named(tmp_path, assets):
     (copy / "turtlebot3_world/model.sdf").write_text("<sdf><model")
     with pytest.raises(AssetError, match="model.sdf"):
         Simulation(SceneSpec(WIDTH, HEIGHT, assets=copy), boards=[])
+
+
+def test_cifar_view_one_board_fills_the_view_and_changes_picture(assets, cifar_test_dev):
+    from robot_compress.sim.boards import load_cifar_pictures
+    from robot_compress.sim.scene import board_filling_view
+
+    pictures = load_cifar_pictures(DEFAULT_ASSETS.parents[1] / "data" / "cifar10" / "test_dev.npz", 2)
+    spec = SceneSpec(WIDTH, HEIGHT, spawn=(0.0, 0.0, 0.0))
+    board = board_filling_view(pictures[0], spec)
+    with Simulation(spec, [board]) as sim:
+        first = sim.render()
+        sim.set_picture("board_0", pictures[1])
+        second = sim.render()
+        seg_rows = []
+        sim.renderer.enable_segmentation_rendering()
+        sim.renderer.update_scene(sim.data, camera=sim.camera_id)
+        seg_rows = (sim.renderer.render()[:, :, 0] == sim.board_geoms["board_0"]).any(axis=1)
+        sim.renderer.disable_segmentation_rendering()
+    assert (first.class_id, first.label) == (pictures[0].class_id, pictures[0].label)
+    assert (second.class_id, second.label) == (pictures[1].class_id, pictures[1].label)
+    assert 0.8 <= seg_rows.mean() <= 0.9  # the board fills about 85 % of the image height
+    # What the camera shows is the picture: its downscaled view correlates with the CIFAR image.
+    import cv2
+
+    for frame, picture in ((first, pictures[0]), (second, pictures[1])):
+        ys = np.nonzero(seg_rows)[0]
+        side = ys[-1] - ys[0] + 1
+        x0 = (WIDTH - side) // 2
+        view = cv2.resize(frame.rgb[ys[0]:ys[-1] + 1, x0:x0 + side], (32, 32), interpolation=cv2.INTER_AREA)
+        corr = np.corrcoef(view.astype(float).ravel(), picture.rgb.astype(float).ravel())[0, 1]
+        assert corr > 0.8, corr

@@ -159,3 +159,16 @@ def test_sim_world_names_a_missing_asset_folder(processes, tmp_path, ros_domain_
     child = _start_sim_world(processes, assets=str(tmp_path))
     assert child.wait(60) == 2
     assert "turtlebot3_waffle_pi.urdf is missing" in processes.output(child)
+
+
+def test_sim_world_cifar10_mode_labels_each_frame(processes, listener, shared_data):  # noqa: F811
+    from robot_compress.runtime.datasets import load_cifar10_npz
+
+    child = _start_sim_world(processes, mode="cifar10", hold_frames=2, rate_hz=10.0)
+    wait_until(lambda: len(listener.snapshot("truth")) >= 12, 60, "ground truth of 12 frames",
+               detail=lambda: processes.output(child))
+    truth = listener.snapshot("truth")
+    labels = load_cifar10_npz(shared_data / "cifar10" / "test_dev.npz")
+    for t in truth[:12]:
+        expected = int(labels.labels[(t["index"] // 2) % len(labels.labels)])
+        assert (t["class_id"], t["label"]) == (expected, labels.label_names[expected]), t
