@@ -65,6 +65,11 @@ PARAMETERS = {
     "min_visible": (0.3, "drop a box when less than this fraction of it shows", (0.0, 1.0)),
     "cmd_timeout_s": (1.0, "without a cmd_vel for this long, drive the scripted patrol", (0.0, 3600.0)),
     "patrol": (True, "drive the scripted patrol when no cmd_vel arrives (false: stand still)", None),
+    "count": (0, "frames to publish, then exit (0: run until stopped)", (0, 10**9)),
+    "wait_for_subscribers": (0, "wait until this many subscribers see the image topic before the first frame",
+                             (0, 100)),
+    "settle_s": (0.5, "after the subscribers appear, wait this long (DDS matches both ways before frames arrive)",
+                 (0.0, 60.0)),
     "frame_id": ("camera_rgb_optical_frame", "header.frame_id of images and ground truth", None),
     "odom_frame": ("odom", "odometry frame", None),
     "base_frame": ("base_footprint", "robot base frame", None),
@@ -101,6 +106,8 @@ class SimWorld(Node):
         self.create_subscription(Twist, "cmd_vel", self._on_cmd_vel, 10)
         self.last_command_at = -math.inf
         self.published = 0
+        self.done = False
+        self._start_at: float | None = None
         self.timer = self.create_timer(1.0 / p["rate_hz"], self._tick)
         self.get_logger().info(f"sim_world: {p['width']}x{p['height']} at {p['rate_hz']:g} Hz, {len(self.sim.boards)} "
                                f"boards, ground truth as {truth_type.__name__}")
@@ -113,7 +120,20 @@ class SimWorld(Node):
             return
         self.last_command_at = time.monotonic()
 
+    def _ready(self) -> bool:
+        """Whether to publish now: after `wait_for_subscribers` subscribers and `settle_s`, until `count`."""
+        if self.p["count"] and self.published >= self.p["count"]:
+            self.done = True
+            return False
+        if self._start_at is None:
+            if self.image_pub.get_subscription_count() < self.p["wait_for_subscribers"]:
+                return False
+            self._start_at = time.monotonic() + (self.p["settle_s"] if self.p["wait_for_subscribers"] else 0.0)
+        return time.monotonic() >= self._start_at
+
     def _tick(self) -> None:
+        if not self._ready():
+            return
         if self.pictures and self.published and self.published % self.p["hold_frames"] == 0:
             index = (self.published // self.p["hold_frames"]) % len(self.pictures)
             self.sim.set_picture("board_0", self.pictures[index])
@@ -194,7 +214,10 @@ def main(args: list[str] | None = None) -> int:
     node = None
     try:
         node = SimWorld()
-        rclpy.spin(node)
+        while rclpy.ok() and not node.done:
+            rclpy.spin_once(node, timeout_sec=0.1)
+        time.sleep(0.2)  # let the last messages leave before the publishers go away
+        node.get_logger().info(f"published {node.published} frames")
     except (ValueError, AssetError, RenderingUnavailable) as exc:
         print(f"sim_world: error: {exc}", file=sys.stderr)
         return 2
