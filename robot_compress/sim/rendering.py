@@ -50,7 +50,8 @@ def probe(backend: str, timeout_s: float = 60.0) -> str | None:
     lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
     if any("No module named 'mujoco'" in line for line in lines):
         return MUJOCO_HINT
-    return (lines[-1] if lines else f"exit code {proc.returncode}") + f" (Debian: {DEBIAN_PACKAGES[backend]})"
+    packages = DEBIAN_PACKAGES.get(backend, "libegl1 libgl1-mesa-dri libosmesa6")
+    return (lines[-1] if lines else f"exit code {proc.returncode}") + f" (Debian: {packages})"
 
 
 def choose_backend() -> str:
