@@ -167,11 +167,14 @@ def _summarise(record, state, out: Path, processes: list[dict]) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from robot_compress.demo.contact_sheet import contact_sheet
     from robot_compress.faults.analysis import analyze, plot_timeline
     from robot_compress.faults.stall_watch import SIGNIFICANT_STALL_MS
 
     metrics = analyze(record)
     png = plot_timeline(record, metrics, out / "timeline.png")
+    sheet = contact_sheet(record.directory / "snapshots", record.records, out / "contact_sheet.png") \
+        if record.config.world else None
     summary = {
         "metrics": metrics.to_dict(),
         "transitions": [t.__dict__ for t in state.transitions],
@@ -196,6 +199,7 @@ def _summarise(record, state, out: Path, processes: list[dict]) -> int:
         ("back to edge after the fault (ms)", _f(m.back_to_edge_ms)),
         ("worst stall of this machine (ms)", _f(m.machine_stall_max_ms)),
         ("timeline", str(png)),
+        *([("annotated frames", str(sheet))] if sheet else []),
         ("all figures", str(out / "summary.json")),
     ]
     for name, value in rows:

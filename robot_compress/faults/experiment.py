@@ -259,6 +259,7 @@ class ScenarioRun:
                 *_ros_param("mode", "cifar10"), *_ros_param("pictures", str(cfg.source)), *_ros_param("occlusion", False),
                 *_ros_param("rate_hz", float(cfg.rate_hz)), *_ros_param("count", frames), *_ros_param("width", width),
                 *_ros_param("height", height), *_ros_param("wait_for_subscribers", 2),
+                *_ros_param("snapshot_dir", str(self.dir / "snapshots")), *_ros_param("snapshot_every", 25),
                 "-r", "camera/image_raw:=image", "-r", "sim/ground_truth:=sim_camera/ground_truth"])
         else:
             camera = self._spawn("robot", "sim_camera", [

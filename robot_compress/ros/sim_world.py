@@ -16,6 +16,7 @@ import json
 import math
 import sys
 import time
+from pathlib import Path
 
 import rclpy
 from geometry_msgs.msg import Twist
@@ -32,7 +33,7 @@ from robot_compress.sim.assets import AssetError
 from robot_compress.sim.boards import load_cifar_pictures, load_coco_pictures
 from robot_compress.sim.rendering import RenderingUnavailable
 from robot_compress.sim.scene import SceneSpec, board_filling_view, ring_of_boards
-from robot_compress.sim.simulation import DEFAULT_PICTURES, Frame, Simulation
+from robot_compress.sim.simulation import DEFAULT_PICTURES, Frame, Simulation, write_snapshot
 
 try:  # a full ROS install has these; the pip wheels used here do not
     from vision_msgs.msg import Detection2D, Detection2DArray, ObjectHypothesisWithPose
@@ -70,6 +71,9 @@ PARAMETERS = {
                              (0, 100)),
     "settle_s": (0.5, "after the subscribers appear, wait this long (DDS matches both ways before frames arrive)",
                  (0.0, 60.0)),
+    "snapshot_dir": ("", "write every snapshot_every-th frame, ground truth drawn on it, as <sec>_<nanosec>.png "
+                     "here (empty: none)", None),
+    "snapshot_every": (30, "frames between snapshots", (1, 10**6)),
     "frame_id": ("camera_rgb_optical_frame", "header.frame_id of images and ground truth", None),
     "odom_frame": ("odom", "odometry frame", None),
     "base_frame": ("base_footprint", "robot base frame", None),
@@ -151,6 +155,8 @@ class SimWorld(Node):
         self.info_pub.publish(self._camera_info(stamp))
         self.truth_pub.publish(self._truth(frame, stamp))
         self._publish_odometry(frame, stamp)
+        if self.p["snapshot_dir"] and self.published % self.p["snapshot_every"] == 0:
+            write_snapshot(Path(self.p["snapshot_dir"]) / f"{stamp.sec}_{stamp.nanosec:09d}.png", frame)
         self.published += 1
 
     def _camera_info(self, stamp) -> CameraInfo:

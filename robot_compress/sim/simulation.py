@@ -157,3 +157,21 @@ class Simulation:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def annotate(frame: Frame) -> np.ndarray:
+    """The frame (RGB) with its ground truth drawn: boxes with labels, or the whole-picture label."""
+    image = np.ascontiguousarray(frame.rgb)
+    for box in frame.boxes:
+        cv2.rectangle(image, (round(box.x0), round(box.y0)), (round(box.x1) - 1, round(box.y1) - 1), (255, 40, 40), 1)
+        cv2.putText(image, box.label, (round(box.x0) + 2, max(10, round(box.y0) + 10)), cv2.FONT_HERSHEY_SIMPLEX, 0.35,
+                    (255, 255, 0), 1, cv2.LINE_AA)
+    if frame.label:
+        cv2.putText(image, f"truth: {frame.label}", (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 0), 1,
+                    cv2.LINE_AA)
+    return image
+
+
+def write_snapshot(path: Path, frame: Frame) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), annotate(frame)[:, :, ::-1])

@@ -27,3 +27,4 @@ def test_demo_on_the_simulated_turtlebot3_loses_no_frame_and_uses_both_backends(
     # classes are clearly recognised (chance is 10 %).
     assert metrics["top1"] > 0.5
     assert any("robot_compress.ros.sim_world" in p["program"] for p in summary["processes"]), summary["processes"]
+    assert (out / "contact_sheet.png").stat().st_size > 10_000  # annotated frames with the robot's answers
