@@ -28,10 +28,12 @@ class SceneSpec:
     spawn: tuple[float, float, float] = (0.0, -2.0, 0.0)  # x, y, yaw
 
 
-def ring_of_boards(pictures: list[Picture], path_radius: float = 2.0, ring_radius: float = 2.45,
-                   width: float = 0.55, lead_deg: float = 30.0) -> list[Board]:
+def ring_of_boards(pictures: list[Picture], path_radius: float = 2.0, ring_radius: float = 2.42,
+                   width: float = 0.6, lead_deg: float = 25.0) -> list[Board]:
     """Boards spread around a ring just outside the patrol circle, each turned towards the point of the
-    circle that the robot (driving counter-clockwise) passes `lead_deg` before it."""
+    circle that the robot (driving counter-clockwise) passes `lead_deg` before it. Six boards stand before
+    the middles of the hexagonal wall (2.54 m from the centre there; the corners hold the green hexagons,
+    which would hide them)."""
     boards = []
     for i, picture in enumerate(pictures):
         angle = 2 * math.pi * (i + 0.5) / len(pictures)
@@ -84,8 +86,10 @@ def board_elements(board: Board) -> tuple[list[ET.Element], list[ET.Element]]:
     geoms = [
         ET.Element("geom", name=name, type="mesh", mesh=f"{name}_quad", material=f"{name}_mat", contype="0",
                    conaffinity="0", group="1"),
+        # Props: drawn, not collided with, so a robot driven into one is not stuck on it.
         ET.Element("geom", name=f"{name}_backing", type="box", pos=_fmt(center), quat=_fmt(quat), rgba="0.2 0.2 0.2 1",
-                   size=_fmt([0.01, board.width / 2 + 0.015, board.height / 2 + 0.015]), group="1"),
+                   size=_fmt([0.01, board.width / 2 + 0.015, board.height / 2 + 0.015]), group="1", contype="0",
+                   conaffinity="0"),
     ]
     return assets, geoms
 
