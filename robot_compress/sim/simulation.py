@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from robot_compress.sim.assets import AssetError
 from robot_compress.sim.boards import Board, Picture, load_coco_pictures
 from robot_compress.sim.drive import CirclePatrol, DiffDrive, command_problem
 from robot_compress.sim.ground_truth import PinholeCamera, TruthBox, board_boxes
-from robot_compress.sim.rendering import import_mujoco
+from robot_compress.sim.rendering import INSTALL_HINT, RenderingUnavailable, import_mujoco
 from robot_compress.sim.scene import SceneSpec, build_mjcf, compile_model, ring_of_boards
 
 DEFAULT_PICTURES = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "coco" / "val_dev"
@@ -58,7 +59,12 @@ class Simulation:
         self.base_id = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_BODY, robot.body.get("name"))
         self.board_geoms = {b.name: mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_GEOM, b.name) for b in self.boards}
         self.fovy_deg = float(self.model.cam_fovy[self.camera_id])
-        self.renderer = mujoco.Renderer(self.model, self.spec.height, self.spec.width)
+        try:
+            self.renderer = mujoco.Renderer(self.model, self.spec.height, self.spec.width)
+        except Exception as exc:  # the GL stack's own error types differ by backend
+            raise RenderingUnavailable(f"MuJoCo cannot render with MUJOCO_GL={os.environ.get('MUJOCO_GL')}: "
+                                       f"{type(exc).__name__}: {exc}. Fix: {INSTALL_HINT}, or unset MUJOCO_GL "
+                                       f"to let robot_compress pick EGL or OSMesa") from exc
         self.command = (0.0, 0.0)
         mujoco.mj_forward(self.model, self.data)
 
@@ -148,7 +154,7 @@ class Simulation:
 
     def close(self) -> None:
         """Free the GL context now: left to interpreter exit, EGL teardown can fail noisily."""
-        if self.renderer is not None:
+        if getattr(self, "renderer", None) is not None:
             self.renderer.close()
             self.renderer = None
 

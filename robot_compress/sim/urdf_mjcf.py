@@ -26,7 +26,6 @@ class RobotParts:
     wheel_joints: dict[str, str] = field(default_factory=dict)  # "left"/"right" -> joint name
     wheel_radius: float = 0.0
     wheel_separation: float = 0.0
-    camera_height_m: float = 0.0
 
 
 def _vec(text: str | None, default: str = "0 0 0") -> list[float]:

@@ -47,3 +47,22 @@ def test_doctor_reports_the_rendering_backend():
     check = check_rendering()
     assert check.ok, check.detail  # .ci/run installs the Debian packages
     assert check.detail.startswith(("EGL (MUJOCO_GL=egl)", "OSMESA (MUJOCO_GL=osmesa)")), check.detail
+
+
+def test_a_backend_that_cannot_render_headless_is_a_clear_error(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    code = ("from robot_compress.sim.simulation import Simulation\n"
+            "from robot_compress.sim.scene import SceneSpec\n"
+            "from robot_compress.sim.rendering import RenderingUnavailable\n"
+            "try:\n    Simulation(SceneSpec(), boards=[])\n"
+            "except RenderingUnavailable as exc:\n    print('REFUSED', exc)\n")
+    env = {k: v for k, v in os.environ.items() if k != "DISPLAY"}
+    env["MUJOCO_GL"] = "glfw"  # needs a display, which this machine does not have
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env, cwd=REPO)
+    assert "REFUSED MuJoCo cannot render with MUJOCO_GL=glfw" in done.stdout, done.stdout + done.stderr[-2000:]
+    assert "libegl1" in done.stdout and "unset MUJOCO_GL" in done.stdout
