@@ -21,6 +21,7 @@ from pathlib import Path
 import rclpy
 from geometry_msgs.msg import Twist
 from nav_msgs.msg import Odometry
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
@@ -28,7 +29,7 @@ from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import String
 
 from robot_compress.ros.image_conversion import array_to_image
-from robot_compress.ros.parameters import read_only_descriptor, undeclared_overrides
+from robot_compress.ros.parameters import undeclared_overrides
 from robot_compress.sim.assets import AssetError
 from robot_compress.sim.boards import load_cifar_pictures, load_coco_pictures
 from robot_compress.sim.rendering import RenderingUnavailable
@@ -80,11 +81,29 @@ PARAMETERS = {
 }
 
 
+def _descriptor(description: str, value_range: tuple | None, floating: bool) -> ParameterDescriptor:
+    """Read-only, with its range, so `ros2 param describe` shows what the node accepts."""
+    descriptor = ParameterDescriptor(description=description, read_only=True)
+    if value_range:
+        low, high = value_range
+        if floating:
+            descriptor.floating_point_range = [FloatingPointRange(from_value=float(low), to_value=float(high))]
+        else:
+            descriptor.integer_range = [IntegerRange(from_value=int(low), to_value=int(high), step=1)]
+    return descriptor
+
+
 class SimWorld(Node):
     def __init__(self, **kwargs):
         super().__init__("sim_world", **kwargs)
-        p = {name: self.declare_parameter(name, default, read_only_descriptor(desc, rng, isinstance(default, float))).value
-             for name, (default, desc, rng) in PARAMETERS.items()}
+        p = {}
+        for name, (default, desc, rng) in PARAMETERS.items():
+            try:
+                p[name] = self.declare_parameter(name, default, _descriptor(desc, rng, isinstance(default, float))).value
+            except Exception as exc:  # rclpy raises one of several exception types per problem
+                raise ValueError(f"parameter {name!r} rejected ({type(exc).__name__}: {exc}); it takes a "
+                                 f"{type(default).__name__}" + (f" in {rng[0]}..{rng[1]}" if rng else "") +
+                                 f" -- {desc}") from exc
         if unknown := undeclared_overrides(self):
             raise ValueError(f"unknown parameter(s) {unknown}; sim_world has: {list(PARAMETERS)}")
         for name, (_, _, rng) in PARAMETERS.items():

@@ -172,3 +172,17 @@ def test_sim_world_cifar10_mode_labels_each_frame(processes, listener, shared_da
     for t in truth[:12]:
         expected = int(labels.labels[(t["index"] // 2) % len(labels.labels)])
         assert (t["class_id"], t["label"]) == (expected, labels.label_names[expected]), t
+
+
+@pytest.mark.parametrize("parameter, message", [
+    ("rate_hz:=15", "parameter 'rate_hz' rejected"),
+    ("width:=5", "parameter 'width' rejected"),
+    ("mode:=kitti", "parameter 'mode' must be one of"),
+    ("widht:=320", "unknown parameter(s) ['widht']"),
+])
+def test_sim_world_names_a_bad_parameter(parameter, message, ros_domain_id):
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-m", "robot_compress.ros.sim_world", "--ros-args", "-p", parameter],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and message in done.stderr, done.stderr[-2000:]
