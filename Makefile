@@ -13,7 +13,7 @@ $(STAMP): setup.py $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# torch first and pinned: an unpinned torch would pull several GB of CUDA packages.
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -c $(CONSTRAINTS) -e '.[compress,ros,dev]'
+	$(BIN)/pip install -q -c $(CONSTRAINTS) -e '.[compress,ros,dev,sim]'
 	touch $@
 
 venv: $(STAMP)

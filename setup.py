@@ -12,6 +12,7 @@ CONSOLE_SCRIPTS = {
     "robot-compress": "robot_compress.cli:main",
     "perception_node": "robot_compress.ros.perception_node:main",
     "sim_camera": "robot_compress.ros.sim_camera:main",
+    "sim_world": "robot_compress.ros.sim_world:main",
     "edge_server": "robot_compress.edge.command:main",
 }
 # `ros2 run` / `ros2 launch` look for executables only in <prefix>/lib/<package>/. A wheel puts the
@@ -88,7 +89,11 @@ EXTRAS = {
         "ros-jazzy-std-msgs",
         "ros-jazzy-diagnostic-msgs",
         "ros-jazzy-std-srvs",
+        "ros-jazzy-nav-msgs==5.3.6",
     ],
+    # Headless MuJoCo simulation (robot_compress/sim, sim_world); rendering also needs the Debian packages
+    # libegl1 + libgl1-mesa-dri (EGL) or libosmesa6 (OSMesa). trimesh + pycollada convert the world's COLLADA meshes.
+    "sim": ["mujoco==3.3.7", "trimesh==4.12.2", "pycollada==0.9.3"],
     "dev": ["pytest>=8", "pytest-timeout>=2", "pytest-rerunfailures>=16", "ruff>=0.5", "cryptography>=41", "psutil>=5.9"],
 }
 

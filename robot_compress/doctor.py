@@ -92,6 +92,23 @@ def check_torchvision() -> Check:
     return Check("torchvision", False, last, "torchvision teachers in `compress`")
 
 
+def check_rendering() -> Check:
+    """Headless OpenGL for the MuJoCo simulation, each backend tried in a child process."""
+    from robot_compress.sim.rendering import BACKENDS, INSTALL_HINT, MUJOCO_HINT, probe
+
+    needed = "sim_world (MuJoCo TurtleBot3 simulation)"
+    reasons = {backend: probe(backend) for backend in BACKENDS}
+    working = [b for b, reason in reasons.items() if reason is None]
+    if MUJOCO_HINT in reasons.values():
+        return Check("headless rendering", False, MUJOCO_HINT, needed)
+    if not working:
+        return Check("headless rendering", False, "; ".join(f"{b}: {r}" for b, r in reasons.items()) +
+                     f" ({INSTALL_HINT})", needed)
+    detail = f"{working[0].upper()} (MUJOCO_GL={working[0]})"
+    others = [f"{b}: {'works' if reasons[b] is None else reasons[b]}" for b in BACKENDS if b != working[0]]
+    return Check("headless rendering", True, detail + (f"; {'; '.join(others)}" if others else ""), needed)
+
+
 def check_gpu() -> Check:
     details = []
     if shutil.which("nvidia-smi"):
@@ -143,6 +160,7 @@ def run_checks(with_ros: bool = True) -> list[Check]:
         _import_check("torch", "torch", "`compress`", missing_hint="pip install torch==2.13.0 then .[compress]"),
         _import_check("torch_pruning", "torch_pruning", "structured pruning in `compress`"),
         check_torchvision(),
+        check_rendering(),
         check_gpu(),
     ]
     return checks

@@ -35,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-fault", action="store_true", help="run without injected link failures")
     parser.add_argument("--edge-url", help="HOST:PORT of a running edge server or Triton (OIP v2 gRPC); "
                         "the demo then starts no edge server of its own")
+    parser.add_argument("--world", choices=("dataset", "turtlebot3"), default="dataset",
+                        help="camera: 'dataset' (sim_camera streams --source) or 'turtlebot3' (the MuJoCo simulated "
+                             "TurtleBot3's camera looking at --source's pictures on a board; needs the `sim` extra)")
     parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE,
                         help="frames for sim_camera: CIFAR-10 .npz, image folder or video (default: "
                              "../shared/data/cifar10/test_dev.npz)")
@@ -76,12 +79,14 @@ def run(args: argparse.Namespace) -> int:
         name="demo", fault_class=FLAPPING, duration_s=args.duration, via_proxy=True,
         description="no injected fault" if args.no_fault else "black hole, recovery, then flapping (fault proxy)",
         steps=tuple(Step(c.at_s, "proxy", {"mode": c.mode}) for c in changes))
-    config = RunConfig(source=args.source, rate_hz=args.rate_hz, image_size=(640, 480), local_model=local_model,
-                       edge_model=args.edge_model, edge_port=free_port(), proxy_port=free_port(),
-                       external_edge=args.edge_url)
+    world = args.world if args.world != "dataset" else None
+    config = RunConfig(source=args.source, rate_hz=args.rate_hz, image_size=(320, 240) if world else (640, 480),
+                       local_model=local_model, edge_model=args.edge_model, edge_port=free_port(),
+                       proxy_port=free_port(), external_edge=args.edge_url, world=world)
     live = not args.plain and sys.stdout.isatty()
     print(f"robot-compress demo: edge {args.edge_url or args.edge_model.name + ' (local edge server)'}, "
-          f"robot model {local_model.name}, {args.rate_hz:g} Hz for {args.duration:g} s, output {out}")
+          f"robot model {local_model.name}, camera {'simulated ' + args.world if world else 'dataset'}, "
+          f"{args.rate_hz:g} Hz for {args.duration:g} s, output {out}")
     with LoopbackBed() as bed:
         runner = ScenarioRun(scenario, config, bed, out)
         outcome: dict = {}
@@ -162,16 +167,19 @@ def _summarise(record, state, out: Path, processes: list[dict]) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from robot_compress.demo.contact_sheet import contact_sheet
     from robot_compress.faults.analysis import analyze, plot_timeline
     from robot_compress.faults.stall_watch import SIGNIFICANT_STALL_MS
 
     metrics = analyze(record)
     png = plot_timeline(record, metrics, out / "timeline.png")
+    sheet = contact_sheet(record.directory / "snapshots", record.records, out / "contact_sheet.png") \
+        if record.config.world else None
     summary = {
         "metrics": metrics.to_dict(),
         "transitions": [t.__dict__ for t in state.transitions],
         "link_changes": [{"t": t, "action": a} for t, a in record.actions],
-        "config": {"rate_hz": record.config.rate_hz, "duration_s": record.scenario.duration_s,
+        "config": {"world": record.config.world or "dataset", "rate_hz": record.config.rate_hz, "duration_s": record.scenario.duration_s,
                    "local_model": str(record.config.local_model), "edge_model": str(record.config.edge_model),
                    "external_edge": record.config.external_edge},
         "processes": processes,  # all stopped before this was written
@@ -191,6 +199,7 @@ def _summarise(record, state, out: Path, processes: list[dict]) -> int:
         ("back to edge after the fault (ms)", _f(m.back_to_edge_ms)),
         ("worst stall of this machine (ms)", _f(m.machine_stall_max_ms)),
         ("timeline", str(png)),
+        *([("annotated frames", str(sheet))] if sheet else []),
         ("all figures", str(out / "summary.json")),
     ]
     for name, value in rows:

@@ -50,7 +50,8 @@ class RunConfig:
 
     source: Path
     rate_hz: float = 20.0
-    image_size: tuple[int, int] = (32, 32)  # what sim_camera publishes (width, height)
+    image_size: tuple[int, int] = (32, 32)  # what the camera publishes (width, height)
+    world: str | None = None  # "turtlebot3": the MuJoCo simulated robot's camera (sim_world) instead of sim_camera
     local_model: Path = REPO / "models" / "robot_balanced"
     edge_model: Path = REPO / "models" / "cifar10_resnet56"
     node_params: dict[str, Any] = field(default_factory=lambda: dict(NODE_PARAMS))
@@ -254,10 +255,20 @@ class ScenarioRun:
                            "switch to the edge after start")
         frames = round(scenario.duration_s * cfg.rate_hz)
         width, height = cfg.image_size
-        camera = self._spawn("robot", "sim_camera", [
-            str(BIN / "sim_camera"), "--ros-args", *_ros_param("source", str(cfg.source)),
-            *_ros_param("rate_hz", float(cfg.rate_hz)), *_ros_param("count", frames), *_ros_param("width", width),
-            *_ros_param("height", height), *_ros_param("wait_for_subscribers", 2)])
+        if cfg.world == "turtlebot3":
+            # Same topics as sim_camera's, so the node and the recorder need no change.
+            camera = self._spawn("robot", "sim_world", [
+                sys.executable, "-m", "robot_compress.ros.sim_world", "--ros-args", "-r", "__node:=sim_world",
+                *_ros_param("mode", "cifar10"), *_ros_param("pictures", str(cfg.source)), *_ros_param("occlusion", False),
+                *_ros_param("rate_hz", float(cfg.rate_hz)), *_ros_param("count", frames), *_ros_param("width", width),
+                *_ros_param("height", height), *_ros_param("wait_for_subscribers", 2),
+                *_ros_param("snapshot_dir", str(self.dir / "snapshots")), *_ros_param("snapshot_every", 25),
+                "-r", "camera/image_raw:=image", "-r", "sim/ground_truth:=sim_camera/ground_truth"])
+        else:
+            camera = self._spawn("robot", "sim_camera", [
+                str(BIN / "sim_camera"), "--ros-args", *_ros_param("source", str(cfg.source)),
+                *_ros_param("rate_hz", float(cfg.rate_hz)), *_ros_param("count", frames), *_ros_param("width", width),
+                *_ros_param("height", height), *_ros_param("wait_for_subscribers", 2)])
         first = self.tail.wait_for(lambda r: r["kind"] == "image", cfg.startup_timeout_s, "first camera frame")
         t0 = first["stamp"]["sec"] + first["stamp"]["nanosec"] * 1e-9
         for step in scenario.steps:

@@ -41,6 +41,12 @@ ARGUMENTS = (
     Argument("camera_source", "", "sim_camera source: CIFAR-10 .npz, image folder or video"),
     Argument("camera_rate_hz", "10.0", "sim_camera frame rate"),
     Argument("camera_count", "0", "sim_camera frames, then it exits (0: the source once)"),
+    Argument("world", "none", "also start a simulated robot: 'turtlebot3' (sim_world, MuJoCo) or 'none'"),
+    Argument("world_mode", "cifar10", "sim_world mode: 'cifar10' (one board filling the view, for classification) "
+                                      "or 'coco' (picture boards with boxes along a patrol)"),
+    Argument("world_rate_hz", "15.0", "sim_world camera frame rate"),
+    Argument("world_width", "320", "sim_world camera image width"),
+    Argument("world_height", "240", "sim_world camera image height"),
     Argument("edge_server", "false", "also start an edge server on loopback"),
     Argument("model_repository", "models", "the edge server's model repository"),
     Argument("edge_port", "8001", "the edge server's gRPC port"),
@@ -123,6 +129,18 @@ def describe(overrides: dict[str, str] | None = None) -> list[ProcessSpec]:
         specs.append(ProcessSpec("sim_camera", "sim_camera", parameters={
             "source": values["camera_source"], "rate_hz": _number(values, "camera_rate_hz", float),
             "count": _number(values, "camera_count", int), "wait_for_subscribers": 1}, remappings=remap))
+    world = values["world"].strip().lower()
+    if world not in ("none", "turtlebot3"):
+        raise ValueError(f"launch argument 'world' must be 'none' or 'turtlebot3', got {values['world']!r}")
+    if world == "turtlebot3":
+        if _flag(values, "camera"):
+            raise ValueError("launch arguments camera:=true and world:=turtlebot3 both start a camera; choose one")
+        if values["world_mode"] not in ("cifar10", "coco"):
+            raise ValueError(f"launch argument 'world_mode' must be 'cifar10' or 'coco', got {values['world_mode']!r}")
+        specs.append(ProcessSpec("sim_world", "sim_world", parameters={
+            "mode": values["world_mode"], "rate_hz": _number(values, "world_rate_hz", float),
+            "width": _number(values, "world_width", int), "height": _number(values, "world_height", int)},
+            remappings={"camera/image_raw": topic}))
     return specs
 
 

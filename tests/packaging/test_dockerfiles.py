@@ -259,7 +259,8 @@ FROM_PIP = {"onnxruntime": "onnxruntime", "grpc": "grpcio", "google": "protobuf"
 FROM_ROSDEP = {"numpy": "python3-numpy", "cv2": "python3-opencv", "PIL": "python3-pil", "yaml": "python3-yaml",
                "rclpy": "rclpy",
                "sensor_msgs": "sensor_msgs", "std_msgs": "std_msgs", "diagnostic_msgs": "diagnostic_msgs",
-               "std_srvs": "std_srvs", "vision_msgs": "vision_msgs", "cv_bridge": "cv_bridge"}  # package.xml
+               "std_srvs": "std_srvs", "vision_msgs": "vision_msgs", "cv_bridge": "cv_bridge",
+               "geometry_msgs": "geometry_msgs", "nav_msgs": "nav_msgs", "tf2_msgs": "tf2_msgs"}  # package.xml
 WITH_RCLPY = {"rcl_interfaces", "ament_index_python", "builtin_interfaces"}  # rclpy's own dependencies
 
 

@@ -121,7 +121,7 @@ def test_wheel_data_files_land_under_share(wheel):
 def test_wheel_declares_the_console_scripts_and_no_torch_at_runtime(wheel):
     dist_info = f"{PACKAGE}-{_version(wheel)}.dist-info/"
     entry_points = wheel.read(dist_info + "entry_points.txt").decode()
-    for name in ("robot-compress", "perception_node", "sim_camera", "edge_server"):
+    for name in ("robot-compress", "perception_node", "sim_camera", "sim_world", "edge_server"):
         assert f"{name} = " in entry_points, f"{name} is not a console script of the wheel"
     metadata = email.message_from_bytes(wheel.read(dist_info + "METADATA"))
     runtime = [r for r in metadata.get_all("Requires-Dist") if "extra ==" not in r]
@@ -223,7 +223,7 @@ def test_colcon_installed_script_runs_from_the_install(colcon_install, tmp_path)
     assert done.stdout.strip().startswith(str(site)), "the script did not use the installed copy"
 
 
-@pytest.mark.parametrize("name", ["robot-compress", "perception_node", "sim_camera", "edge_server"])
+@pytest.mark.parametrize("name", ["robot-compress", "perception_node", "sim_camera", "sim_world", "edge_server"])
 def test_every_console_script_points_at_an_installed_function(colcon_install, name):
     target = console_scripts()[name]
     module, _, function = target.partition(":")

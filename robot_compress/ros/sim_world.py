@@ -1,0 +1,259 @@
+"""`sim_world`: the MuJoCo TurtleBot3 simulation as a ROS 2 node (a thin shell over robot_compress.sim).
+
+Publishes `camera/image_raw` (rgb8) and `camera/camera_info` at `rate_hz`, the frame's ground truth on
+`sim/ground_truth` (vision_msgs/Detection2DArray where installed, else std_msgs/String JSON with the
+image's stamp), `odom` (nav_msgs/Odometry) and, where tf2_msgs is installed, TF odom -> base_footprint.
+Follows `cmd_vel` (geometry_msgs/Twist); without a command for `cmd_timeout_s` it drives the scripted
+patrol past the picture boards. Simulated time advances by 1/rate_hz per published frame.
+With `mode:=cifar10` the robot stands before one board that fills most of the view and shows the
+dataset's pictures in turn; the ground truth JSON then carries the picture's `class_id` and `label`
+(as sim_camera's does), so the perception stack's classification can be scored against it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import rclpy
+from geometry_msgs.msg import Twist
+from nav_msgs.msg import Odometry
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, Image
+from std_msgs.msg import String
+
+from robot_compress.ros.image_conversion import array_to_image
+from robot_compress.ros.parameters import undeclared_overrides
+from robot_compress.sim.assets import AssetError
+from robot_compress.sim.boards import load_cifar_pictures, load_coco_pictures
+from robot_compress.sim.rendering import RenderingUnavailable
+from robot_compress.sim.scene import SceneSpec, board_filling_view, ring_of_boards
+from robot_compress.sim.simulation import DEFAULT_PICTURES, Frame, Simulation, write_snapshot
+
+try:  # a full ROS install has these; the pip wheels used here do not
+    from vision_msgs.msg import Detection2D, Detection2DArray, ObjectHypothesisWithPose
+except ImportError:
+    Detection2DArray = None
+try:
+    from geometry_msgs.msg import TransformStamped
+    from tf2_msgs.msg import TFMessage
+except ImportError:
+    TFMessage = None
+
+MODES = ("coco", "cifar10")
+DEFAULT_CIFAR = DEFAULT_PICTURES.parents[1] / "cifar10" / "test_dev.npz"
+
+PARAMETERS = {
+    # name: (default, description, range)
+    "mode": ("coco", "coco: picture boards with COCO boxes around a patrol; cifar10: one board filling the view, "
+             "its picture's label as ground truth", None),
+    "width": (320, "camera image width in pixels", (16, 4096)),
+    "height": (240, "camera image height in pixels", (16, 4096)),
+    "rate_hz": (15.0, "camera frames per second (simulated time advances 1/rate_hz per frame)", (0.1, 120.0)),
+    "hfov_deg": (62.0, "horizontal field of view (Raspberry Pi Camera v2: about 62 degrees)", (10.0, 170.0)),
+    "assets": ("", "folder with turtlebot3_description/ and turtlebot3_world/ (empty: ../shared/assets/turtlebot3)",
+               None),
+    "pictures": ("", "coco: COCO folder (images/ + instances.json) or image folder (empty: coco val_dev); cifar10: "
+                 "CIFAR-10 .npz or ImageFolder tree (empty: cifar10 test_dev.npz)", None),
+    "hold_frames": (1, "cifar10: frames each picture stays on the board before the next", (1, 100000)),
+    "boards": (6, "number of picture boards around the patrol circle", (1, 32)),
+    "occlusion": (True, "render a segmentation pass to drop or trim hidden ground-truth boxes", None),
+    "min_visible": (0.3, "drop a box when less than this fraction of it shows", (0.0, 1.0)),
+    "cmd_timeout_s": (1.0, "without a cmd_vel for this long, drive the scripted patrol", (0.0, 3600.0)),
+    "patrol": (True, "drive the scripted patrol when no cmd_vel arrives (false: stand still)", None),
+    "count": (0, "frames to publish, then exit (0: run until stopped)", (0, 10**9)),
+    "wait_for_subscribers": (0, "wait until this many subscribers see the image topic before the first frame",
+                             (0, 100)),
+    "settle_s": (0.5, "after the subscribers appear, wait this long (DDS matches both ways before frames arrive)",
+                 (0.0, 60.0)),
+    "snapshot_dir": ("", "write every snapshot_every-th frame, ground truth drawn on it, as <sec>_<nanosec>.png "
+                     "here (empty: none)", None),
+    "snapshot_every": (30, "frames between snapshots", (1, 10**6)),
+    "frame_id": ("camera_rgb_optical_frame", "header.frame_id of images and ground truth", None),
+    "odom_frame": ("odom", "odometry frame", None),
+    "base_frame": ("base_footprint", "robot base frame", None),
+}
+
+
+def _descriptor(description: str, value_range: tuple | None, floating: bool) -> ParameterDescriptor:
+    """Read-only, with its range, so `ros2 param describe` shows what the node accepts."""
+    descriptor = ParameterDescriptor(description=description, read_only=True)
+    if value_range:
+        low, high = value_range
+        if floating:
+            descriptor.floating_point_range = [FloatingPointRange(from_value=float(low), to_value=float(high))]
+        else:
+            descriptor.integer_range = [IntegerRange(from_value=int(low), to_value=int(high), step=1)]
+    return descriptor
+
+
+class SimWorld(Node):
+    def __init__(self, **kwargs):
+        super().__init__("sim_world", **kwargs)
+        p = {}
+        for name, (default, desc, rng) in PARAMETERS.items():
+            try:
+                p[name] = self.declare_parameter(name, default, _descriptor(desc, rng, isinstance(default, float))).value
+            except Exception as exc:  # rclpy raises one of several exception types per problem
+                raise ValueError(f"parameter {name!r} rejected ({type(exc).__name__}: {exc}); it takes a "
+                                 f"{type(default).__name__}" + (f" in {rng[0]}..{rng[1]}" if rng else "") +
+                                 f" -- {desc}") from exc
+        if unknown := undeclared_overrides(self):
+            raise ValueError(f"unknown parameter(s) {unknown}; sim_world has: {list(PARAMETERS)}")
+        for name, (_, _, rng) in PARAMETERS.items():
+            if rng and not rng[0] <= p[name] <= rng[1]:
+                raise ValueError(f"parameter {name!r}={p[name]} is outside {rng[0]}..{rng[1]}")
+        if p["mode"] not in MODES:
+            raise ValueError(f"parameter 'mode' must be one of {MODES}, got {p['mode']!r}")
+        self.p = p
+        spec = SceneSpec(width=p["width"], height=p["height"], hfov_deg=p["hfov_deg"], assets=p["assets"] or None)
+        if p["mode"] == "cifar10":
+            self.pictures = load_cifar_pictures(p["pictures"] or DEFAULT_CIFAR)
+            boards = [board_filling_view(self.pictures[0], spec)]
+        else:
+            self.pictures = []
+            boards = ring_of_boards(load_coco_pictures(p["pictures"] or DEFAULT_PICTURES, p["boards"]))
+        self.sim = Simulation(spec, boards, occlusion=p["occlusion"], min_visible=p["min_visible"])
+        self.image_pub = self.create_publisher(Image, "camera/image_raw", qos_profile_sensor_data)
+        self.info_pub = self.create_publisher(CameraInfo, "camera/camera_info", qos_profile_sensor_data)
+        truth_type = Detection2DArray or String
+        self.truth_pub = self.create_publisher(truth_type, "sim/ground_truth", 100)
+        self.odom_pub = self.create_publisher(Odometry, "odom", 50)
+        self.tf_pub = self.create_publisher(TFMessage, "/tf", 100) if TFMessage is not None else None
+        self.create_subscription(Twist, "cmd_vel", self._on_cmd_vel, 10)
+        self.last_command_at = -math.inf
+        self.published = 0
+        self.done = False
+        self._start_at: float | None = None
+        self.timer = self.create_timer(1.0 / p["rate_hz"], self._tick)
+        self.get_logger().info(f"sim_world: {p['width']}x{p['height']} at {p['rate_hz']:g} Hz, {len(self.sim.boards)} "
+                               f"boards, ground truth as {truth_type.__name__}")
+
+    def _on_cmd_vel(self, msg: Twist) -> None:
+        try:
+            self.sim.set_command(msg.linear.x, msg.angular.z)
+        except ValueError as exc:
+            self.get_logger().warning(f"cmd_vel ignored: {exc}", throttle_duration_sec=2.0)
+            return
+        self.last_command_at = time.monotonic()
+
+    def _ready(self) -> bool:
+        """Whether to publish now: after `wait_for_subscribers` subscribers and `settle_s`, until `count`."""
+        if self.p["count"] and self.published >= self.p["count"]:
+            self.done = True
+            return False
+        if self._start_at is None:
+            if self.image_pub.get_subscription_count() < self.p["wait_for_subscribers"]:
+                return False
+            self._start_at = time.monotonic() + (self.p["settle_s"] if self.p["wait_for_subscribers"] else 0.0)
+        return time.monotonic() >= self._start_at
+
+    def _tick(self) -> None:
+        if not self._ready():
+            return
+        if self.pictures and self.published and self.published % self.p["hold_frames"] == 0:
+            index = (self.published // self.p["hold_frames"]) % len(self.pictures)
+            self.sim.set_picture("board_0", self.pictures[index])
+        if time.monotonic() - self.last_command_at > self.p["cmd_timeout_s"]:
+            if self.p["patrol"] and not self.pictures:
+                self.sim.patrol()
+            else:
+                self.sim.set_command(0.0, 0.0)
+        self.sim.advance(1.0 / self.p["rate_hz"])
+        frame = self.sim.render()
+        stamp = self.get_clock().now().to_msg()
+        image = array_to_image(frame.rgb, "rgb8", Image())
+        image.header.stamp, image.header.frame_id = stamp, self.p["frame_id"]
+        self.image_pub.publish(image)
+        self.info_pub.publish(self._camera_info(stamp))
+        self.truth_pub.publish(self._truth(frame, stamp))
+        self._publish_odometry(frame, stamp)
+        if self.p["snapshot_dir"] and self.published % self.p["snapshot_every"] == 0:
+            write_snapshot(Path(self.p["snapshot_dir"]) / f"{stamp.sec}_{stamp.nanosec:09d}.png", frame)
+        self.published += 1
+
+    def _camera_info(self, stamp) -> CameraInfo:
+        fx, fy, cx, cy = self.sim.intrinsics()
+        info = CameraInfo(width=self.p["width"], height=self.p["height"], distortion_model="plumb_bob")
+        info.header.stamp, info.header.frame_id = stamp, self.p["frame_id"]
+        info.d = [0.0] * 5
+        info.k = [fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0]
+        info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+        info.p = [fx, 0.0, cx, 0.0, 0.0, fy, cy, 0.0, 0.0, 0.0, 1.0, 0.0]
+        return info
+
+    def _truth(self, frame: Frame, stamp):
+        if Detection2DArray is None:
+            pose = frame.pose
+            return String(data=json.dumps({
+                "stamp": {"sec": stamp.sec, "nanosec": stamp.nanosec}, "frame_id": self.p["frame_id"],
+                "width": self.p["width"], "height": self.p["height"], "sim_time_s": round(frame.time_s, 4),
+                "pose": {"x": pose.x, "y": pose.y, "yaw": pose.yaw}, "index": self.published,
+                "class_id": frame.class_id, "label": frame.label,
+                "boxes": [box.as_dict() for box in frame.boxes]}))
+        array = Detection2DArray()
+        array.header.stamp, array.header.frame_id = stamp, self.p["frame_id"]
+        for box in frame.boxes:
+            detection = Detection2D()
+            detection.header = array.header
+            detection.id = f"{box.board}/{box.image_id}"
+            detection.bbox.center.position.x = (box.x0 + box.x1) / 2
+            detection.bbox.center.position.y = (box.y0 + box.y1) / 2
+            detection.bbox.size_x, detection.bbox.size_y = box.x1 - box.x0, box.y1 - box.y0
+            hypothesis = ObjectHypothesisWithPose()
+            hypothesis.hypothesis.class_id, hypothesis.hypothesis.score = box.label, 1.0
+            detection.results.append(hypothesis)
+            array.detections.append(detection)
+        return array
+
+    def _publish_odometry(self, frame: Frame, stamp) -> None:
+        pose = frame.pose
+        odom = Odometry()
+        odom.header.stamp, odom.header.frame_id = stamp, self.p["odom_frame"]
+        odom.child_frame_id = self.p["base_frame"]
+        odom.pose.pose.position.x, odom.pose.pose.position.y = pose.x, pose.y
+        odom.pose.pose.orientation.z, odom.pose.pose.orientation.w = math.sin(pose.yaw / 2), math.cos(pose.yaw / 2)
+        odom.twist.twist.linear.x, odom.twist.twist.angular.z = pose.linear, pose.angular
+        self.odom_pub.publish(odom)
+        if self.tf_pub is not None:
+            transform = TransformStamped()
+            transform.header = odom.header
+            transform.child_frame_id = odom.child_frame_id
+            transform.transform.translation.x, transform.transform.translation.y = pose.x, pose.y
+            transform.transform.rotation = odom.pose.pose.orientation
+            self.tf_pub.publish(TFMessage(transforms=[transform]))
+
+    def destroy_node(self):
+        self.sim.close()
+        return super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> int:
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = SimWorld()
+        while rclpy.ok() and not node.done:
+            rclpy.spin_once(node, timeout_sec=0.1)
+        time.sleep(0.2)  # let the last messages leave before the publishers go away
+        node.get_logger().info(f"published {node.published} frames")
+    except (ValueError, AssetError, RenderingUnavailable) as exc:
+        print(f"sim_world: error: {exc}", file=sys.stderr)
+        return 2
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
