@@ -21,6 +21,12 @@ from typing import Any
 
 import numpy as np
 
+from robot_compress.runtime.detection_contract import (
+    TASKS,
+    DetectionSpec,
+    check_detection_manifest,
+    read_detection,
+)
 from robot_compress.runtime.errors import ImageError, ManifestError, ModelError
 
 MANIFEST_FILE = "manifest.json"
@@ -32,7 +38,8 @@ CHANNEL_ORDERS = ("RGB", "BGR")
 LAYOUTS = ("NCHW", "NHWC")
 INTERPOLATIONS = ("area", "linear", "nearest", "cubic")
 # numpy dtype name -> Triton / KServe v2 names, for the dtypes a classifier uses.
-TRITON_DTYPES = {"float32": ("TYPE_FP32", "FP32"), "float16": ("TYPE_FP16", "FP16"), "int64": ("TYPE_INT64", "INT64")}
+TRITON_DTYPES = {"float32": ("TYPE_FP32", "FP32"), "float16": ("TYPE_FP16", "FP16"), "int64": ("TYPE_INT64", "INT64"),
+                 "uint8": ("TYPE_UINT8", "UINT8")}
 
 
 @dataclass(frozen=True)
@@ -88,9 +95,13 @@ class Manifest:
     metrics: dict[str, Any] = field(default_factory=dict)
     created: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    detection: DetectionSpec | None = None  # task "detection" only (runtime/detection_contract.py)
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        if self.detection is None:
+            del data["detection"]  # a classifier's manifest stays as it was
+        return data
 
     @classmethod
     def from_json(cls, data: Any, where: str = MANIFEST_FILE) -> Manifest:
@@ -107,7 +118,7 @@ class Manifest:
             preprocessing=_preprocessing(r.sub("preprocessing")),
             onnx_sha256=r.get("onnx_sha256", str),
             version=r.get("version", int, default=1),
-            task=r.get("task", str, default="classification"),
+            task=r.choice("task", TASKS, default="classification"),
             source=r.get("source", dict, default={}),
             license=r.get("license", str, default=""),
             recipe=r.get("recipe", (dict, type(None)), default=None),
@@ -120,7 +131,10 @@ class Manifest:
                                 f"robot_compress understands ({FORMAT_VERSION}); upgrade robot_compress")
         if manifest.version < 1:
             raise ManifestError(f"{where}: field 'version' must be >= 1, got {manifest.version}")
-        if manifest.output.shape != (len(labels),):
+        if manifest.task == "detection":
+            manifest.detection = read_detection(r.sub("detection"), labels)
+            check_detection_manifest(manifest, where)
+        elif manifest.output.shape != (len(labels),):
             raise ManifestError(f"{where}: output shape {list(manifest.output.shape)} does not match "
                                 f"the {len(labels)} labels")
         return manifest
