@@ -143,3 +143,22 @@ def nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, score_thresh
         out[:len(k), 4] = scores[k]
         out[:len(k), 5] = classes[k]
     return out
+
+
+def detect(backend, images: list[np.ndarray], encoding: str = "bgr8",
+           score_threshold: float | None = None) -> list[list[Detection]]:
+    """Camera images (each HxWx3 uint8, any size) -> detections in each image's own pixels.
+
+    `backend` is anything with `infer(batch)` and `manifest` (the local backend, the edge client);
+    `score_threshold` defaults to the manifest's. One batch for all images.
+    """
+    manifest = backend.manifest
+    spec = manifest.detection
+    if spec is None:
+        raise ImageError(f"model {manifest.name!r} is a {manifest.task} model, not a detection model")
+    size = manifest.preprocessing.input_size[0]
+    boxed = [letterbox(image, size, encoding, manifest.preprocessing.channel_order, spec.pad_value)
+             for image in images]
+    output = backend.infer(np.stack([tensor for tensor, _ in boxed]))
+    threshold = spec.score_threshold if score_threshold is None else score_threshold
+    return [to_detections(rows, box, manifest.labels, threshold) for rows, (_, box) in zip(output, boxed, strict=True)]

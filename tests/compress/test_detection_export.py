@@ -18,23 +18,10 @@ from robot_compress.runtime.detection import Letterbox, letterbox, to_detections
 from robot_compress.runtime.errors import ManifestError
 from robot_compress.runtime.local_backend import make_session
 from robot_compress.runtime.model_contract import ModelDir
+from tests.compress.conftest import DETECTOR_SIZE
 from tests.conftest import SMALL_MODEL
 
-SIZE = 320
-
-
-@pytest.fixture(scope="module")
-def weights(shared_data):
-    return shared_data / "weights" / "yolox_nano-e8af0749.onnx"
-
-
-@pytest.fixture(scope="module")
-def detector_dir(tmp_path_factory, weights, shared_data):
-    out = tmp_path_factory.mktemp("detector") / "coco_yolox_nano_320"
-    code = main(["convert-detector", "--size", str(SIZE), "--weights", str(weights), "--out", str(out),
-                 "--check-images", str(shared_data / "coco" / "train" / "images"), "--check-count", "4"])
-    assert code == 0
-    return out
+SIZE = DETECTOR_SIZE
 
 
 def _val_images(shared_data, count):
