@@ -162,3 +162,19 @@ def detect(backend, images: list[np.ndarray], encoding: str = "bgr8",
     output = backend.infer(np.stack([tensor for tensor, _ in boxed]))
     threshold = spec.score_threshold if score_threshold is None else score_threshold
     return [to_detections(rows, box, manifest.labels, threshold) for rows, (_, box) in zip(output, boxed, strict=True)]
+
+
+def draw_detections(image: np.ndarray, detections: list[Detection]) -> np.ndarray:
+    """A copy of a BGR image with each box and its 'label score' drawn on it."""
+    canvas = image.copy()
+    thickness = max(1, round(max(image.shape[:2]) / 400))
+    for d in detections:
+        colour = tuple(int(c) for c in np.random.default_rng(d.class_id).integers(60, 255, 3))
+        top_left, bottom_right = (int(d.x1), int(d.y1)), (int(d.x2), int(d.y2))
+        cv2.rectangle(canvas, top_left, bottom_right, colour, thickness)
+        text = f"{d.label} {d.score:.2f}"
+        (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)
+        y = max(int(d.y1), h + base)
+        cv2.rectangle(canvas, (int(d.x1), y - h - base), (int(d.x1) + w, y), colour, -1)
+        cv2.putText(canvas, text, (int(d.x1), y - base), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    return canvas

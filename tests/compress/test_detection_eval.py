@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 
+import cv2
 import numpy as np
 import pytest
 
+from robot_compress.cli import main
 from robot_compress.compress.detection.coco_eval import coco_map, evaluate_folder
 from robot_compress.runtime.detection import Detection, detect
 from robot_compress.runtime.detection_contract import COCO80_CATEGORY_IDS
@@ -50,3 +52,22 @@ def test_detect_refuses_a_classifier():
     backend = LocalBackend(SMALL_MODEL)
     with pytest.raises(ImageError, match="classification model, not a detection model"):
         detect(backend, [np.zeros((32, 32, 3), np.uint8)])
+
+
+def test_detect_command_prints_boxes_and_writes_the_drawn_image(detector_dir, val_dev, tmp_path, capsys):
+    image = val_dev / "images" / "000000000139.jpg"
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(b"not an image")
+    code = main(["detect", "--model", str(detector_dir), "--out-dir", str(tmp_path / "out"), str(image), str(corrupt)])
+    out = capsys.readouterr()
+    assert code == 1, "one of the two images failed"
+    assert "corrupt.jpg: error: could not decode" in out.err
+    assert "000000000139.jpg: " in out.out and " tv " in out.out  # the television fills the left of this frame
+    drawn = cv2.imread(str(tmp_path / "out" / "000000000139_detections.png"))
+    original = cv2.imread(str(image))
+    assert drawn.shape == original.shape and not np.array_equal(drawn, original)
+
+
+def test_detect_command_refuses_a_classifier(capsys):
+    assert main(["detect", "--model", str(SMALL_MODEL), str(SMALL_MODEL / "manifest.json")]) == 2
+    assert "is a classification model; detect needs a detection model" in capsys.readouterr().err
