@@ -123,3 +123,34 @@ def test_classification_manifests_have_no_detection_section():
 def test_convert_detector_refuses_a_bad_threshold(tmp_path, capsys):
     assert main(["convert-detector", "--size", "320", "--out", str(tmp_path / "x"), "--iou-threshold", "2"]) == 2
     assert "--iou-threshold must be between 0 and 1" in capsys.readouterr().err
+
+
+def test_int8_body_keeps_decode_and_nms_float_and_agrees_with_fp32(detector_dir, weights, shared_data, tmp_path):
+    import onnx
+
+    out = tmp_path / "robot_yolox_nano_320"
+    code = main(["convert-detector", "--size", str(SIZE), "--weights", str(weights), "--out", str(out), "--int8",
+                 "--check-images", str(shared_data / "coco" / "train" / "images"), "--check-count", "4",
+                 "--calibration-images", str(shared_data / "coco" / "train" / "images"), "--calibration-count", "8"])
+    assert code == 0
+    model = ModelDir.load(out)
+    assert model.manifest.created["quantization"]["format"] == "QDQ static"
+    graph = onnx.load(str(model.onnx_path)).graph
+    quantized = {n.input[0] for n in graph.node if n.op_type == "QuantizeLinear"}
+    assert len(quantized) > 50
+    decode_inputs = {i for n in graph.node if n.op_type in ("NonMaxSuppression", "Exp") for i in n.input}
+    assert not any(n.op_type == "DequantizeLinear" and n.output[0] in decode_inputs for n in graph.node)
+    batch = np.stack([letterbox(img, SIZE)[0] for img in _val_images(shared_data, 4)])
+    fp32 = make_session(ModelDir.load(detector_dir).onnx_path).run(None, {"images": batch})[0]
+    int8 = make_session(model.onnx_path).run(None, {"images": batch})[0]
+    change = float(np.abs(fp32[:, :10, 4] - int8[:, :10, 4]).mean())
+    print(f"INT8 vs FP32 mean |top-10 score change| on 4 val_dev images: {change:.3f}")
+    assert change < 0.1
+    assert int8[:, 0, 4].max() > 0.5, "confident objects are still found"
+
+
+def test_calibrating_on_the_evaluation_split_is_refused(tmp_path, shared_data, capsys):
+    code = main(["convert-detector", "--size", "320", "--out", str(tmp_path / "x"), "--int8",
+                 "--calibration-images", str(shared_data / "coco" / "val_dev" / "images")])
+    assert code == 2
+    assert "is the evaluation split" in capsys.readouterr().err

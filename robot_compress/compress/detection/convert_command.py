@@ -36,6 +36,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="candidate floor baked into the graph (low, so COCO mAP sees the full curve)")
     parser.add_argument("--iou-threshold", type=float, default=0.65, help="NMS IoU threshold baked into the graph")
     parser.add_argument("--max-det", type=int, default=100, help="fixed number of output rows per image")
+    parser.add_argument("--int8", action="store_true",
+                        help="static INT8 (QDQ) network body; decode, NMS and the box predictors stay float32")
+    parser.add_argument("--calibration-images", type=Path, default=DEFAULT_CHECK_IMAGES,
+                        help="training images to calibrate INT8 activations on (default: coco/train images; "
+                             "never the evaluation split)")
+    parser.add_argument("--calibration-count", type=int, default=64, help="how many calibration images")
 
 
 def check_images(folder: Path, count: int, size: int) -> list:
@@ -79,6 +85,30 @@ def compare_with_reference(model, onnx_path: Path, images: list, size: int, sett
     return box_diff, score_diff, compared
 
 
+def quantize(fp32_path: Path, int8_path: Path, check: list, args: argparse.Namespace) -> tuple[Path, dict]:
+    """INT8 QDQ of the exported graph, and how far its top scores move on the check images."""
+    import numpy as np
+
+    from robot_compress.compress.detection.quantize import FLOAT_PREFIXES, quantize_detector
+    from robot_compress.runtime.local_backend import make_session
+
+    calibration = np.stack(check_images(args.calibration_images, args.calibration_count, args.size))
+    start = time.perf_counter()
+    quantize_detector(fp32_path, int8_path, calibration)
+    seconds = time.perf_counter() - start
+    batch = np.stack(check)
+    fp32 = make_session(fp32_path).run(None, {"images": batch})[0]
+    int8 = make_session(int8_path).run(None, {"images": batch})[0]
+    top_diff = float(np.abs(fp32[:, :10, 4] - int8[:, :10, 4]).mean())
+    print(f"INT8 QDQ calibrated on {len(calibration)} images of {args.calibration_images} in {seconds:.0f} s; "
+          f"mean |top-10 score change| on {len(batch)} check images: {top_diff:.3f}")
+    how = {"format": "QDQ static", "weights": "int8 per-channel, 7-bit range", "activations": "uint8 per-tensor",
+           "calibration": f"MinMax on {len(calibration)} letterboxed images from {args.calibration_images}",
+           "float32": ["decode, NMS, top-k", "head sigmoid/concat", "class/box/objectness predictor convs",
+                       *FLOAT_PREFIXES[3:]]}
+    return int8_path, {"how": how, "metrics": {"int8_top10_score_mean_abs_change": top_diff}}
+
+
 def run(args: argparse.Namespace) -> int:
     import platform
     import tempfile
@@ -108,6 +138,10 @@ def run(args: argparse.Namespace) -> int:
             return 2
     if args.max_det < 1:
         print(f"error: --max-det must be >= 1, got {args.max_det}", file=sys.stderr)
+        return 2
+    if args.int8 and "val_dev" in args.calibration_images.parts:
+        print(f"error: --calibration-images {args.calibration_images} is the evaluation split; calibrate on "
+              f"training images (coco/train)", file=sys.stderr)
         return 2
     if not args.weights.is_file():
         print(f"error: weights file {args.weights} does not exist", file=sys.stderr)
@@ -146,6 +180,13 @@ def run(args: argparse.Namespace) -> int:
             print(f"error: exported detections differ from the numpy reference (boxes {box_diff:.2e} px, "
                   f"scores {score_diff:.2e})", file=sys.stderr)
             return 1
+        quantization = None
+        if args.int8:
+            try:
+                onnx_tmp, quantization = quantize(onnx_tmp, Path(tmp) / "model_int8.onnx", images, args)
+            except ValueError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
         name = args.name or args.out.name
         manifest = Manifest(
             name=name,
@@ -174,6 +215,9 @@ def run(args: argparse.Namespace) -> int:
                      "how": "torch YOLOX-nano rebuilt from the weights file, exported with uint8 NHWC BGR input; "
                             "cast, decode and NMS inside the graph"},
         )
+        if quantization:
+            manifest.created["quantization"] = quantization["how"]
+            manifest.metrics.update(quantization["metrics"])
         model_dir = write_model_dir(args.out, manifest, onnx_tmp)
     size_kb = model_dir.onnx_path.stat().st_size / 1024
     print(f"wrote {model_dir.root} ({args.size}x{args.size}, {size_kb:.0f} KiB, sha256 {manifest.onnx_sha256[:12]}); "
