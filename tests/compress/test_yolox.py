@@ -11,6 +11,7 @@ from torch import nn
 
 from robot_compress.compress.detection.yolox import (
     BaseConv,
+    calibrate_batchnorm,
     load_onnx_weights,
     yolox_nano,
     yolox_nano_from_onnx,
@@ -77,3 +78,22 @@ def test_an_onnx_of_another_architecture_is_refused_by_name(tmp_path):
     corrupt.write_bytes(b"not a model")
     with pytest.raises(ValueError, match="not a readable ONNX file"):
         load_onnx_weights(yolox_nano(), corrupt)
+
+
+def test_calibrated_batch_norms_keep_eval_outputs_and_let_training_mode_start_close(onnx_path, shared_data):
+    train = sorted((shared_data / "coco" / "train" / "images").iterdir())
+    def batch(paths):
+        return torch.from_numpy(np.stack([letterbox(cv2.imread(str(p)), 160)[0] for p in paths])
+                                .transpose(0, 3, 1, 2).astype(np.float32))
+    calibration, held_out = [batch(train[i:i + 8]) for i in range(0, 32, 8)], batch(train[40:48])
+    identity = yolox_nano_from_onnx(onnx_path)
+    calibrated = calibrate_batchnorm(yolox_nano_from_onnx(onnx_path), calibration)
+    with torch.no_grad():
+        reference = identity.eval()(held_out)
+        assert float((calibrated.eval()(held_out) - reference).abs().max()) < 1e-3
+        top = reference[..., 4].topk(50, dim=1).indices  # the cells that hold objects
+        scores = reference[..., 4].gather(1, top)
+        drift = {name: float((m.train()(held_out)[..., 4].gather(1, top) - scores).abs().mean())
+                 for name, m in (("identity", identity), ("calibrated", calibrated))}
+    print(f"training-mode change of the top-50 objectness scores: {drift}")
+    assert drift["calibrated"] < 0.5 * drift["identity"]

@@ -280,3 +280,51 @@ def load_onnx_weights(model: YOLOX, onnx_path: str | Path) -> YOLOX:
 
 def yolox_nano_from_onnx(onnx_path: str | Path) -> YOLOX:
     return load_onnx_weights(yolox_nano(), onnx_path)
+
+
+def calibrate_batchnorm(model: YOLOX, batches) -> YOLOX:
+    """Give each restored batch norm the real statistics of its convolution's output, without
+    changing what the model computes in eval mode.
+
+    With identity statistics, a training-mode forward normalises every channel by its batch
+    statistics and the pretrained network's answers are lost on the first step. Here each BN's
+    running mean/var become the per-channel mean/var of its conv output over `batches` (float32
+    [N, 3, H, W] BGR 0-255, training images), and gamma/beta are rescaled so eval outputs stay the
+    same: train mode then starts close to the pretrained model.
+    """
+    layers = [m for m in model.modules() if isinstance(m, BaseConv)]
+    sums: dict[BaseConv, list[torch.Tensor]] = {m: [torch.zeros(m.bn.num_features, dtype=torch.float64)] * 3
+                                                for m in layers}
+
+    def hook(layer):
+        def record(_module, _inputs, output):
+            z = output.detach().double().transpose(0, 1).reshape(output.shape[1], -1)
+            total, s, sq = sums[layer]
+            sums[layer] = [total + z.shape[1], s + z.sum(1), sq + (z * z).sum(1)]
+        return record
+
+    handles = [m.conv.register_forward_hook(hook(m)) for m in layers]
+    model.eval()
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                model(batch)
+    finally:
+        for h in handles:
+            h.remove()
+    with torch.no_grad():
+        for layer in layers:
+            count, s, sq = sums[layer]
+            if not float(count.max()) > 0:
+                raise ValueError("calibrate_batchnorm needs at least one batch")
+            mean = s / count
+            var = (sq / count - mean * mean).clamp(min=0)
+            bn = layer.bn
+            old_std = (bn.running_var.double() + bn.eps).sqrt()
+            new_std = (var + bn.eps).sqrt()
+            gamma = bn.weight.double()
+            bn.bias.copy_((bn.bias.double() + gamma * (mean - bn.running_mean.double()) / old_std).float())
+            bn.weight.copy_((gamma * new_std / old_std).float())
+            bn.running_mean.copy_(mean.float())
+            bn.running_var.copy_(var.float())
+    return model
