@@ -4,7 +4,8 @@
 
 For each model: mAP50-95 / mAP50 on coco/val_dev (pycocotools) with the local ONNX Runtime backend
 and every box the graph returns (its NMS floor is the usual 0.001), beside the published figure;
-latency of one letterboxed frame (batch 1) with 1 and 2 threads. Where the --raw-head file's input
+latency of one letterboxed frame (batch 1) with 1 and 2 threads, all models measured round-robin
+in one run so their ratios survive a busy machine. Where the --raw-head file's input
 size matches a model's, the same images also go through that raw head + the numpy decode and NMS
 reference, to show the in-graph decode gives the same mAP. Prints a table and writes JSON.
 """
@@ -31,18 +32,21 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared/data"
 
 
-def latency_ms(model: Path, image: np.ndarray, threads: int, runs: int) -> dict:
-    backend = LocalBackend(model, threads=threads)
-    size = backend.manifest.preprocessing.input_size[0]
-    tensor = letterbox(image, size)[0][None]
-    backend.warm_up()
-    times = []
+def latencies_ms(models: list[Path], image: np.ndarray, threads: int, runs: int) -> list[dict]:
+    """Batch-1 latency of each model, measured round-robin (one run of each in turn), so that load
+    from other processes falls on every model alike and the ratios between them hold."""
+    backends = [LocalBackend(path, threads=threads) for path in models]
+    tensors = [letterbox(image, b.manifest.preprocessing.input_size[0])[0][None] for b in backends]
+    for backend in backends:
+        backend.warm_up()
+    times: list[list[float]] = [[] for _ in backends]
     for _ in range(runs):
-        start = time.perf_counter()
-        backend.infer(tensor)
-        times.append(1000 * (time.perf_counter() - start))
-    times.sort()
-    return {"median": statistics.median(times), "p90": times[int(0.9 * (len(times) - 1))]}
+        for backend, tensor, out in zip(backends, tensors, times, strict=True):
+            start = time.perf_counter()
+            backend.infer(tensor)
+            out.append(1000 * (time.perf_counter() - start))
+    return [{"median": statistics.median(t), "p90": sorted(t)[int(0.9 * (len(t) - 1))], "min": min(t)}
+            for t in times]
 
 
 def raw_head_runner(raw_path: Path, model_dir_backend, threads: int):
@@ -93,11 +97,12 @@ def main() -> int:
                                         args.limit)
             row["numpy_decode_map50_95"] = reference.map50_95
             row["numpy_decode_map50"] = reference.map50
-        for threads in (1, 2):
-            row[f"latency_ms_{threads}t"] = latency_ms(path, first, threads, args.runs)
         row["wire_bytes_in"] = int(np.prod(manifest.input.shape))
         row["wire_bytes_out"] = int(np.prod(manifest.output.shape)) * 4
         rows.append(row)
+    for threads in (1, 2):
+        for row, latency in zip(rows, latencies_ms(args.models, first, threads, args.runs), strict=True):
+            row[f"latency_ms_{threads}t"] = latency
 
     cpu = cpu_name()
     table = Table(title=f"detection on {args.data.name} ({rows[0]['images']} images), {cpu}, "

@@ -89,7 +89,11 @@ def quantize(fp32_path: Path, int8_path: Path, check: list, args: argparse.Names
     """INT8 QDQ of the exported graph, and how far its top scores move on the check images."""
     import numpy as np
 
-    from robot_compress.compress.detection.quantize import FLOAT_PREFIXES, quantize_detector
+    from robot_compress.compress.detection.quantize import (
+        CALIBRATION_PERCENTILE,
+        FLOAT_PREFIXES,
+        quantize_detector,
+    )
     from robot_compress.runtime.local_backend import make_session
 
     calibration = np.stack(check_images(args.calibration_images, args.calibration_count, args.size))
@@ -103,7 +107,8 @@ def quantize(fp32_path: Path, int8_path: Path, check: list, args: argparse.Names
     print(f"INT8 QDQ calibrated on {len(calibration)} images of {args.calibration_images} in {seconds:.0f} s; "
           f"mean |top-10 score change| on {len(batch)} check images: {top_diff:.3f}")
     how = {"format": "QDQ static", "weights": "int8 per-channel, 7-bit range", "activations": "uint8 per-tensor",
-           "calibration": f"MinMax on {len(calibration)} letterboxed images from {args.calibration_images}",
+           "calibration": f"{CALIBRATION_PERCENTILE}th percentile on {len(calibration)} letterboxed images from "
+                          f"{args.calibration_images}",
            "float32": ["decode, NMS, top-k", "head sigmoid/concat", "class/box/objectness predictor convs",
                        *FLOAT_PREFIXES[3:]]}
     return int8_path, {"how": how, "metrics": {"int8_top10_score_mean_abs_change": top_diff}}

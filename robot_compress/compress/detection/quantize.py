@@ -1,11 +1,15 @@
 """Static INT8 (QDQ) of a detection graph, calibrated on letterboxed training images.
 
-Quantized: every node of the network body (backbone, neck, head branches), per-channel int8
-weights and uint8 activations, as the classifier recipes do. Kept in float32, and why:
-  - the stem and the first CSP stage (dark2): with batch norm folded into them, their output
-    channels span very different ranges, and one uint8 scale per tensor wipes out the narrow
-    ones; quantizing either alone moves the top scores on held-out coco/train images by ~0.2,
-    all the later stages together by ~0.03;
+Quantized: the network body from the third CSP stage on (backbone, neck, head branches),
+per-channel int8 weights (7-bit range, as the classifier recipes use) and uint8 activations whose
+ranges are the 99.99th percentile over the calibration images. Kept in float32, and why:
+  - the stem and the first two CSP stages (dark2, dark3): with batch norm folded into them,
+    their output channels span very different ranges, and one uint8 scale per tensor wipes out
+    the narrow ones. Quantizing the stem or dark2 alone moves the top scores on held-out coco/train
+    images by ~0.2 (all the later stages together: ~0.03). Measured as mAP50-95 on the 182
+    officially labelled coco/train images (calibration used 64 others): FP32 22.8; stem + dark2
+    float: 21.0 (MinMax), 21.5 (99.99th percentile); stem + dark2 + dark3 float with the
+    percentile: 22.4, at the same speed;
   - the three predictor convolutions per level (class, box, objectness): their outputs are the
     box offsets and log sizes, where an 8-bit step of about 1/30 of the range moves a box edge
     by several pixels and costs mAP at the strict IoU thresholds; they are 9 small 1x1 convs;
@@ -15,6 +19,8 @@ weights and uint8 activations, as the classifier recipes do. Kept in float32, an
 
 from __future__ import annotations
 
+import contextlib
+import io
 import tempfile
 from pathlib import Path
 
@@ -22,7 +28,9 @@ import numpy as np
 
 BODY_PREFIX = "/model/"
 FLOAT_PREFIXES = ("/model/head/cls_preds", "/model/head/reg_preds", "/model/head/obj_preds",
-                  "/model/backbone/backbone/stem/", "/model/backbone/backbone/dark2/")
+                  "/model/backbone/backbone/stem/", "/model/backbone/backbone/dark2/",
+                  "/model/backbone/backbone/dark3/")
+CALIBRATION_PERCENTILE = 99.99
 
 
 def float_nodes(model) -> list[str]:
@@ -68,8 +76,10 @@ def quantize_detector(source: str | Path, output: str | Path, calibration: np.nd
         q.quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
         unshare_biases(prepared)
         excluded = float_nodes(onnx.load(str(prepared)))
-        q.quantize_static(str(prepared), str(output), Reader(calibration, input_name),
-                          quant_format=q.QuantFormat.QDQ, per_channel=True, reduce_range=reduce_range,
-                          activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
-                          calibrate_method=q.CalibrationMethod.MinMax, nodes_to_exclude=excluded)
+        with contextlib.redirect_stdout(io.StringIO()):  # the percentile calibrator prints its progress
+            q.quantize_static(str(prepared), str(output), Reader(calibration, input_name),
+                              quant_format=q.QuantFormat.QDQ, per_channel=True, reduce_range=reduce_range,
+                              activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
+                              calibrate_method=q.CalibrationMethod.Percentile, nodes_to_exclude=excluded,
+                              extra_options={"CalibPercentile": CALIBRATION_PERCENTILE})
     return output
