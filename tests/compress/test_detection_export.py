@@ -95,13 +95,13 @@ def test_letterbox_keeps_aspect_and_pads_with_114():
 
 
 @pytest.mark.parametrize("edit,message", [
-    (lambda d: d["detection"].pop("iou_threshold"), "missing field 'detection.iou_threshold'"),
-    (lambda d: d["detection"].update(score_threshold=1.5), "'detection.score_threshold' must be between 0 and 1"),
-    (lambda d: d.pop("detection"), "missing field 'detection'"),
+    (lambda d: d["detection"].pop("iou_threshold"), "'detection.iou_threshold'"),
+    (lambda d: d["detection"].update(score_threshold=1.5), "'detection.score_threshold' must be"),
+    (lambda d: d.pop("detection"), "'detection'"),
     (lambda d: d["output"].update(shape=[50, 6]), "output must be float32 of shape \\[100, 6\\]"),
     (lambda d: d["input"].update(dtype="float32"), "input must be uint8"),
-    (lambda d: d["detection"].update(category_ids=[1, 2]), "category_ids' must be 80 integers"),
-    (lambda d: d.update(task="segmentation"), "'task' must be one of \\['classification', 'detection'\\]"),
+    (lambda d: d["detection"].update(category_ids=[1, 2]), "category_ids'? must be 80 integers"),
+    (lambda d: d.update(task="segmentation"), "'task' must be one of"),
 ])
 def test_a_bad_detection_manifest_names_the_field(detector_dir, tmp_path, edit, message):
     copy = tmp_path / "bad"

@@ -196,8 +196,8 @@ def run(args: argparse.Namespace) -> int:
         manifest = Manifest(
             name=name,
             labels=list(COCO80_NAMES),
-            input=TensorSpec("images", "uint8", (args.size, args.size, 3)),
-            output=TensorSpec("detections", "float32", (args.max_det, 6)),
+            input=TensorSpec(name="images", dtype="uint8", shape=(args.size, args.size, 3)),
+            output=TensorSpec(name="detections", dtype="float32", shape=(args.max_det, 6)),
             preprocessing=Preprocessing(input_size=(args.size, args.size), mean=(0.0, 0.0, 0.0),
                                         std=(1.0, 1.0, 1.0), channel_order="BGR", layout="NHWC", scale=1.0,
                                         interpolation="linear"),
