@@ -81,7 +81,8 @@ RUNTIME = [
 EXTRAS = {
     # Offline compression; install torch==2.13.0 (CPU wheel) first, see the Makefile.
     # torchvision: torchvision teachers; the registry's 0.28.0 needs compress/torchvision_compat.py on CPU torch.
-    "compress": ["torch>=2.1", "torchvision>=0.16", "torch-pruning>=1.4", "onnx>=1.15", "tqdm>=4.60"],
+    "compress": ["torch>=2.1", "torchvision>=0.16", "torch-pruning>=1.4", "onnx>=1.15", "tqdm>=4.60",
+                 "pycocotools==2.0.11"],  # COCO mAP for detectors (benchmarks, pipeline metrics)
     # ROS 2 Jazzy from the registry's wheels (a full ROS install provides these instead).
     "ros": [
         "ros-rclpy[fastrtps]==7.1.6",

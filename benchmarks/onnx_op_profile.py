@@ -28,7 +28,11 @@ def profile(path: Path, threads: int, runs: int) -> dict[str, dict[str, float]]:
     options.profile_file_prefix = str(REPO / "runs" / "ort_profile")
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
-    x = np.random.default_rng(0).standard_normal((1, *session.get_inputs()[0].shape[1:])).astype(np.float32)
+    shape = (1, *session.get_inputs()[0].shape[1:])
+    if session.get_inputs()[0].type == "tensor(uint8)":  # a detector's wire input: image bytes
+        x = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    else:
+        x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     for _ in range(runs):
         session.run(None, {name: x})
     trace = Path(session.end_profiling())

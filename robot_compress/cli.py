@@ -15,7 +15,10 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("robot_compress.doctor", "check which parts of robot_compress can run on this machine"),
     "classify": ("robot_compress.runtime.classify_command", "classify image files with a model directory"),
+    "detect": ("robot_compress.runtime.detect_command", "detect objects in image files with a detection model directory"),
     "convert": ("robot_compress.compress.convert", "turn a pretrained CIFAR ResNet checkpoint into a model directory"),
+    "convert-detector": ("robot_compress.compress.detection.convert_command",
+                         "turn a YOLOX ONNX export into a detection model directory (decode + NMS in the graph)"),
     "compress": ("robot_compress.compress.command", "prune, distil and quantize a model with a recipe (recipes/*.yaml)"),
     "align-channels": ("robot_compress.compress.align_command",
                        "widen a model directory's pruned channel counts for faster CPU kernels (same answers)"),

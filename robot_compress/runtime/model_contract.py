@@ -21,6 +21,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import ConfigDict, field_validator, model_validator
 
+from robot_compress.runtime.detection_contract import DetectionSpec, check_detection_manifest
 from robot_compress.runtime.errors import ImageError, ManifestError, ModelError
 from robot_compress.runtime.schema import Schema, setting, validate, validate_json
 
@@ -37,14 +38,15 @@ PLATFORM = "onnxruntime_onnx"
 INSTANCE_KINDS = ("KIND_AUTO", "KIND_CPU")
 MAX_INSTANCES = 64  # instance_group count: each instance is an ONNX Runtime session and threads
 # numpy dtype name -> Triton / KServe v2 names, for the dtypes a classifier uses.
-TRITON_DTYPES = {"float32": ("TYPE_FP32", "FP32"), "float16": ("TYPE_FP16", "FP16"), "int64": ("TYPE_INT64", "INT64")}
+TRITON_DTYPES = {"float32": ("TYPE_FP32", "FP32"), "float16": ("TYPE_FP16", "FP16"), "int64": ("TYPE_INT64", "INT64"),
+                 "uint8": ("TYPE_UINT8", "UINT8")}
 
 
 class TensorSpec(Schema):
     """A model input or output, without the batch dimension."""
 
     name: str = setting(description="tensor name in the ONNX graph and config.pbtxt")
-    dtype: Literal["float32", "float16", "int64"] = setting(description="numpy dtype name")
+    dtype: Literal["float32", "float16", "int64", "uint8"] = setting(description="numpy dtype name")
     shape: tuple[int, ...] = setting(description="dimensions without the batch dimension", low=1, high=MAX_DIM)
 
     @field_validator("shape")
@@ -103,12 +105,13 @@ class Manifest(Schema):
     preprocessing: Preprocessing = setting(description="camera image -> input tensor")
     onnx_sha256: str = setting("", "sha256 of <version>/model.onnx")
     version: int = setting(1, "model version: the <version> directory", 1, 2**31 - 1)
-    task: str = setting("classification", "what the model does")
+    task: Literal["classification", "detection"] = setting("classification", "what the model does")
     source: dict[str, Any] = setting(default_factory=dict, description="where the weights come from")
     license: str = setting("", "licence of the weights")
     recipe: dict[str, Any] | None = setting(None, "the compression recipe that made the model")
     metrics: dict[str, Any] = setting(default_factory=dict, description="measured accuracy and latency")
     created: dict[str, Any] = setting(default_factory=dict, description="when, how and on what it was made")
+    detection: DetectionSpec | None = setting(None, "task detection only: input, thresholds, output meaning")
 
     @field_validator("labels")
     @classmethod
@@ -127,7 +130,9 @@ class Manifest(Schema):
 
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:
-        if self.output.shape != (len(self.labels),):
+        if self.task == "detection":
+            check_detection_manifest(self)
+        elif self.output.shape != (len(self.labels),):
             raise ValueError(f"output shape {list(self.output.shape)} does not match the {len(self.labels)} labels")
         expected = self.preprocessing.tensor_shape(self.input.shape[0 if self.preprocessing.layout == "NCHW" else -1])
         if self.input.shape != expected:
@@ -137,7 +142,10 @@ class Manifest(Schema):
         return self
 
     def to_json(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        data = self.model_dump(mode="json")
+        if self.detection is None:
+            del data["detection"]  # a classifier's manifest stays as it was
+        return data
 
     @classmethod
     def from_json(cls, data: Any, where: str = MANIFEST_FILE) -> Manifest:
@@ -253,7 +261,8 @@ def _check_config_matches(config: Any, manifest: Manifest, where: Path) -> None:
                                 f"[0, {MAX_INSTANCES}]")
 
 
-ONNX_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64"}
+ONNX_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64",
+               "tensor(uint8)": "uint8"}
 
 
 def check_session(model: ModelDir, session: Any) -> None:

@@ -9,6 +9,8 @@ import pytest
 import torch
 import yaml
 
+from robot_compress.cli import main
+
 SIZE = 16  # image side: small enough for seconds per epoch, large enough for two stride-2 stages
 # One intra-op thread: on a shared machine torch's OpenMP threads spin-wait for a busy sibling core
 # and multiply the CPU time; these tiny models gain nothing from a second thread.
@@ -93,3 +95,20 @@ def trained_model(synthetic_npz):
     model, _ = train(cifar_resnet("resnet20"), Distill(epochs=6, lr=0.05, alpha=0.0), load_splits(recipe.data, 0),
                      None, 0, batch_size=32)
     return model
+
+
+DETECTOR_SIZE = 320
+
+
+@pytest.fixture(scope="session")
+def weights(shared_data):
+    return shared_data / "weights" / "yolox_nano-e8af0749.onnx"
+
+
+@pytest.fixture(scope="session")
+def detector_dir(tmp_path_factory, weights, shared_data):
+    out = tmp_path_factory.mktemp("detector") / "coco_yolox_nano_320"
+    code = main(["convert-detector", "--size", str(DETECTOR_SIZE), "--weights", str(weights), "--out", str(out),
+                 "--check-images", str(shared_data / "coco" / "train" / "images"), "--check-count", "4"])
+    assert code == 0
+    return out

@@ -1,0 +1,130 @@
+"""COCO mAP and latency of detection model directories, through the robot's own preprocessing.
+
+    .venv/bin/python benchmarks/detection_accuracy.py runs/models/coco_yolox_nano_640 runs/models/coco_yolox_nano_416
+
+For each model: mAP50-95 / mAP50 on coco/val_dev (pycocotools) with the local ONNX Runtime backend
+and every box the graph returns (its NMS floor is the usual 0.001), beside the published figure;
+latency of one letterboxed frame (batch 1) with 1 and 2 threads, all models measured round-robin
+in one run so their ratios survive a busy machine. Where the --raw-head file's input
+size matches a model's, the same images also go through that raw head + the numpy decode and NMS
+reference, to show the in-graph decode gives the same mAP. Prints a table and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from robot_compress.compress.detection.coco_eval import coco_images, evaluate_folder
+from robot_compress.runtime.cpu_info import cpu_name
+from robot_compress.runtime.detection import decode_raw, detect, letterbox, nms, to_detections
+from robot_compress.runtime.local_backend import LocalBackend, make_session
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared/data"
+
+
+def latencies_ms(models: list[Path], image: np.ndarray, threads: int, runs: int) -> list[dict]:
+    """Batch-1 latency of each model, measured round-robin (one run of each in turn), so that load
+    from other processes falls on every model alike and the ratios between them hold."""
+    backends = [LocalBackend(path, threads=threads) for path in models]
+    tensors = [letterbox(image, b.manifest.preprocessing.input_size[0])[0][None] for b in backends]
+    for backend in backends:
+        backend.warm_up()
+    times: list[list[float]] = [[] for _ in backends]
+    for _ in range(runs):
+        for backend, tensor, out in zip(backends, tensors, times, strict=True):
+            start = time.perf_counter()
+            backend.infer(tensor)
+            out.append(1000 * (time.perf_counter() - start))
+    return [{"median": statistics.median(t), "p90": sorted(t)[int(0.9 * (len(t) - 1))], "min": min(t)}
+            for t in times]
+
+
+def raw_head_runner(raw_path: Path, model_dir_backend, threads: int):
+    """bgr image -> detections via the raw head ONNX and the numpy decode + NMS reference."""
+    session = make_session(raw_path, threads=threads)
+    name = session.get_inputs()[0].name
+    manifest = model_dir_backend.manifest
+    spec = manifest.detection
+    size = manifest.preprocessing.input_size[0]
+
+    def run(image):
+        tensor, box = letterbox(image, size, pad_value=spec.pad_value)
+        raw = session.run(None, {name: tensor.transpose(2, 0, 1)[None].astype(np.float32)})[0][0]
+        rows = nms(*decode_raw(raw, size), spec.nms_score_threshold, spec.iou_threshold, spec.max_detections)
+        return to_detections(rows, box, manifest.labels, 0.0)
+    return run
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("models", nargs="+", type=Path)
+    parser.add_argument("--data", type=Path, default=DATA / "coco/val_dev")
+    parser.add_argument("--raw-head", type=Path, default=DATA / "weights/yolox_nano-e8af0749.onnx",
+                        help="raw-head ONNX (fixed input size) for the numpy decode comparison")
+    parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads for the mAP pass")
+    parser.add_argument("--runs", type=int, default=50, help="timed runs per latency figure")
+    parser.add_argument("--limit", type=int, help="only the first N images (smoke runs)")
+    parser.add_argument("--out", type=Path, default=REPO / "runs/detection_accuracy.json")
+    args = parser.parse_args()
+
+    raw_size = None
+    if args.raw_head and args.raw_head.is_file():
+        raw_size = make_session(args.raw_head).get_inputs()[0].shape[2]
+    first = cv2.imread(str(args.data / "images" / coco_images(args.data)[0]["file_name"]))
+    rows = []
+    for path in args.models:
+        backend = LocalBackend(path, threads=args.threads)
+        manifest = backend.manifest
+        size = manifest.preprocessing.input_size[0]
+        ids = manifest.detection.category_ids
+        score = evaluate_folder(args.data, lambda img, b=backend: detect(b, [img], score_threshold=0.0)[0], ids,
+                                args.limit)
+        row = {"model": path.name, "size": size, "images": score.images, "map50_95": score.map50_95,
+               "map50": score.map50, "published_map50_95": manifest.source.get("published_map50_95"),
+               "seconds": score.seconds}
+        if raw_size == size:
+            reference = evaluate_folder(args.data, raw_head_runner(args.raw_head, backend, args.threads), ids,
+                                        args.limit)
+            row["numpy_decode_map50_95"] = reference.map50_95
+            row["numpy_decode_map50"] = reference.map50
+        row["wire_bytes_in"] = int(np.prod(manifest.input.shape))
+        row["wire_bytes_out"] = int(np.prod(manifest.output.shape)) * 4
+        rows.append(row)
+    for threads in (1, 2):
+        for row, latency in zip(rows, latencies_ms(args.models, first, threads, args.runs), strict=True):
+            row[f"latency_ms_{threads}t"] = latency
+
+    cpu = cpu_name()
+    table = Table(title=f"detection on {args.data.name} ({rows[0]['images']} images), {cpu}, "
+                        f"{time.strftime('%Y-%m-%d')}")
+    for column in ("model", "size", "mAP50-95", "mAP50", "published", "numpy decode mAP50-95",
+                   "1 thread ms", "2 threads ms", "bytes in/out"):
+        table.add_column(column, justify="right")
+    for r in rows:
+        published = r["published_map50_95"]
+        table.add_row(r["model"], str(r["size"]), f"{r['map50_95']:.1f}", f"{r['map50']:.1f}",
+                      "-" if not published else f"{published['value']} @{published['input_size']}",
+                      f"{r['numpy_decode_map50_95']:.2f} (graph {r['map50_95']:.2f})"
+                      if "numpy_decode_map50_95" in r else "-",
+                      f"{r['latency_ms_1t']['median']:.1f}", f"{r['latency_ms_2t']['median']:.1f}",
+                      f"{r['wire_bytes_in']}/{r['wire_bytes_out']}")
+    Console(width=200).print(table)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"cpu": cpu, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                    "data": str(args.data), "rows": rows}, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

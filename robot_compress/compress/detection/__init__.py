@@ -1,0 +1,1 @@
+"""Object detection on the compression side: a trainable YOLOX in torch and its contract export."""
