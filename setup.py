@@ -41,6 +41,9 @@ EXTRAS = {
         "ros-jazzy-diagnostic-msgs",
         "ros-jazzy-std-srvs",
     ],
+    # The tests' real Triton, nvidia-pytriton==0.7.0 (requirements/constraints.txt), is not listed here: its
+    # metadata asks for numpy<2, which no resolver can satisfy beside numpy 2; only its bundled tritonserver
+    # is used, and the Makefile installs it with --no-deps (docs/EDGE.md, "A real Triton in the tests").
     "dev": ["pytest>=8", "pytest-timeout>=2", "pytest-rerunfailures>=16", "ruff>=0.5", "cryptography>=41", "psutil>=5.9"],
 }
 

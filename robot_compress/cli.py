@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "align-channels": ("robot_compress.compress.align_command",
                        "widen a model directory's pruned channel counts for faster CPU kernels (same answers)"),
     "edge-serve": ("robot_compress.runtime.edge_serve_command", "serve a model repository over OIP v2 gRPC (Triton-compatible)"),
+    "triton-repository": ("robot_compress.runtime.triton_repository_command",
+                          "write a model repository's twin for Triton's Python backend (no ONNX Runtime backend needed)"),
     "up": ("robot_compress.ros.up_command", "start the perception stack (node, optional camera and edge server) without ROS launch"),
     "demo": ("robot_compress.demo.command", "watch failover live: edge server, robot node, simulated camera, scripted link failure"),
 }
