@@ -6,9 +6,9 @@ import importlib.util
 
 import pytest
 
+from robot_compress.runtime import triton_server
 from robot_compress.runtime.triton_repository import write_triton_repository
 from tests.conftest import MODELS
-from tests.triton import triton_process
 from tests.triton.triton_process import TritonServerProcess, TritonUnavailable
 
 
@@ -28,7 +28,7 @@ def test_a_twin_whose_onnx_file_changed_is_refused_with_the_reason(tmp_path):
 
 def test_without_the_wheel_the_reason_names_it(monkeypatch, tmp_path):
     real = importlib.util.find_spec
-    monkeypatch.setattr(triton_process.importlib.util, "find_spec",
+    monkeypatch.setattr(triton_server.importlib.util, "find_spec",
                         lambda name, *a: None if name == "pytriton" else real(name, *a))
     with pytest.raises(TritonUnavailable, match="nvidia-pytriton==0.7.0"):
         TritonServerProcess(tmp_path, tmp_path / "triton").start()

@@ -9,13 +9,9 @@ raises TritonUnavailable with the reason (fixtures turn it into a failure, never
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
-import shutil
 import signal
 import subprocess
-import sys
-import sysconfig
 import time
 import uuid
 from pathlib import Path
@@ -24,55 +20,17 @@ import grpc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from robot_compress.faults.process_group import group_pids, wait_until_stopped
+from robot_compress.runtime.triton_server import (
+    TritonUnavailable,
+    log_errors,
+    python_backend_dir,
+    remove_shared_memory,
+    triton_command,
+    triton_environment,
+)
 from tests.conftest import free_port
 
-WHEEL = "nvidia-pytriton==0.7.0 (requirements/constraints.txt; `make venv` installs it with --no-deps)"
-SHM = Path("/dev/shm")
-
-
-class TritonUnavailable(RuntimeError):
-    """tritonserver is missing from this environment or did not become ready."""
-
-
-def wheel_paths() -> tuple[Path, Path]:
-    """(the wheel's tritonserver/ directory, its bundled shared libraries)."""
-    spec = importlib.util.find_spec("pytriton")
-    if spec is None or not spec.submodule_search_locations:
-        raise TritonUnavailable(f"the pytriton package is not installed: {WHEEL}")
-    package = Path(next(iter(spec.submodule_search_locations)))
-    server_dir, libs = package / "tritonserver", package.parent / "nvidia_pytriton.libs"
-    for needed in (server_dir / "bin" / "tritonserver", server_dir / "backends" / "python", libs):
-        if not needed.exists():
-            raise TritonUnavailable(f"{needed} is missing: reinstall {WHEEL}")
-    return server_dir, libs
-
-
-def python_backend_dir(target: Path) -> Path:
-    """A backend directory holding the Python backend with the stub for this Python version."""
-    server_dir, _ = wheel_paths()
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    stub = server_dir / "python_backend_stubs" / version / "triton_python_backend_stub"
-    if not stub.is_file():
-        available = sorted(p.name for p in (server_dir / "python_backend_stubs").iterdir())
-        raise TritonUnavailable(f"the wheel has no Python backend stub for Python {version} (it has {available})")
-    backend = target / "python"
-    backend.mkdir(parents=True, exist_ok=True)
-    for source in (*(server_dir / "backends" / "python").glob("*.*"), stub):
-        if source.is_file():
-            shutil.copy2(source, backend / source.name)
-    return target
-
-
-def triton_environment() -> dict[str, str]:
-    """The stub embeds the libpython found first and takes sys.prefix from the first `python3` on
-    PATH: this interpreter's, so model.py imports this environment's numpy and onnxruntime. The ROS
-    wheels' start-up hook must not re-execute the embedded interpreter (it has no argv)."""
-    _, libs = wheel_paths()
-    library_path = [sysconfig.get_config_var("LIBDIR") or "", str(libs), os.environ.get("LD_LIBRARY_PATH", "")]
-    return {**os.environ,
-            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
-            "LD_LIBRARY_PATH": os.pathsep.join(p for p in library_path if p),
-            "_ROS_WHEELS_BOOTSTRAP_COMPLETE": "1"}
+__all__ = ["TritonServerProcess", "TritonUnavailable"]
 
 
 class TritonServerProcess:
@@ -92,17 +50,8 @@ class TritonServerProcess:
         return f"127.0.0.1:{self.port}"
 
     def command(self) -> list[str]:
-        server_dir, _ = wheel_paths()
         backends = python_backend_dir(self.workdir / "backends")
-        return [str(server_dir / "bin" / "tritonserver"), "--model-repository", str(self.repository),
-                "--backend-directory", str(backends),
-                f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
-                "--grpc-address", "127.0.0.1", "--grpc-port", str(self.port),
-                "--allow-http", "false", "--allow-metrics", "false",
-                # The robot pings every 2 s, also between calls (docs/EDGE.md).
-                "--grpc-keepalive-permit-without-calls", "true",
-                "--grpc-http2-min-recv-ping-interval-without-data", "1000", "--grpc-http2-max-ping-strikes", "0",
-                "--exit-on-error", "true", "--exit-timeout-secs", "5", *self.args]
+        return triton_command(self.repository, backends, self.port, shm_prefix=self.shm_prefix, extra=tuple(self.args))
 
     def start(self, timeout_s: float = 90.0) -> TritonServerProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -118,19 +67,11 @@ class TritonServerProcess:
                     code = self.proc.poll()
                     self.stop()
                     raise TritonUnavailable(f"tritonserver did not become ready in {timeout_s:.0f} s (exit {code}); "
-                                            f"log {self.log_path}:\n{self.failure_lines()}")
+                                            f"log {self.log_path}:\n{log_errors(self.log_text())}")
                 with contextlib.suppress(grpc.RpcError):
                     if stub.ServerReady(service_pb2.ServerReadyRequest(), timeout=1.0).ready:
                         return self
                 time.sleep(0.1)
-
-    def failure_lines(self, limit: int = 3000) -> str:
-        """The log's error lines (a model that failed to load says why there), else its tail. CUDA's
-        complaints on a machine without a GPU are left out: they are expected."""
-        text = self.log_text()
-        errors = [line for line in text.splitlines()
-                  if line.startswith(("E", "error:")) and "Cuda" not in line and "CUDA" not in line]
-        return "\n".join(errors)[-limit:] if errors else text[-limit:]
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -165,6 +106,4 @@ class TritonServerProcess:
         deadline = time.monotonic() + 5.0
         while group_pids(self.proc.pid) and time.monotonic() < deadline:  # stubs reaped by init
             time.sleep(0.05)
-        for region in SHM.glob(f"{self.shm_prefix}*"):
-            with contextlib.suppress(OSError):
-                region.unlink()
+        remove_shared_memory(self.shm_prefix)
