@@ -92,6 +92,12 @@ class TritonPythonModel:
         self.input_name = config["input"][0]["name"]
         self.output_name = config["output"][0]["name"]
         self.output_dtype = pb_utils.triton_string_to_numpy(config["output"][0]["data_type"])
+        # ONNX Runtime's first runs allocate and pick kernels: long enough to miss a robot's deadline.
+        dims = [int(d) for d in config["input"][0]["dims"]]
+        shape = [1, *dims] if config.get("max_batch_size", 0) > 0 else dims
+        zeros = np.zeros(shape, dtype=pb_utils.triton_string_to_numpy(config["input"][0]["data_type"]))
+        for _ in range(3):
+            self.session.run([self.output_name], {self.input_name: zeros})
 
     def execute(self, requests):
         # DLPack both ways: the stub's as_numpy() and Tensor(name, array) misread numpy 2 arrays.
@@ -120,9 +126,10 @@ class TwinWritten:
     root: Path
 
 
-def python_backend_config(model: ModelDir, threads: int = 1):
+def python_backend_config(model: ModelDir, threads: int = 1, dynamic_batching: bool = True):
     """The model's own config.pbtxt with the Python backend instead of the ONNX Runtime platform:
-    tensors, max_batch_size, dynamic batching, queue policy and instance groups are kept."""
+    tensors, max_batch_size, dynamic batching, queue policy and instance groups are kept, unless
+    `dynamic_batching` is False (then every request runs alone, with no queue bound)."""
     from tritonclient.grpc import model_config_pb2 as mc
 
     config = mc.ModelConfig()
@@ -132,10 +139,12 @@ def python_backend_config(model: ModelDir, threads: int = 1):
     config.backend = BACKEND
     config.ClearField("default_model_filename")
     config.parameters[THREADS_PARAMETER].string_value = str(threads)
+    if not dynamic_batching:
+        config.ClearField("dynamic_batching")
     return config
 
 
-def write_twin(model: ModelDir, out: Path, threads: int = 1) -> TwinWritten:
+def write_twin(model: ModelDir, out: Path, threads: int = 1, dynamic_batching: bool = True) -> TwinWritten:
     """Write the Python-backend twin of one verified model directory under repository `out`."""
     from google.protobuf import text_format
 
@@ -147,13 +156,14 @@ def write_twin(model: ModelDir, out: Path, threads: int = 1) -> TwinWritten:
     shutil.copyfile(model.onnx_path, version_dir / ONNX_FILE)
     (version_dir / MODEL_PY).write_text(MODEL_PY_SOURCE)
     shutil.copyfile(model.root / MANIFEST_FILE, root / MANIFEST_FILE)
-    config = python_backend_config(model, threads=threads)
+    config = python_backend_config(model, threads=threads, dynamic_batching=dynamic_batching)
     (root / CONFIG_FILE).write_text(text_format.MessageToString(config))
     ModelDir.load(root)  # the twin is itself a valid contract directory (same manifest, tensors, sha256)
     return TwinWritten(model.name, root)
 
 
-def write_triton_repository(models_dir: str | Path, out: str | Path, threads: int = 1) -> list[TwinWritten]:
+def write_triton_repository(models_dir: str | Path, out: str | Path, threads: int = 1,
+                            dynamic_batching: bool = True) -> list[TwinWritten]:
     """Twins of every model directory in repository `models_dir` (each verified first, sha256
     included), written under `out`. A models_dir without model directories is an error."""
     if threads < 1:
@@ -162,4 +172,4 @@ def write_triton_repository(models_dir: str | Path, out: str | Path, threads: in
     if not sources:
         raise ModelError(f"model repository {models_dir} holds no model directories (<name>/{MANIFEST_FILE})")
     models = [ModelDir.load(path) for path in sources]  # every model checked before anything is written
-    return [write_twin(model, Path(out), threads=threads) for model in models]
+    return [write_twin(model, Path(out), threads=threads, dynamic_batching=dynamic_batching) for model in models]

@@ -15,6 +15,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where to write the twins (<name>/ per model; existing files are replaced)")
     parser.add_argument("--threads", type=int, default=1,
                         help="ONNX Runtime intra-op threads per model instance (default: 1)")
+    parser.add_argument("--no-dynamic-batching", dest="dynamic_batching", action="store_false",
+                        help="drop the dynamic_batching block: every request runs alone, without a queue bound "
+                             "(Triton 2.51's batcher holds some lone requests ~0.5 s; docs/EDGE.md)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -22,7 +25,8 @@ def run(args: argparse.Namespace) -> int:
     from robot_compress.runtime.triton_repository import write_triton_repository
 
     try:
-        written = write_triton_repository(args.models_dir, args.out_dir, threads=args.threads)
+        written = write_triton_repository(args.models_dir, args.out_dir, threads=args.threads,
+                                          dynamic_batching=args.dynamic_batching)
     except (OSError, ValueError, RobotCompressError) as exc:
         print(f"triton-repository: error: {exc}", file=sys.stderr)
         return 2

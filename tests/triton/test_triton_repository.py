@@ -43,6 +43,15 @@ def test_threads_go_into_the_config(tmp_path):
     assert read_config(written.root / "config.pbtxt").parameters["intra_op_threads"].string_value == "3"
 
 
+def test_without_dynamic_batching_only_that_block_goes(tmp_path):
+    result = run_cli(str(MODELS), str(tmp_path / "out"), "--no-dynamic-batching")
+    assert result.returncode == 0, result.stderr
+    config = read_config(tmp_path / "out" / "cifar10_resnet56" / "config.pbtxt")
+    original = ModelDir.load(MODELS / "cifar10_resnet56").config
+    assert not config.HasField("dynamic_batching") and original.HasField("dynamic_batching")
+    assert config.max_batch_size == original.max_batch_size and config.backend == "python"
+
+
 def test_out_dir_equal_to_models_dir_is_refused_and_nothing_changes():
     before = (MODELS / "cifar10_resnet20" / "config.pbtxt").read_text()
     result = run_cli(str(MODELS), str(MODELS))
