@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import signal
 import threading
 import time
 
@@ -96,11 +97,11 @@ def test_deadline_expiry(server, edge_manifest):
     with EdgeBackend(server.url, edge_manifest) as edge:
         edge.infer(ONE, timeout_s=10)  # connected, warm
         assert failure(lambda: edge.infer(full, timeout_s=0.002)).kind == FailureKind.TIMEOUT
-        server.signal(19)  # SIGSTOP
+        server.signal(signal.SIGSTOP)
         try:
             assert failure(lambda: edge.infer(ONE, timeout_s=0.3)).kind == FailureKind.TIMEOUT
         finally:
-            server.signal(18)  # SIGCONT
+            server.signal(signal.SIGCONT)
         assert edge.infer(ONE, timeout_s=10).shape == (1, 10)
 
 
