@@ -89,30 +89,45 @@ class TritonPythonModel:
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
         self.session = ort.InferenceSession(onnx_path, sess_options=options, providers=["CPUExecutionProvider"])
-        self.input_name = config["input"][0]["name"]
-        self.output_name = config["output"][0]["name"]
-        self.output_dtype = pb_utils.triton_string_to_numpy(config["output"][0]["data_type"])
+        self.batched = config.get("max_batch_size", 0) > 0
+        self.inputs = [(t["name"], pb_utils.triton_string_to_numpy(t["data_type"])) for t in config["input"]]
+        self.outputs = [(t["name"], pb_utils.triton_string_to_numpy(t["data_type"])) for t in config["output"]]
         # ONNX Runtime's first runs allocate and pick kernels: long enough to miss a robot's deadline.
-        dims = [int(d) for d in config["input"][0]["dims"]]
-        shape = [1, *dims] if config.get("max_batch_size", 0) > 0 else dims
-        zeros = np.zeros(shape, dtype=pb_utils.triton_string_to_numpy(config["input"][0]["data_type"]))
-        for _ in range(3):
-            self.session.run([self.output_name], {self.input_name: zeros})
+        # Best effort: a model with free input dimensions may not take this made-up input.
+        try:
+            feeds = {}
+            for tensor, (name, dtype) in zip(config["input"], self.inputs):
+                dims = [max(int(d), 1) for d in tensor["dims"]]
+                feeds[name] = np.zeros([1, *dims] if self.batched else dims, dtype=dtype)
+            for _ in range(3):
+                self.session.run(None, feeds)
+        except Exception:
+            pass
 
     def execute(self, requests):
-        # DLPack both ways: the stub's as_numpy() and Tensor(name, array) misread numpy 2 arrays.
-        inputs = [np.from_dlpack(pb_utils.get_input_tensor_by_name(r, self.input_name)) for r in requests]
+        if not self.batched:
+            return [response for request in requests for response in self._run([request])]
+        return self._run(requests)
+
+    def _run(self, requests):
+        """One ONNX Runtime call for `requests` (those Triton's dynamic batcher queued together)."""
+        feeds, rows = {}, []
+        for name, _ in self.inputs:
+            # DLPack both ways: the stub's as_numpy() and Tensor(name, array) misread numpy 2 arrays.
+            arrays = [np.from_dlpack(pb_utils.get_input_tensor_by_name(r, name)) for r in requests]
+            feeds[name] = np.concatenate(arrays) if self.batched else arrays[0]
+            rows = rows or [len(a) for a in arrays]
         try:
-            (outputs,) = self.session.run([self.output_name], {self.input_name: np.concatenate(inputs)})
+            results = self.session.run([name for name, _ in self.outputs], feeds)
         except Exception as exc:  # every request of the batch gets the error, and the model keeps serving
             error = pb_utils.TritonError(f"ONNX Runtime failed: {exc}")
             return [pb_utils.InferenceResponse(output_tensors=[], error=error) for _ in requests]
-        outputs = np.ascontiguousarray(outputs, dtype=self.output_dtype)
         responses, start = [], 0
-        for batch in inputs:
-            tensor = _to_triton(self.output_name, outputs[start:start + len(batch)])
-            start += len(batch)
-            responses.append(pb_utils.InferenceResponse(output_tensors=[tensor]))
+        for count in rows:
+            tensors = [_to_triton(name, np.asarray(result[start:start + count] if self.batched else result, dtype=dtype))
+                       for (name, dtype), result in zip(self.outputs, results)]
+            start += count
+            responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
         return responses
 
     def finalize(self):

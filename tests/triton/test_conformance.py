@@ -4,7 +4,7 @@ situation the router acts on must come out as the same failure kind from both.""
 from __future__ import annotations
 
 import collections
-import dataclasses
+import json
 import signal
 import threading
 import time
@@ -17,7 +17,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from robot_compress.runtime.backend import BackendError, FailureKind
 from robot_compress.runtime.edge_client import EdgeBackend
 from robot_compress.runtime.local_backend import LocalBackend
-from robot_compress.runtime.model_contract import TensorSpec
+from robot_compress.runtime.model_contract import Manifest
 from robot_compress.runtime.preprocess import preprocess_batch
 from tests.conftest import EDGE_MODEL, rerun_after_a_stall
 from tests.edge.edge_process import link_model
@@ -79,7 +79,8 @@ def test_unknown_model(server, edge_manifest):
 
 def test_wrong_shape(server, edge_manifest):
     """A robot whose manifest says 64x64 for a model served at 32x32; and a batch over max_batch_size."""
-    wrong = dataclasses.replace(edge_manifest, input=TensorSpec("input", "float32", (3, 64, 64)))
+    fields = json.loads(json.dumps(edge_manifest.to_json()))
+    wrong = Manifest.from_json({**fields, "input": {"name": "input", "dtype": "float32", "shape": [3, 64, 64]}})
     with EdgeBackend(server.url, wrong) as edge:
         error = failure(lambda: edge.infer(np.zeros((1, 3, 64, 64), np.float32), timeout_s=5))
         assert error.kind == FailureKind.BAD_ANSWER and "INVALID_ARGUMENT" in error.message
