@@ -14,6 +14,9 @@ $(STAMP): setup.py $(CONSTRAINTS)
 	# torch first and pinned: an unpinned torch would pull several GB of CUDA packages.
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -c $(CONSTRAINTS) -e '.[compress,ros,dev,sim]'
+	# The tests' real Triton: only its bundled tritonserver is used; its metadata's numpy<2 pin would
+	# block the install, so no dependencies (tests/triton/conftest.py).
+	$(BIN)/pip install -q --no-deps -c $(CONSTRAINTS) nvidia-pytriton
 	touch $@
 
 venv: $(STAMP)

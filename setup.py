@@ -95,6 +95,9 @@ EXTRAS = {
     # Headless MuJoCo simulation (robot_compress/sim, sim_world); rendering also needs the Debian packages
     # libegl1 + libgl1-mesa-dri (EGL) or libosmesa6 (OSMesa). trimesh + pycollada convert the world's COLLADA meshes.
     "sim": ["mujoco==3.3.7", "trimesh==4.12.2", "pycollada==0.9.3"],
+    # The tests' real Triton, nvidia-pytriton==0.7.0 (requirements/constraints.txt), is not listed here: its
+    # metadata asks for numpy<2, which no resolver can satisfy beside numpy 2; only its bundled tritonserver
+    # is used, and the Makefile installs it with --no-deps (docs/EDGE.md, "A real Triton in the tests").
     "dev": ["pytest>=8", "pytest-timeout>=2", "pytest-rerunfailures>=16", "ruff>=0.5", "cryptography>=41", "psutil>=5.9"],
 }
 

@@ -7,10 +7,14 @@ subprocess on loopback, once per batching mode:
   edge_dynamic         dynamic batching as config.pbtxt says, adaptive wait (the server's default)
   edge_dynamic_strict  the same, waiting max_queue_delay exactly as Triton does (--strict-queue-delay)
   edge_no_batching     config.pbtxt without dynamic_batching: every request runs alone
+  triton_python        a real Triton 2.51 (the nvidia-pytriton wheel's tritonserver) with dynamic
+                       batching as config.pbtxt says, running the model through its *Python backend*
+                       (robot-compress triton-repository): not Triton's ONNX Runtime backend, whose
+                       numbers would differ; --no-triton leaves it out
   ort_concurrent       in-process ONNX Runtime, the same number of threads and the same batch size
   ort_batched          in-process ONNX Runtime, one thread, batch = clients x batch (an ideal batcher)
 
-    .venv/bin/python benchmarks/edge_throughput.py [--clients 1 4 16] [--duration 5] [--out FILE]
+    .venv/bin/python benchmarks/edge_throughput.py [--clients 1 4 16] [--duration 5] [--no-triton] [--out FILE]
 
 Prints a table and writes JSON (default runs/edge_throughput-<time>.json). Numbers depend on the
 machine and on whatever else runs on it; the JSON records the CPU count and the settings.
@@ -36,12 +40,17 @@ import tritonclient.grpc as triton
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from robot_compress.edge.triton_repository import write_triton_repository  # noqa: E402
 from robot_compress.runtime.backend import BackendError  # noqa: E402
 from robot_compress.runtime.edge_client import EdgeBackend  # noqa: E402
 from robot_compress.runtime.latency_stats import percentile  # noqa: E402
 from robot_compress.runtime.local_backend import LocalBackend  # noqa: E402
 from robot_compress.runtime.model_contract import CONFIG_FILE, MANIFEST_FILE, ModelDir  # noqa: E402
 from tests.edge.edge_process import EdgeServerProcess  # noqa: E402
+from tests.triton.triton_process import TritonServerProcess, TritonUnavailable  # noqa: E402
+
+TRITON_NOTE = ("triton_python: Triton 2.51 serving the model through its Python backend (ONNX Runtime inside a "
+               "generated model.py, one process hop per batch), not Triton's ONNX Runtime backend")
 
 TARGET_THROUGHPUT_RATIO = 0.70  # edge at 16 clients vs in-process ORT
 TARGET_P50_OVERHEAD_MS = 1.5  # edge at 1 client vs in-process ORT
@@ -115,10 +124,11 @@ def repository_variant(model: ModelDir, root: Path, dynamic: bool) -> Path:
     return root
 
 
-def edge_points(mode: str, model: ModelDir, repository: Path, server_args: list[str], args,
-                x: np.ndarray) -> list[Point]:
-    server = EdgeServerProcess(repository, repository / "server.log", "--threads", str(args.threads),
-                               *server_args).start()
+def edge_points(mode: str, model: ModelDir, start_server: Callable[[], EdgeServerProcess | TritonServerProcess],
+                args, x: np.ndarray) -> list[Point]:
+    """Every client count against one server; rows per execution from its statistics (both servers
+    implement the statistics extension)."""
+    server = start_server()
     stats = triton.InferenceServerClient(server.url)
 
     def rows_and_executions() -> tuple[int, int]:
@@ -174,6 +184,10 @@ def verdict(points: list[Point], args) -> dict[str, object]:
         overhead = by[(mode, fewest)].p50_ms - base_p50
         out[f"{mode}_p50_overhead_ms_at_{fewest}"] = round(overhead, 3)
         out[f"{mode}_p50_target_met"] = overhead <= TARGET_P50_OVERHEAD_MS
+    if ("triton_python", most) in by:  # for comparison only: the targets are the edge server's
+        out[f"triton_python_throughput_ratio_at_{most}"] = round(
+            by[("triton_python", most)].images_per_s / by[("ort_concurrent", most)].images_per_s, 3)
+        out[f"triton_python_p50_overhead_ms_at_{fewest}"] = round(by[("triton_python", fewest)].p50_ms - base_p50, 3)
     return out
 
 
@@ -193,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads, server and in-process")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds measured per point")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds before measuring, per point")
+    parser.add_argument("--no-triton", dest="triton", action="store_false",
+                        help="leave out the real Triton's rows (it needs the nvidia-pytriton wheel)")
     parser.add_argument("--out", type=Path, help="JSON file (default: runs/edge_throughput-<time>.json)")
     args = parser.parse_args(argv)
 
@@ -200,14 +216,30 @@ def main(argv: list[str] | None = None) -> int:
     x = np.random.default_rng(0).standard_normal((args.batch, *model.manifest.input.shape)).astype(np.float32)
     points: list[Point] = []
     with tempfile.TemporaryDirectory(prefix="edge_bench_") as tmp:
+        triton_rows: list[Point] = []
+        if args.triton:  # first, so a Triton that cannot start stops the run before the long part
+            twin = Path(tmp) / "triton_python"
+            write_triton_repository(repository_variant(model, Path(tmp) / "triton_source", True), twin,
+                                    threads=args.threads)
+            try:
+                triton_rows = edge_points("triton_python", model, lambda: TritonServerProcess(
+                    twin, Path(tmp) / "triton_work").start(), args, x)
+            except TritonUnavailable as exc:
+                print(f"edge_throughput: {exc}\n(--no-triton leaves Triton out)", file=sys.stderr)
+                return 2
+            print("measured triton_python", file=sys.stderr, flush=True)
         variants = [("edge_dynamic", True, []), ("edge_dynamic_strict", True, ["--strict-queue-delay"]),
                     ("edge_no_batching", False, [])]
         for mode, dynamic, server_args in variants:
             repository = repository_variant(model, Path(tmp) / mode, dynamic)
-            points += edge_points(mode, model, repository, server_args, args, x)
+            points += edge_points(mode, model, lambda r=repository, a=server_args: EdgeServerProcess(
+                r, r / "server.log", "--threads", str(args.threads), *a).start(), args, x)
             print(f"measured {mode}", file=sys.stderr, flush=True)
+        points += triton_rows
     points += ort_points(model, args, x)
     print_table(points)
+    if args.triton:
+        print(TRITON_NOTE)
     result = {
         "benchmark": "edge_throughput",
         "model": model.name,
@@ -216,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         "batching": {"max_batch_size": model.max_batch_size,
                      "max_queue_delay_us": model.config.dynamic_batching.max_queue_delay_microseconds},
         "targets": verdict(points, args),
+        "notes": [TRITON_NOTE] if args.triton else [],
         "points": [asdict(p) for p in points],
     }
     print(json.dumps(result["targets"], indent=2))

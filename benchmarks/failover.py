@@ -4,7 +4,11 @@ sim_camera -> perception_node -> edge server, on two network namespaces (robot, 
 veth, with each fault made for real (robot_compress.faults). Needs root, `ip` and `iptables`.
 
     sudo .venv/bin/python benchmarks/failover.py [--fault-s 10] [--flap-s 30] [--rate 20]
-        [--scenarios kill freeze ...] [--param deadline_ms=60 --param hedge_after_ms=20] [--out DIR]
+        [--scenarios kill freeze ...] [--param deadline_ms=60 --param hedge_after_ms=20]
+        [--edge edge_server|triton] [--out DIR]
+
+--edge triton runs every scenario against a real Triton 2.51 (the nvidia-pytriton wheel's
+tritonserver, serving the edge model's Python-backend twin) instead of the project's edge server.
 
 Prints one table; writes DIR/failover.json (every figure, the settings, the bounds and any
 violation) and DIR/<scenario>.png (per-frame latency and backend over time, the fault shaded).
@@ -77,6 +81,8 @@ def main() -> int:
     parser.add_argument("--param", action="append", default=[], type=parse_param, metavar="NAME=VALUE",
                         help="perception_node parameter (e.g. deadline_ms=60.0); repeatable")
     parser.add_argument("--source", type=Path, default=REPO.parent / "shared" / "data" / "cifar10" / "test_dev.npz")
+    parser.add_argument("--edge", choices=["edge_server", "triton"], default="edge_server",
+                        help="which server the edge side runs (default: the project's edge server)")
     parser.add_argument("--node-command", nargs="+", help="how to start perception_node (default: the venv's)")
     parser.add_argument("--out", type=Path, help="output directory (default runs/failover-<time>)")
     args = parser.parse_args()
@@ -93,7 +99,7 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     width, height = (int(v) for v in args.image_size.split("x"))
     config = RunConfig(source=args.source, rate_hz=args.rate, image_size=(width, height),
-                       node_params={**NODE_PARAMS, **dict(args.param)},
+                       node_params={**NODE_PARAMS, **dict(args.param)}, edge_kind=args.edge,
                        **({"node_command": tuple(args.node_command)} if args.node_command else {}))
     local_p50, local_p99 = local_latency_ms(config.local_model, config.source)
     print(f"local model {config.local_model.name}: p50 {local_p50:.2f} ms, p99 {local_p99:.2f} ms (1 thread, idle)")

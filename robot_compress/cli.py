@@ -25,6 +25,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "edge-serve": ("robot_compress.edge.command", "serve a model repository over OIP v2 gRPC (Triton-compatible)"),
     "check-camera": ("robot_compress.ros.check_camera_command",
                      "measure what a camera topic delivers here: rate, lost frames, encoding, size, QoS"),
+    "triton-repository": ("robot_compress.edge.triton_repository_command",
+                          "write a model repository's twin for Triton's Python backend (no ONNX Runtime backend needed)"),
     "up": ("robot_compress.ros.up_command", "start the perception stack (node, optional camera and edge server) without ROS launch"),
     "demo": ("robot_compress.demo.command", "watch failover live: edge server, robot node, simulated camera, scripted link failure"),
 }

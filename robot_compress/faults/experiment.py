@@ -57,6 +57,7 @@ class RunConfig:
     node_params: dict[str, Any] = field(default_factory=lambda: dict(NODE_PARAMS))
     node_command: tuple[str, ...] = (str(BIN / "perception_node"),)  # e.g. a ROS install's lib/ path
     edge_port: int = 8001
+    edge_kind: str = "edge_server"  # or "triton": the nvidia-pytriton wheel's Triton serving the edge model's twin
     external_edge: str | None = None  # host:port of an edge run elsewhere: start none of our own
     proxy_port: int = 8002
     startup_timeout_s: float = 60.0
@@ -130,6 +131,19 @@ def _wait_for_text(path: Path, text: str, timeout_s: float, proc: subprocess.Pop
     wait_until(said, timeout_s, f"{path.stem} to say '{text}' ({path})")
 
 
+def _queue_of_one(model_root: Path) -> None:
+    """Rewrite a model's config.pbtxt so that one request runs and one waits; more are refused."""
+    from google.protobuf import text_format
+
+    from robot_compress.runtime.model_contract import CONFIG_FILE, read_config
+
+    config = read_config(model_root / CONFIG_FILE)
+    config.max_batch_size = 1
+    config.dynamic_batching.max_queue_delay_microseconds = 0
+    config.dynamic_batching.default_queue_policy.max_queue_size = 1
+    (model_root / CONFIG_FILE).write_text(text_format.MessageToString(config))
+
+
 def _ros_param(name: str, value: Any) -> list[str]:
     text = str(value).lower() if isinstance(value, bool) else repr(float(value)) if isinstance(value, float) else value
     return ["-p", f"{name}:={text}"]
@@ -148,6 +162,7 @@ class ScenarioRun:
         self.actions: list[tuple[float, str]] = []
         self.tail = RecordTail(self.dir / "records.jsonl")
         self._starts = 0
+        self._shm_prefix = f"rc_failover_{os.getpid()}_{directory.name}_"  # a killed Triton's shared memory
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         # ament_index raises when AMENT_PREFIX_PATH is unset (pip install, no ROS workspace).
         self.env.setdefault("AMENT_PREFIX_PATH", sys.prefix)
@@ -155,12 +170,12 @@ class ScenarioRun:
         if (REPO / "config" / "fastdds.xml").is_file():
             self.env.setdefault("FASTRTPS_DEFAULT_PROFILES_FILE", str(REPO / "config" / "fastdds.xml"))
 
-    def _spawn(self, side: str, name: str, argv: list[str]) -> subprocess.Popen:
+    def _spawn(self, side: str, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
         if side == "edge" and self.config.edge_cpus is not None:
             argv = ["taskset", "--cpu-list", self.config.edge_cpus, *argv]  # execs in place: same pid
         log = (self.dir / f"{name}.log").open("a")
         with log:
-            return self.bed.popen(side, argv, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=REPO)
+            return self.bed.popen(side, argv, stdout=log, stderr=subprocess.STDOUT, env=env or self.env, cwd=REPO)
 
     # --- the edge -----------------------------------------------------------------------------
     def start_edge(self, repository: Path | None = None) -> None:
@@ -169,10 +184,31 @@ class ScenarioRun:
         self._starts += 1
         name = f"edge{self._starts}"
         repository = repository or self.config.edge_model.parent
+        if self.config.edge_kind == "triton":
+            self._start_triton(name, repository / self.config.edge_model.name)
+            return
         self.edge = self._spawn("edge", name, [
             str(BIN / "edge_server"), "--model-repository", str(repository), "--port", str(self.config.edge_port),
             "--log-level", "INFO", *self.scenario.edge_args])
         _wait_for_text(self.dir / f"{name}.log", "event=serving", self.config.startup_timeout_s, self.edge)
+
+    def _start_triton(self, name: str, model_dir: Path) -> None:
+        """Triton serving the Python-backend twin of `model_dir`. It has no limit on concurrent
+        calls like the edge server's --max-concurrent-rpcs; its way to refuse work is the queue
+        policy, so a scenario with that limit gets a queue of one and batches of one instead."""
+        from robot_compress.edge.triton_repository import write_twin
+        from robot_compress.runtime import triton_server
+        from robot_compress.runtime.model_contract import ModelDir
+
+        twin_repository = self.dir / f"{name}_triton_repository"
+        twin = write_twin(ModelDir.load(model_dir), twin_repository)
+        if "--max-concurrent-rpcs" in self.scenario.edge_args:
+            _queue_of_one(twin.root)
+        backends = triton_server.python_backend_dir(self.dir / "triton_backends")
+        self.edge = self._spawn("edge", name, triton_server.triton_command(
+            twin_repository, backends, self.config.edge_port, host="0.0.0.0", shm_prefix=self._shm_prefix),
+            env=triton_server.triton_environment(self.env))
+        _wait_for_text(self.dir / f"{name}.log", triton_server.READY_TEXT, self.config.startup_timeout_s, self.edge)
 
     def stop_edge(self) -> None:
         if self.edge is not None and self.edge.poll() is None:
@@ -223,8 +259,15 @@ class ScenarioRun:
 
     # --- the whole run --------------------------------------------------------------------------
     def run(self) -> RunRecord:
-        with StallWatch() as watch:
-            record = self._run()
+        try:
+            with StallWatch() as watch:
+                record = self._run()
+        finally:
+            if self.config.edge_kind == "triton":
+                self.stop_edge()
+                from robot_compress.edge.triton_server import remove_shared_memory
+
+                remove_shared_memory(self._shm_prefix)
         record.machine_stalls = watch.stalls
         return record
 

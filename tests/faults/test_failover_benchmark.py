@@ -13,3 +13,9 @@ def test_an_unknown_node_parameter_is_refused_up_front():
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2, done.stderr
     assert "unknown perception_node parameter(s) ['deadline_msec']" in done.stderr and "deadline_ms" in done.stderr
+
+
+def test_an_unknown_edge_kind_is_refused_up_front():
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "failover.py"), "--edge", "tritonserver"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "--edge: invalid choice: 'tritonserver'" in done.stderr, done.stderr
