@@ -235,7 +235,9 @@ def _check_config_matches(config: Any, manifest: Manifest, where: Path) -> None:
 
     if config.name and config.name != manifest.name:
         raise ManifestError(f"{where}: name '{config.name}' differs from manifest name '{manifest.name}'")
-    if config.platform not in ("", PLATFORM) or config.backend not in ("", "onnxruntime"):
+    # A Python-backend twin (robot-compress triton-repository) runs the same ONNX file from its model.py.
+    python_twin = config.backend == "python" and not config.platform and any(where.parent.glob("*/model.py"))
+    if not python_twin and (config.platform not in ("", PLATFORM) or config.backend not in ("", "onnxruntime")):
         raise ManifestError(f"{where}: platform '{config.platform}' / backend '{config.backend}' is not "
                             f"'{PLATFORM}'; the model is an ONNX file")
     inputs = [t.name for t in config.input]

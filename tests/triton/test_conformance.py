@@ -80,7 +80,8 @@ def test_unknown_model(server, edge_manifest):
 def test_wrong_shape(server, edge_manifest):
     """A robot whose manifest says 64x64 for a model served at 32x32; and a batch over max_batch_size."""
     fields = json.loads(json.dumps(edge_manifest.to_json()))
-    wrong = Manifest.from_json({**fields, "input": {"name": "input", "dtype": "float32", "shape": [3, 64, 64]}})
+    wrong = Manifest.from_json({**fields, "input": {"name": "input", "dtype": "float32", "shape": [3, 64, 64]},
+                                "preprocessing": {**fields["preprocessing"], "input_size": [64, 64]}})
     with EdgeBackend(server.url, wrong) as edge:
         error = failure(lambda: edge.infer(np.zeros((1, 3, 64, 64), np.float32), timeout_s=5))
         assert error.kind == FailureKind.BAD_ANSWER and "INVALID_ARGUMENT" in error.message
