@@ -196,8 +196,8 @@ class ScenarioRun:
         """Triton serving the Python-backend twin of `model_dir`. It has no limit on concurrent
         calls like the edge server's --max-concurrent-rpcs; its way to refuse work is the queue
         policy, so a scenario with that limit gets a queue of one and batches of one instead."""
-        from robot_compress.edge.triton_repository import write_twin
         from robot_compress.edge import triton_server
+        from robot_compress.edge.triton_repository import write_twin
         from robot_compress.runtime.model_contract import ModelDir
 
         twin_repository = self.dir / f"{name}_triton_repository"

@@ -6,8 +6,8 @@ import importlib.util
 
 import pytest
 
-from robot_compress.edge.triton_repository import write_triton_repository
 from robot_compress.edge import triton_server
+from robot_compress.edge.triton_repository import write_triton_repository
 from tests.conftest import MODELS
 from tests.triton.triton_process import TritonServerProcess, TritonUnavailable
 
