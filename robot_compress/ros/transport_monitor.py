@@ -45,4 +45,5 @@ class TransportMonitor:
             "transport_loss_method": ",".join(methods),
             "camera_period_ms": f"{1000 * min(periods):.2f}" if periods else "",
             "camera_restarts": str(sum(s.restarts for s in snaps)),
+            "camera_pauses": str(sum(s.pauses for s in snaps)),  # gaps over 2 s: not counted as loss
         }
