@@ -36,12 +36,12 @@ import tritonclient.grpc as triton
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from robot_compress.edge.process import EdgeServerProcess  # noqa: E402
 from robot_compress.runtime.backend import BackendError  # noqa: E402
 from robot_compress.runtime.edge_client import EdgeBackend  # noqa: E402
 from robot_compress.runtime.latency_stats import percentile  # noqa: E402
 from robot_compress.runtime.local_backend import LocalBackend  # noqa: E402
 from robot_compress.runtime.model_contract import CONFIG_FILE, MANIFEST_FILE, ModelDir  # noqa: E402
-from tests.edge.edge_process import EdgeServerProcess  # noqa: E402
 
 TARGET_THROUGHPUT_RATIO = 0.70  # edge at 16 clients vs in-process ORT
 TARGET_P50_OVERHEAD_MS = 1.5  # edge at 1 client vs in-process ORT

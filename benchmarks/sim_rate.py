@@ -61,7 +61,7 @@ def measure_stack(width: int, height: int, rate_hz: float, seconds: float) -> di
     from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import Image
 
-    from robot_compress.demo.loopback import free_port
+    from robot_compress.runtime.processes import free_port
 
     up = subprocess.Popen([sys.executable, "-m", "robot_compress.cli", "up", "--world", "turtlebot3", "--world-mode",
                            "coco", "--edge-server", "true", "--edge-port", str(free_port()), "--world-width", str(width),

@@ -13,9 +13,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
+from robot_compress.edge.process import EdgeServerProcess
 from robot_compress.runtime.polling import wait_until
 from tests.edge.conftest import EDGE_NAME
-from tests.edge.edge_process import EdgeServerProcess
 
 TOKEN = "good-robot-token"
 INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
