@@ -177,7 +177,7 @@ def test_sim_world_cifar10_mode_labels_each_frame(processes, listener, shared_da
 @pytest.mark.parametrize("parameter, message", [
     ("rate_hz:=15", "parameter 'rate_hz' rejected"),
     ("width:=5", "parameter 'width' rejected"),
-    ("mode:=kitti", "parameter 'mode' must be one of"),
+    ("mode:=kitti", "field 'mode' must be one of ['coco', 'cifar10'], got 'kitti'"),
     ("widht:=320", "unknown parameter(s) ['widht']"),
 ])
 def test_sim_world_names_a_bad_parameter(parameter, message, ros_domain_id):
