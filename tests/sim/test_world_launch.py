@@ -4,7 +4,6 @@ classifying what the simulated robot's camera sees, scored against the simulator
 from __future__ import annotations
 
 import json
-import sys
 import threading
 
 import pytest
@@ -31,17 +30,6 @@ def test_world_turtlebot3_starts_sim_world_on_the_camera_topic():
 def test_bad_world_arguments_are_named(overrides, message):
     with pytest.raises(ValueError, match=message):
         describe(overrides)
-
-
-def _ros_command(spec, executable: list[str]) -> list[str]:
-    command = [*executable, "--ros-args", "-r", f"__node:={spec.name}"]
-    if spec.params_file:
-        command += ["--params-file", spec.params_file]
-    for key, value in spec.parameters.items():
-        command += ["-p", f"{key}:={json.dumps(value)}"]
-    for source, target in spec.remappings.items():
-        command += ["-r", f"{source}:={target}"]
-    return command
 
 
 class Scores:
@@ -96,8 +84,8 @@ def scores(ros_domain_id):
 
 def test_perception_node_classifies_the_simulated_camera(processes, scores):  # noqa: F811
     node, world = describe({"world": "turtlebot3", "edge_url": "none", "world_rate_hz": "10"})
-    processes.start("perception_node", _ros_command(node, [sys.executable, "-m", "robot_compress.ros.perception_node"]))
-    processes.start("sim_world", _ros_command(world, [sys.executable, "-m", "robot_compress.ros.sim_world"]))
+    processes.start_spec(node)
+    processes.start_spec(world)
     wait_until(lambda: len(scores.joined()) >= 60, 90, "60 classified frames joined to ground truth",
                detail=lambda: processes.output())
     joined = [(r, t) for r, t in scores.joined() if "class_id" in r]
