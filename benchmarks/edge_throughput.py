@@ -96,7 +96,8 @@ def measure(mode: str, clients: int, batch: int, make_call: Callable[[], Callabl
 
 
 def _or_nan(value: float | None) -> float:
-    return float("nan") if value is None else value
+    """A plain float (a numpy scalar would make the targets' booleans numpy's, which JSON refuses)."""
+    return float("nan") if value is None else float(value)
 
 
 def repository_variant(model: ModelDir, root: Path, dynamic: bool) -> Path:
@@ -158,7 +159,7 @@ def ort_points(model: ModelDir, args, x: np.ndarray) -> list[Point]:
 
 
 def verdict(points: list[Point], args) -> dict[str, object]:
-    """The issue's two targets. Throughput: against ort_concurrent (same clients, same batch size per
+    """The two targets. Throughput: against ort_concurrent (same clients, same batch size per
     request), and for information against ort_batched (what ideal batching could reach). p50: against
     the lower of the two in-process p50s at the fewest clients (the same work when that is 1)."""
     by = {(p.mode, p.clients): p for p in points}
