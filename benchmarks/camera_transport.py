@@ -111,48 +111,24 @@ class Listener:
     transports: a LARGE_DATA participant and a default one do not talk to each other."""
 
     def __init__(self):
-        import rclpy
-        from diagnostic_msgs.msg import DiagnosticArray
-        from rclpy.executors import SingleThreadedExecutor
-        from rclpy.qos import DurabilityPolicy, QoSProfile
-        from std_msgs.msg import String
+        from robot_compress.ros.result_recorder import BackgroundNode, subscribe
 
-        from robot_compress.ros.messages import RESULT_JSON_TOPIC
-
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node("camera_transport_bench", context=self.context)
         self.lock = threading.Lock()
         self.results: list[tuple[float, dict]] = []
         self.diagnostics: dict[str, str] = {}
         self.backend = None
-        self.node.create_subscription(String, f"/perception_node/{RESULT_JSON_TOPIC}", self._on_result, 1000)
-        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
-        latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self.node.create_subscription(String, "/perception_node/backend", self._on_backend, latched)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.running = True
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
+        self._ros = BackgroundNode("camera_transport_bench")
+        subscribe(self._ros.node, self._on)
+        self._ros.start()
 
-    def _spin(self):
-        while self.running:
-            self.executor.spin_once(timeout_sec=0.05)
-
-    def _on_result(self, msg):
-        received = time.time()
+    def _on(self, kind: str, fields: dict) -> None:
         with self.lock:
-            self.results.append((received, json.loads(msg.data)))
-
-    def _on_diagnostics(self, msg):
-        for status in msg.status:
-            if status.name == "perception_node: router":
-                with self.lock:
-                    self.diagnostics = {kv.key: kv.value for kv in status.values}
-
-    def _on_backend(self, msg):
-        self.backend = msg.data
+            if kind == "result":
+                self.results.append((time.time(), fields))
+            elif kind == "diagnostics" and fields["name"] == "perception_node: router":
+                self.diagnostics = fields["values"]
+            elif kind == "backend":
+                self.backend = fields["backend"]
 
     def counters(self) -> dict[str, int]:
         with self.lock:
@@ -164,11 +140,7 @@ class Listener:
             return [(t, r) for t, r in self.results if r["frame_id"].startswith(case + "#")]
 
     def close(self):
-        self.running = False
-        self.thread.join(2)
-        self.executor.shutdown()
-        self.node.destroy_node()
-        self.context.try_shutdown()
+        self._ros.close()
 
 
 def settled_counters(listener: Listener, before: dict[str, int], timeout: float = 10.0) -> dict[str, int]:

@@ -3,13 +3,11 @@ classifying what the simulated robot's camera sees, scored against the simulator
 
 from __future__ import annotations
 
-import json
 import threading
 
 import pytest
 
 from robot_compress.ros.launch_description import describe
-from robot_compress.ros.messages import RESULT_JSON_TOPIC
 from tests.node.conftest import processes, stamp_key, wait_until  # noqa: F401  (fixture)
 
 
@@ -33,46 +31,31 @@ def test_bad_world_arguments_are_named(overrides, message):
 
 
 class Scores:
-    def __init__(self):
-        import rclpy
-        from rclpy.executors import SingleThreadedExecutor
-        from std_msgs.msg import String
+    """sim_world's ground truth and the node's results, joined by image stamp."""
 
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node("world_scores", context=self.context)
+    def __init__(self):
+        from robot_compress.ros.result_recorder import BackgroundNode, subscribe
+
         self.lock = threading.Lock()
         self.truth: dict = {}
         self.results: list[dict] = []
-        self.node.create_subscription(String, "/sim/ground_truth", self._on_truth, 1000)
-        self.node.create_subscription(String, f"/perception_node/{RESULT_JSON_TOPIC}", self._on_result, 1000)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.running = True
-        self.thread = threading.Thread(target=lambda: [self.executor.spin_once(timeout_sec=0.05)
-                                                       for _ in iter(lambda: self.running, False)], daemon=True)
-        self.thread.start()
+        self._ros = BackgroundNode("world_scores")
+        subscribe(self._ros.node, self._on, camera="sim")  # sim_world's truth is on /sim/ground_truth
+        self._ros.start()
 
-    def _on_truth(self, msg):
-        record = json.loads(msg.data)
+    def _on(self, kind: str, fields: dict) -> None:
         with self.lock:
-            self.truth[stamp_key(record["stamp"])] = record
-
-    def _on_result(self, msg):
-        with self.lock:
-            self.results.append(json.loads(msg.data))
+            if kind == "truth":
+                self.truth[stamp_key(fields["stamp"])] = fields
+            elif kind == "result":
+                self.results.append(fields)
 
     def joined(self) -> list[tuple[dict, dict]]:
         with self.lock:
             return [(r, self.truth[stamp_key(r["stamp"])]) for r in self.results if stamp_key(r["stamp"]) in self.truth]
 
     def close(self):
-        import rclpy
-
-        self.running = False
-        self.thread.join()
-        self.node.destroy_node()
-        rclpy.shutdown(context=self.context)
+        self._ros.close()
 
 
 @pytest.fixture
