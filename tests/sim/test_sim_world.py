@@ -10,8 +10,9 @@ import time
 
 import pytest
 
+from robot_compress.runtime.polling import wait_until
 from tests.conftest import rerun_after_a_stall
-from tests.node.conftest import processes, wait_until  # noqa: F401  (fixture)
+from tests.node.conftest import processes  # noqa: F401  (fixture)
 
 WIDTH, HEIGHT, RATE_HZ = 320, 240, 15.0
 

@@ -8,7 +8,8 @@ import threading
 import pytest
 
 from robot_compress.ros.launch_description import describe
-from tests.node.conftest import processes, stamp_key, wait_until  # noqa: F401  (fixture)
+from robot_compress.runtime.polling import wait_until
+from tests.node.conftest import processes, stamp_key  # noqa: F401  (fixture)
 
 
 def test_world_turtlebot3_starts_sim_world_on_the_camera_topic():
