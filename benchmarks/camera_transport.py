@@ -20,10 +20,10 @@ Prints a table and writes JSON (default under runs/).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
-import signal
 import subprocess
 import sys
 import threading
@@ -36,6 +36,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from robot_compress.ros.launch_description import DDS_PROFILE, ProcessSpec  # noqa: E402
+from robot_compress.runtime import processes  # noqa: E402
+from robot_compress.runtime.latency_stats import percentile  # noqa: E402
+from robot_compress.runtime.polling import wait_until  # noqa: E402
 
 TOPIC = "/bench/camera/image_raw"
 SETUPS = {
@@ -76,12 +79,11 @@ def publish(args) -> int:
     rclpy.init()
     node = rclpy.create_node("bench_camera")
     pub = node.create_publisher(type(msg), topic, qos_profile_sensor_data)
-    end = time.monotonic() + 30
-    while pub.get_subscription_count() < 1:
-        if time.monotonic() > end:
-            print(json.dumps({"error": "no subscriber"}))
-            return 2
-        time.sleep(0.05)
+    try:
+        wait_until(pub.get_subscription_count, 30.0, "a subscriber", interval_s=0.05)
+    except TimeoutError:
+        print(json.dumps({"error": "no subscriber"}))
+        return 2
     time.sleep(0.5)  # let the subscriber's side of the match settle
     period, sent = 1.0 / args.rate, 0
     next_at = time.monotonic()
@@ -109,48 +111,24 @@ class Listener:
     transports: a LARGE_DATA participant and a default one do not talk to each other."""
 
     def __init__(self):
-        import rclpy
-        from diagnostic_msgs.msg import DiagnosticArray
-        from rclpy.executors import SingleThreadedExecutor
-        from rclpy.qos import DurabilityPolicy, QoSProfile
-        from std_msgs.msg import String
+        from robot_compress.ros.result_recorder import BackgroundNode, subscribe
 
-        from robot_compress.ros.messages import RESULT_JSON_TOPIC
-
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node("camera_transport_bench", context=self.context)
         self.lock = threading.Lock()
         self.results: list[tuple[float, dict]] = []
         self.diagnostics: dict[str, str] = {}
         self.backend = None
-        self.node.create_subscription(String, f"/perception_node/{RESULT_JSON_TOPIC}", self._on_result, 1000)
-        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
-        latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self.node.create_subscription(String, "/perception_node/backend", self._on_backend, latched)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.running = True
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
+        self._ros = BackgroundNode("camera_transport_bench")
+        subscribe(self._ros.node, self._on)
+        self._ros.start()
 
-    def _spin(self):
-        while self.running:
-            self.executor.spin_once(timeout_sec=0.05)
-
-    def _on_result(self, msg):
-        received = time.time()
+    def _on(self, kind: str, fields: dict) -> None:
         with self.lock:
-            self.results.append((received, json.loads(msg.data)))
-
-    def _on_diagnostics(self, msg):
-        for status in msg.status:
-            if status.name == "perception_node: router":
-                with self.lock:
-                    self.diagnostics = {kv.key: kv.value for kv in status.values}
-
-    def _on_backend(self, msg):
-        self.backend = msg.data
+            if kind == "result":
+                self.results.append((time.time(), fields))
+            elif kind == "diagnostics" and fields["name"] == "perception_node: router":
+                self.diagnostics = fields["values"]
+            elif kind == "backend":
+                self.backend = fields["backend"]
 
     def counters(self) -> dict[str, int]:
         with self.lock:
@@ -162,34 +140,20 @@ class Listener:
             return [(t, r) for t, r in self.results if r["frame_id"].startswith(case + "#")]
 
     def close(self):
-        self.running = False
-        self.thread.join(2)
-        self.executor.shutdown()
-        self.node.destroy_node()
-        self.context.try_shutdown()
-
-
-def stop(child: subprocess.Popen) -> None:
-    if child.poll() is None:
-        child.send_signal(signal.SIGINT)
-        try:
-            child.wait(10)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
+        self._ros.close()
 
 
 def settled_counters(listener: Listener, before: dict[str, int], timeout: float = 10.0) -> dict[str, int]:
     """The node's counters once every frame it got is answered or dropped, minus `before`."""
-    end = time.monotonic() + timeout
-    while True:
+    def settled() -> bool:
         now = listener.counters()
-        done = now["frames_out"] + now["frames_dropped"] >= now["frames_in"]
-        if done or time.monotonic() > end:
-            time.sleep(0.6)  # one more diagnostics period
-            now = listener.counters()
-            return {k: now[k] - before[k] for k in now}
-        time.sleep(0.1)
+        return now["frames_out"] + now["frames_dropped"] >= now["frames_in"]
+
+    with contextlib.suppress(TimeoutError):
+        wait_until(settled, timeout, interval_s=0.1)
+    time.sleep(0.6)  # one more diagnostics period
+    now = listener.counters()
+    return {k: now[k] - before[k] for k in now}
 
 
 def run_setup(setup: str, args, domain: int, log_dir: Path) -> list[dict]:
@@ -203,17 +167,16 @@ def run_setup(setup: str, args, domain: int, log_dir: Path) -> list[dict]:
                        parameters={"local_model": str(args.local_model), "edge_url": "", "diagnostics_period_s": 0.5,
                                    "queue_size": 16},
                        remappings={"image": TOPIC, "image/compressed": f"{TOPIC}/compressed"})
-    with open(log_dir / f"perception_node-{setup}.log", "wb") as out:
-        node = subprocess.Popen(spec.command(), stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO,
-                                start_new_session=True)
+    node = processes.start(spec.command(), log_dir / f"perception_node-{setup}.log", env=env, cwd=REPO)
     listener = Listener()
     rows = []
     try:
-        end = time.monotonic() + 60
-        while listener.backend != "local":
-            if time.monotonic() > end or node.poll() is not None:
-                raise RuntimeError(f"perception_node not ready ({setup}); see {log_dir}")
-            time.sleep(0.05)
+        def ready() -> bool:
+            if node.poll() is not None:
+                raise RuntimeError(f"perception_node exited with {node.returncode} ({setup}); see {log_dir}")
+            return listener.backend == "local"
+
+        wait_until(ready, 60.0, f"perception_node ready ({setup}; see {log_dir})", interval_s=0.05)
         for kind in args.kinds.split(","):
             for width, height in ((640, 480), (1280, 720)):
                 for rate in (15.0, 30.0):
@@ -237,13 +200,12 @@ def run_setup(setup: str, args, domain: int, log_dir: Path) -> list[dict]:
                            "queue_dropped": counters["frames_dropped"],
                            "estimated_missing": counters["frames_missing_in_transport"],
                            "lost_pct": 100.0 * (1 - counters["frames_in"] / max(1, sent["published"])),
-                           "e2e_p50_ms": float(np.percentile(e2e, 50)) if e2e else None,
-                           "e2e_p99_ms": float(np.percentile(e2e, 99)) if e2e else None}
+                           "e2e_p50_ms": percentile(e2e, 50), "e2e_p99_ms": percentile(e2e, 99)}
                     rows.append(row)
                     print(format_row(row), flush=True)
     finally:
         listener.close()
-        stop(node)
+        processes.stop(node)
     return rows
 
 

@@ -40,14 +40,14 @@ import tritonclient.grpc as triton
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from robot_compress.edge.process import EdgeServerProcess  # noqa: E402
 from robot_compress.edge.triton_repository import write_triton_repository  # noqa: E402
+from robot_compress.faults.triton_process import TritonServerProcess, TritonUnavailable  # noqa: E402
 from robot_compress.runtime.backend import BackendError  # noqa: E402
 from robot_compress.runtime.edge_client import EdgeBackend  # noqa: E402
 from robot_compress.runtime.latency_stats import percentile  # noqa: E402
 from robot_compress.runtime.local_backend import LocalBackend  # noqa: E402
 from robot_compress.runtime.model_contract import CONFIG_FILE, MANIFEST_FILE, ModelDir  # noqa: E402
-from tests.edge.edge_process import EdgeServerProcess  # noqa: E402
-from tests.triton.triton_process import TritonServerProcess, TritonUnavailable  # noqa: E402
 
 TRITON_NOTE = ("triton_python: Triton 2.51 serving the model through its Python backend (ONNX Runtime inside a "
                "generated model.py, one process hop per batch), not Triton's ONNX Runtime backend")
@@ -105,7 +105,8 @@ def measure(mode: str, clients: int, batch: int, make_call: Callable[[], Callabl
 
 
 def _or_nan(value: float | None) -> float:
-    return float("nan") if value is None else value
+    """A plain float (a numpy scalar would make the targets' booleans numpy's, which JSON refuses)."""
+    return float("nan") if value is None else float(value)
 
 
 def repository_variant(model: ModelDir, root: Path, dynamic: bool) -> Path:
@@ -168,7 +169,7 @@ def ort_points(model: ModelDir, args, x: np.ndarray) -> list[Point]:
 
 
 def verdict(points: list[Point], args) -> dict[str, object]:
-    """The issue's two targets. Throughput: against ort_concurrent (same clients, same batch size per
+    """The two targets. Throughput: against ort_concurrent (same clients, same batch size per
     request), and for information against ort_batched (what ideal batching could reach). p50: against
     the lower of the two in-process p50s at the fewest clients (the same work when that is 1)."""
     by = {(p.mode, p.clients): p for p in points}

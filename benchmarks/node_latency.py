@@ -27,7 +27,7 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from robot_compress.demo.loopback import free_port  # noqa: E402
+from robot_compress.edge.process import EdgeServerProcess  # noqa: E402
 from robot_compress.ros.launch_description import ProcessSpec, dds_environment  # noqa: E402
 from robot_compress.runtime import processes  # noqa: E402
 from robot_compress.runtime.datasets import load_cifar10_npz  # noqa: E402
@@ -46,23 +46,6 @@ def percentile(values, q):
 def start(command: list[str], log: Path) -> subprocess.Popen:
     env = {**os.environ, **dds_environment(), "PYTHONUNBUFFERED": "1"}
     return processes.start(command, log, env=env, cwd=REPO)
-
-
-def wait_for_edge(url: str, model_dir: Path, timeout: float = 30.0) -> None:
-    from robot_compress.runtime.backend import BackendError
-    from robot_compress.runtime.edge_client import ChannelSettings, EdgeBackend
-    from robot_compress.runtime.model_contract import ModelDir
-
-    def serving() -> bool:
-        try:
-            client.probe(0.5)
-            return True
-        except BackendError:
-            return False
-
-    with EdgeBackend(url, ModelDir.load(model_dir).manifest,
-                     channel=ChannelSettings(max_reconnect_backoff_s=0.1)) as client:
-        wait_until(serving, timeout, f"the edge server at {url}", interval_s=0.1)
 
 
 class Bench:
@@ -125,12 +108,9 @@ def run_mode(mode: str, args, frames: list[bytes], log_dir: Path) -> dict:
     edge_url = ""
     try:
         if mode == "edge":
-            port = free_port()
-            edge_url = f"127.0.0.1:{port}"
-            children.append(start(ProcessSpec("edge_server", "robot-compress", ros_node=False, arguments=(
-                "edge-serve", "--model-repository", str(args.edge_model.parent), "--host", "127.0.0.1",
-                "--port", str(port))).command(), log_dir / "edge_server.log"))
-            wait_for_edge(edge_url, args.edge_model)
+            edge = EdgeServerProcess(args.edge_model.parent, log_dir / "edge_server.log")
+            children.append(edge.start().proc)
+            edge_url = edge.url
         node = start(ProcessSpec("perception_node", "perception_node",
                                  params_file=str(REPO / "config" / "perception.yaml"),
                                  parameters={"local_model": str(args.local_model), "edge_url": edge_url,

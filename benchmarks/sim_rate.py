@@ -51,7 +51,6 @@ def measure(width: int, height: int, occlusion: bool, seconds: float) -> dict:
 
 
 def measure_stack(width: int, height: int, rate_hz: float, seconds: float) -> dict:
-    import signal
     import subprocess
     import sys
     import threading
@@ -61,12 +60,14 @@ def measure_stack(width: int, height: int, rate_hz: float, seconds: float) -> di
     from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import Image
 
-    from robot_compress.demo.loopback import free_port
+    from robot_compress.runtime import processes
+    from robot_compress.runtime.polling import wait_until
+    from robot_compress.runtime.processes import free_port
 
-    up = subprocess.Popen([sys.executable, "-m", "robot_compress.cli", "up", "--world", "turtlebot3", "--world-mode",
-                           "coco", "--edge-server", "true", "--edge-port", str(free_port()), "--world-width", str(width),
-                           "--world-height", str(height), "--world-rate-hz", str(rate_hz)],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+    up = processes.start([sys.executable, "-m", "robot_compress.cli", "up", "--world", "turtlebot3", "--world-mode",
+                          "coco", "--edge-server", "true", "--edge-port", str(free_port()), "--world-width", str(width),
+                          "--world-height", str(height), "--world-rate-hz", str(rate_hz)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     context = rclpy.Context()
     rclpy.init(context=context)
     node = rclpy.create_node("sim_rate_listener", context=context)
@@ -79,11 +80,7 @@ def measure_stack(width: int, height: int, rate_hz: float, seconds: float) -> di
     thread = threading.Thread(target=lambda: [executor.spin_once(timeout_sec=0.05) for _ in iter(lambda: running[0], False)])
     thread.start()
     try:
-        deadline = time.perf_counter() + 90
-        while len(arrivals) < 20 and time.perf_counter() < deadline:
-            time.sleep(0.2)
-        if len(arrivals) < 20:
-            raise RuntimeError("sim_world published no images within 90 s under `robot-compress up`")
+        wait_until(lambda: len(arrivals) >= 20, 90.0, "20 sim_world images under `robot-compress up`", interval_s=0.2)
         children = {c.pid: c for c in psutil.Process(up.pid).children(recursive=True)}
         before = {pid: sum(c.cpu_times()[:2]) for pid, c in children.items()}
         start, count0 = time.perf_counter(), len(arrivals)
@@ -99,11 +96,7 @@ def measure_stack(width: int, height: int, rate_hz: float, seconds: float) -> di
         thread.join()
         node.destroy_node()
         rclpy.shutdown(context=context)
-        up.send_signal(signal.SIGINT)
-        try:
-            up.wait(30)
-        except subprocess.TimeoutExpired:
-            up.kill()
+        processes.stop(up, grace_s=30.0)
     return {"width": width, "height": height, "requested_hz": rate_hz, "fps": round(frames / wall, 1),
             "cpu_cores": cpu}
 

@@ -25,9 +25,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from robot_compress.edge.triton_repository import write_twin  # noqa: E402
+from robot_compress.faults.triton_process import TritonServerProcess  # noqa: E402
 from robot_compress.runtime.edge_client import EdgeBackend  # noqa: E402
 from robot_compress.runtime.model_contract import ModelDir  # noqa: E402
-from tests.triton.triton_process import TritonServerProcess  # noqa: E402
 
 
 def run_variant(model: ModelDir, root: Path, dynamic: bool, args) -> dict:

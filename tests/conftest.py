@@ -7,18 +7,22 @@ import itertools
 import os
 import signal
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from robot_compress.demo.loopback import free_port  # noqa: F401  (tests import it from here)
+from robot_compress.edge.process import EdgeServerProcess
 from robot_compress.faults.stall_watch import SIGNIFICANT_STALL_MS, StallWatch
+from robot_compress.runtime.processes import free_port  # noqa: F401  (tests import it from here)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 MODELS = REPO / "models"
 EDGE_MODEL = MODELS / "cifar10_resnet56"
 SMALL_MODEL = MODELS / "cifar10_resnet20"
+
+MAX_MESSAGE_MB = 1.0  # the shared edge server's message limit
 
 _domain_counter = itertools.count()
 
@@ -81,6 +85,44 @@ def cifar_test_dev(shared_data):
     from robot_compress.runtime.datasets import load_cifar10_npz
 
     return load_cifar10_npz(shared_data / "cifar10" / "test_dev.npz")
+
+
+# --- real edge servers on loopback ---------------------------------------------------------------
+@pytest.fixture(scope="session")
+def edge_repository(tmp_path_factory) -> Path:
+    """The edge model with its shipped batching settings, plus two tiny 3-output models."""
+    from tests.edge_models import link_model, tiny_model
+
+    repository = tmp_path_factory.mktemp("edge_repository")
+    link_model(EDGE_MODEL, repository, max_batch_size=32, max_queue_delay_us=500, max_queue_size=64)
+    tiny_model(repository, max_batch_size=8)
+    tiny_model(repository, "tiny_logits", output="logits", max_batch_size=8)
+    return repository
+
+
+@pytest.fixture(scope="session")
+def edge_server(edge_repository, tmp_path_factory) -> Iterator[EdgeServerProcess]:
+    """One server shared by every test that does not disturb it (no freezing, no killing); a test
+    that does starts its own with `start_edge_server`."""
+    log = tmp_path_factory.mktemp("edge_server") / "server.log"
+    server = EdgeServerProcess(edge_repository, log, "--max-message-mb", str(MAX_MESSAGE_MB)).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def start_edge_server(tmp_path) -> Iterator[Callable[..., EdgeServerProcess]]:
+    """start_edge_server(repository, *args, port=None): a server of the test's own, stopped after it."""
+    started: list[EdgeServerProcess] = []
+
+    def start(repository: Path, *args: str, port: int | None = None) -> EdgeServerProcess:
+        server = EdgeServerProcess(repository, tmp_path / f"edge_server{len(started)}.log", *args, port=port)
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in started:
+        server.stop()
 
 
 # --- tests with real-time bounds on a shared VM --------------------------------------------------

@@ -64,9 +64,10 @@ def link_schedule(duration_s: float, no_fault: bool):
 
 
 def run(args: argparse.Namespace) -> int:
-    from robot_compress.demo.loopback import LoopbackBed, free_port
+    from robot_compress.demo.loopback import LoopbackBed
     from robot_compress.faults.experiment import RunConfig, ScenarioRun
     from robot_compress.faults.scenarios import FLAPPING, Scenario, Step
+    from robot_compress.runtime.processes import free_port
 
     local_model = args.local_model or default_local_model()
     for what, path in (("--source", args.source), ("--local-model", local_model), ("--edge-model", args.edge_model)):

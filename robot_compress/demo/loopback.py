@@ -8,7 +8,6 @@ of iptables or a veth link.
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import threading
 from collections.abc import Sequence
@@ -16,13 +15,6 @@ from collections.abc import Sequence
 from robot_compress.faults.process_group import freeze_group, thaw_group
 from robot_compress.runtime import processes
 from robot_compress.runtime.processes import signal_group
-
-
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class LoopbackBed:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from robot_compress.faults.netns import NetTestbed
-from robot_compress.faults.proxy import ProxyClient
+from robot_compress.faults.proxy_control import ProxyClient
 from robot_compress.faults.scenarios import Scenario, Step
 from robot_compress.faults.stall_watch import StallWatch
 from robot_compress.runtime import processes

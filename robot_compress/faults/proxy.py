@@ -3,7 +3,7 @@
 `tc netem` is missing from this kernel, so faults that need timing (latency, jitter, a bandwidth
 cap) are made here in user space, the role toxiproxy plays elsewhere. The same proxy makes the
 link black-hole, reset or refuse, switchable at run time from this process (`FaultProxy.update`)
-or from another one (`ProxyClient` over a loopback TCP or Unix-socket control channel; a Unix
+or from another one (`proxy_control.ProxyClient` over a loopback TCP or Unix-socket control channel; a Unix
 socket also reaches a proxy running inside another network namespace).
 
 Modes, as the robot sees them:
@@ -28,10 +28,10 @@ import socket
 import struct
 import sys
 import threading
-import time
 from collections import deque
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
+
+from robot_compress.faults.proxy_control import parse_address, start_control_server
 
 READ_CHUNK = 64 * 1024
 HELD_LIMIT = 4 * 1024 * 1024  # per direction: beyond this the proxy stops reading (back-pressure)
@@ -96,13 +96,6 @@ class ProxyStats:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def parse_address(text: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
-    if not host or not port.isdigit():
-        raise ValueError(f"expected HOST:PORT, got {text!r}")
-    return host.strip("[]"), int(port)
 
 
 def _abort_with_rst(writer: asyncio.StreamWriter) -> None:
@@ -266,7 +259,7 @@ class FaultProxy:
         self.flowing.set()
         await self._open_listener()
         if self.control_address:
-            self._control = await _start_control_server(self.control_address, self._handle_control)
+            self._control = await start_control_server(self.control_address, self._handle_control)
 
     async def _open_listener(self) -> None:
         self._server = await asyncio.start_server(self._handle_client, self.listen[0], self.listen[1],
@@ -354,74 +347,6 @@ class FaultProxy:
         elif op != "get":
             raise ValueError(f"unknown op {op!r} (expected get or set)")
         return await self._snapshot()
-
-
-async def _start_control_server(address: str, handler) -> asyncio.Server:
-    """JSON-lines control channel on a Unix socket (`unix:/path`) or loopback TCP (`127.0.0.1:P`)."""
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while line := await reader.readline():
-                try:
-                    reply = {"ok": True, **(await handler(json.loads(line)))}
-                except (ValueError, TypeError) as exc:
-                    reply = {"ok": False, "error": str(exc)}
-                writer.write(json.dumps(reply).encode() + b"\n")
-                await writer.drain()
-        finally:
-            writer.close()
-
-    if address.startswith("unix:"):
-        path = Path(address[5:])
-        path.unlink(missing_ok=True)
-        return await asyncio.start_unix_server(serve, str(path))
-    host, port = parse_address(address)
-    if host not in ("127.0.0.1", "::1", "localhost"):
-        raise ValueError(f"the control channel listens on loopback only, got {host}")
-    return await asyncio.start_server(serve, host, port)
-
-
-class ProxyClient:
-    """Drive a FaultProxy in another process (or another network namespace, over a Unix socket)."""
-
-    def __init__(self, address: str, timeout_s: float = 5.0):
-        self.address = address
-        self.timeout_s = timeout_s
-
-    def _request(self, request: dict) -> dict:
-        if self.address.startswith("unix:"):
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            target: str | tuple[str, int] = self.address[5:]
-        else:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            target = parse_address(self.address)
-        with sock:
-            sock.settimeout(self.timeout_s)
-            sock.connect(target)
-            sock.sendall(json.dumps(request).encode() + b"\n")
-            with sock.makefile("rb") as f:
-                reply = json.loads(f.readline())
-        if not reply.pop("ok"):
-            raise ValueError(f"proxy at {self.address} refused {request}: {reply['error']}")
-        return reply
-
-    def get(self) -> dict:
-        return self._request({"op": "get"})
-
-    def update(self, mode: str | None = None, up: dict | None = None, down: dict | None = None,
-               both: dict | None = None) -> dict:
-        request = {"op": "set", "mode": mode, "up": up, "down": down, "both": both}
-        return self._request({k: v for k, v in request.items() if v is not None})
-
-    def wait_ready(self, timeout_s: float = 10.0) -> dict:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                return self.get()
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,9 +24,7 @@ from typing import Literal
 
 import cv2
 import numpy as np
-import rclpy
 from pydantic import ConfigDict, field_validator
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
@@ -34,6 +32,7 @@ from std_msgs.msg import String
 
 from robot_compress.ros.image_conversion import array_to_image
 from robot_compress.ros.parameters import declare
+from robot_compress.ros.run_node import run_until_done
 from robot_compress.runtime.datasets import load_labelled_images
 from robot_compress.runtime.schema import Schema, setting, validate
 from robot_compress.runtime.transport_loss import with_sequence
@@ -163,24 +162,7 @@ class SimCamera(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = SimCamera()
-        while rclpy.ok() and not node.done:
-            rclpy.spin_once(node, timeout_sec=0.1)
-        time.sleep(0.2)  # let the last messages leave before the publishers go away
-        node.get_logger().info(f"published {node.published} frames")
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"sim_camera: error: {exc}", file=sys.stderr)
-        return 2
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_until_done(SimCamera, "sim_camera", (ValueError, FileNotFoundError), args)
 
 
 if __name__ == "__main__":

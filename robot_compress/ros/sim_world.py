@@ -17,19 +17,19 @@ import math
 import sys
 import time
 from pathlib import Path
+from typing import Literal
 
-import rclpy
 from geometry_msgs.msg import Twist
 from nav_msgs.msg import Odometry
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import String
 
 from robot_compress.ros.image_conversion import array_to_image
-from robot_compress.ros.parameters import undeclared_overrides
+from robot_compress.ros.parameters import declare
+from robot_compress.ros.run_node import run_until_done
+from robot_compress.runtime.schema import Schema, setting, validate
 from robot_compress.sim.assets import AssetError
 from robot_compress.sim.boards import load_cifar_pictures, load_coco_pictures
 from robot_compress.sim.rendering import RenderingUnavailable
@@ -46,71 +46,48 @@ try:
 except ImportError:
     TFMessage = None
 
-MODES = ("coco", "cifar10")
 DEFAULT_CIFAR = DEFAULT_PICTURES.parents[1] / "cifar10" / "test_dev.npz"
 
-PARAMETERS = {
-    # name: (default, description, range)
-    "mode": ("coco", "coco: picture boards with COCO boxes around a patrol; cifar10: one board filling the view, "
-             "its picture's label as ground truth", None),
-    "width": (320, "camera image width in pixels", (16, 4096)),
-    "height": (240, "camera image height in pixels", (16, 4096)),
-    "rate_hz": (15.0, "camera frames per second (simulated time advances 1/rate_hz per frame)", (0.1, 120.0)),
-    "hfov_deg": (62.0, "horizontal field of view (Raspberry Pi Camera v2: about 62 degrees)", (10.0, 170.0)),
-    "assets": ("", "folder with turtlebot3_description/ and turtlebot3_world/ (empty: ../shared/assets/turtlebot3)",
-               None),
-    "pictures": ("", "coco: COCO folder (images/ + instances.json) or image folder (empty: coco val_dev); cifar10: "
-                 "CIFAR-10 .npz or ImageFolder tree (empty: cifar10 test_dev.npz)", None),
-    "hold_frames": (1, "cifar10: frames each picture stays on the board before the next", (1, 100000)),
-    "boards": (6, "number of picture boards around the patrol circle", (1, 32)),
-    "occlusion": (True, "render a segmentation pass to drop or trim hidden ground-truth boxes", None),
-    "min_visible": (0.3, "drop a box when less than this fraction of it shows", (0.0, 1.0)),
-    "cmd_timeout_s": (1.0, "without a cmd_vel for this long, drive the scripted patrol", (0.0, 3600.0)),
-    "patrol": (True, "drive the scripted patrol when no cmd_vel arrives (false: stand still)", None),
-    "count": (0, "frames to publish, then exit (0: run until stopped)", (0, 10**9)),
-    "wait_for_subscribers": (0, "wait until this many subscribers see the image topic before the first frame",
-                             (0, 100)),
-    "settle_s": (0.5, "after the subscribers appear, wait this long (DDS matches both ways before frames arrive)",
-                 (0.0, 60.0)),
-    "snapshot_dir": ("", "write every snapshot_every-th frame, ground truth drawn on it, as <sec>_<nanosec>.png "
-                     "here (empty: none)", None),
-    "snapshot_every": (30, "frames between snapshots", (1, 10**6)),
-    "frame_id": ("camera_rgb_optical_frame", "header.frame_id of images and ground truth", None),
-    "odom_frame": ("odom", "odometry frame", None),
-    "base_frame": ("base_footprint", "robot base frame", None),
-}
 
+class WorldConfig(Schema):
+    """sim_world's parameters (declared as read-only ROS parameters from these fields)."""
 
-def _descriptor(description: str, value_range: tuple | None, floating: bool) -> ParameterDescriptor:
-    """Read-only, with its range, so `ros2 param describe` shows what the node accepts."""
-    descriptor = ParameterDescriptor(description=description, read_only=True)
-    if value_range:
-        low, high = value_range
-        if floating:
-            descriptor.floating_point_range = [FloatingPointRange(from_value=float(low), to_value=float(high))]
-        else:
-            descriptor.integer_range = [IntegerRange(from_value=int(low), to_value=int(high), step=1)]
-    return descriptor
+    mode: Literal["coco", "cifar10"] = setting(
+        "coco", "coco: picture boards with COCO boxes around a patrol; cifar10: one board filling the view, "
+        "its picture's label as ground truth")
+    width: int = setting(320, "camera image width in pixels", 16, 4096)
+    height: int = setting(240, "camera image height in pixels", 16, 4096)
+    rate_hz: float = setting(15.0, "camera frames per second (simulated time advances 1/rate_hz per frame)",
+                             0.1, 120.0)
+    hfov_deg: float = setting(62.0, "horizontal field of view (Raspberry Pi Camera v2: about 62 degrees)",
+                              10.0, 170.0)
+    assets: str = setting("", "folder with turtlebot3_description/ and turtlebot3_world/ "
+                          "(empty: ../shared/assets/turtlebot3)")
+    pictures: str = setting("", "coco: COCO folder (images/ + instances.json) or image folder (empty: coco "
+                            "val_dev); cifar10: CIFAR-10 .npz or ImageFolder tree (empty: cifar10 test_dev.npz)")
+    hold_frames: int = setting(1, "cifar10: frames each picture stays on the board before the next", 1, 100000)
+    boards: int = setting(6, "number of picture boards around the patrol circle", 1, 32)
+    occlusion: bool = setting(True, "render a segmentation pass to drop or trim hidden ground-truth boxes")
+    min_visible: float = setting(0.3, "drop a box when less than this fraction of it shows", 0.0, 1.0)
+    cmd_timeout_s: float = setting(1.0, "without a cmd_vel for this long, drive the scripted patrol", 0.0, 3600.0)
+    patrol: bool = setting(True, "drive the scripted patrol when no cmd_vel arrives (false: stand still)")
+    count: int = setting(0, "frames to publish, then exit (0: run until stopped)", 0, 10**9)
+    wait_for_subscribers: int = setting(0, "wait until this many subscribers see the image topic before the "
+                                        "first frame", 0, 100)
+    settle_s: float = setting(0.5, "after the subscribers appear, wait this long (DDS matches both ways before "
+                              "frames arrive)", 0.0, 60.0)
+    snapshot_dir: str = setting("", "write every snapshot_every-th frame, ground truth drawn on it, as "
+                                "<sec>_<nanosec>.png here (empty: none)")
+    snapshot_every: int = setting(30, "frames between snapshots", 1, 10**6)
+    frame_id: str = setting("camera_rgb_optical_frame", "header.frame_id of images and ground truth")
+    odom_frame: str = setting("odom", "odometry frame")
+    base_frame: str = setting("base_footprint", "robot base frame")
 
 
 class SimWorld(Node):
     def __init__(self, **kwargs):
         super().__init__("sim_world", **kwargs)
-        p = {}
-        for name, (default, desc, rng) in PARAMETERS.items():
-            try:
-                p[name] = self.declare_parameter(name, default, _descriptor(desc, rng, isinstance(default, float))).value
-            except Exception as exc:  # rclpy raises one of several exception types per problem
-                raise ValueError(f"parameter {name!r} rejected ({type(exc).__name__}: {exc}); it takes a "
-                                 f"{type(default).__name__}" + (f" in {rng[0]}..{rng[1]}" if rng else "") +
-                                 f" -- {desc}") from exc
-        if unknown := undeclared_overrides(self):
-            raise ValueError(f"unknown parameter(s) {unknown}; sim_world has: {list(PARAMETERS)}")
-        for name, (_, _, rng) in PARAMETERS.items():
-            if rng and not rng[0] <= p[name] <= rng[1]:
-                raise ValueError(f"parameter {name!r}={p[name]} is outside {rng[0]}..{rng[1]}")
-        if p["mode"] not in MODES:
-            raise ValueError(f"parameter 'mode' must be one of {MODES}, got {p['mode']!r}")
+        p = validate(WorldConfig, declare(self, WorldConfig.model_fields), "parameters").model_dump()
         self.p = p
         spec = SceneSpec(width=p["width"], height=p["height"], hfov_deg=p["hfov_deg"], assets=p["assets"] or None)
         if p["mode"] == "cifar10":
@@ -235,24 +212,7 @@ class SimWorld(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = SimWorld()
-        while rclpy.ok() and not node.done:
-            rclpy.spin_once(node, timeout_sec=0.1)
-        time.sleep(0.2)  # let the last messages leave before the publishers go away
-        node.get_logger().info(f"published {node.published} frames")
-    except (ValueError, AssetError, RenderingUnavailable) as exc:
-        print(f"sim_world: error: {exc}", file=sys.stderr)
-        return 2
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_until_done(SimWorld, "sim_world", (ValueError, AssetError, RenderingUnavailable), args)
 
 
 if __name__ == "__main__":

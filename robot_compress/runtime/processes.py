@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -17,6 +18,13 @@ from pathlib import Path
 from robot_compress.runtime.polling import wait_until
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGKILL)
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now, for a child to serve on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def start(command: Sequence[str], log: Path | None = None, env: Mapping[str, str] | None = None,

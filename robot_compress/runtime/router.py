@@ -7,6 +7,9 @@ wins. Every `classify` call returns exactly one `RouteResult`. An edge answer th
 frame was answered locally is dropped and counted. Every edge call counts once for the circuit
 breaker (success, failure, or an answer after the deadline), also when a hedge answered its frame
 first. No ROS here: the node is a thin shell over this.
+
+The race and the prober stay in one module (about 400 lines): both hand their outcomes to the one
+breaker under one lock and emit its events through the same guarded callback.
 """
 
 from __future__ import annotations

@@ -8,10 +8,10 @@ import shutil
 import cv2
 import numpy as np
 
+from robot_compress.edge.process import EdgeServerProcess
 from robot_compress.runtime.detection import detect
 from robot_compress.runtime.edge_client import EdgeBackend
 from robot_compress.runtime.local_backend import LocalBackend
-from tests.edge.edge_process import EdgeServerProcess
 
 
 def test_edge_and_local_backends_give_the_same_detections(detector_dir, shared_data, tmp_path):

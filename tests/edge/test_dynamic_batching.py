@@ -8,7 +8,7 @@ import threading
 import numpy as np
 import tritonclient.grpc as triton
 
-from tests.edge.edge_process import tiny_model
+from tests.edge_models import tiny_model
 
 CLIENTS = 8
 

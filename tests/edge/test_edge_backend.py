@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import threading
 import time
 
@@ -11,6 +10,7 @@ import numpy as np
 import pytest
 from tritonclient.grpc import service_pb2
 
+from robot_compress.faults.process_group import freeze_group, thaw_group
 from robot_compress.runtime.backend import BackendError, FailureKind
 from robot_compress.runtime.edge_client import ChannelSettings, EdgeBackend, failure_from_rpc
 from robot_compress.runtime.errors import ImageError
@@ -148,7 +148,7 @@ def test_frozen_server_times_out_within_the_deadline(edge_repository, start_edge
     server = start_edge_server(edge_repository)
     with EdgeBackend(server.url, edge_manifest) as backend:
         backend.infer(frames[:1], timeout_s=10)  # connected
-        server.signal(signal.SIGSTOP)
+        freeze_group(server.proc)
         started = time.monotonic()
         error = failure(lambda: backend.infer(frames[:1], timeout_s=DEADLINE_S))
         elapsed = time.monotonic() - started
@@ -158,7 +158,7 @@ def test_frozen_server_times_out_within_the_deadline(edge_repository, start_edge
         error = failure(lambda: backend.probe(DEADLINE_S))
         assert error.kind in (FailureKind.TIMEOUT, FailureKind.UNREACHABLE)
         assert time.monotonic() - started < DEADLINE_S + SLACK_S
-        server.signal(signal.SIGCONT)
+        thaw_group(server.proc)
         assert backend.infer(frames[:1], timeout_s=10).shape == (1, 10)
 
 
@@ -178,9 +178,9 @@ def test_keepalive_notices_a_frozen_server_between_calls(edge_repository, start_
     with EdgeBackend(server.url, edge_manifest, channel=settings) as backend:
         backend.probe(5)
         backend._channel.subscribe(watch)  # the channel's own view of the connection
-        server.signal(signal.SIGSTOP)
+        freeze_group(server.proc)
         assert dropped.wait(10), f"connection still considered alive; states seen: {states}"
-        server.signal(signal.SIGCONT)
+        thaw_group(server.proc)
 
 
 def test_restarted_server_is_used_again_without_a_new_backend(edge_repository, start_edge_server,

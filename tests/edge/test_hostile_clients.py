@@ -13,9 +13,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
+from robot_compress.edge.process import EdgeServerProcess
 from robot_compress.runtime.polling import wait_until
 from tests.edge.conftest import EDGE_NAME
-from tests.edge.edge_process import EdgeServerProcess
 
 TOKEN = "good-robot-token"
 INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
@@ -91,9 +91,8 @@ def test_header_only_calls_do_not_lock_out_a_good_client(server, count):
             assert attack.calls[0].exception().code() == grpc.StatusCode.UNAUTHENTICATED
         else:  # held open, until the receive timeout ends them
             assert not any(call.done() for call in attack.calls[:STREAMS_PER_CONNECTION])
-            deadline = time.monotonic() + RECEIVE_TIMEOUT_S + 5
-            while not attack.calls[0].done() and time.monotonic() < deadline:
-                time.sleep(0.1)
+            wait_until(attack.calls[0].done, RECEIVE_TIMEOUT_S + 5, "the receive timeout to end a held call",
+                       interval_s=0.1)
             assert attack.calls[0].exception().code() == grpc.StatusCode.DEADLINE_EXCEEDED
             assert "no request message within" in attack.calls[0].exception().details()
     finally:
@@ -202,13 +201,13 @@ def test_open_calls_are_bounded_over_all_connections(edge_repository, start_edge
                 stub.ModelInfer(infer_request(), timeout=2.0)
             assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             attack.close()
-            deadline = time.monotonic() + 5
-            while True:
+
+            def served() -> bool:
                 try:
-                    assert stub.ModelInfer(infer_request(), timeout=2.0).model_name == EDGE_NAME
-                    break
+                    return stub.ModelInfer(infer_request(), timeout=2.0).model_name == EDGE_NAME
                 except grpc.RpcError:
-                    assert time.monotonic() < deadline, "calls were not served again after the held ones ended"
-                    time.sleep(0.1)
+                    return False
+
+            wait_until(served, 5.0, "calls to be served again after the held ones ended", interval_s=0.1)
     finally:
         attack.close()

@@ -20,7 +20,7 @@ from robot_compress.runtime.polling import wait_until
 from tests.conftest import EDGE_MODEL
 from tests.edge.certs import make_pki
 from tests.edge.conftest import EDGE_NAME
-from tests.edge.edge_process import link_model
+from tests.edge_models import link_model
 
 FULL_BATCH = np.zeros((32, 3, 32, 32), dtype=np.float32)
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from tests.edge.conftest import EDGE_NAME, MAX_MESSAGE_MB
+from tests.conftest import MAX_MESSAGE_MB
+from tests.edge.conftest import EDGE_NAME
 
 INVALID, NOT_FOUND = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND
 Tensor = service_pb2.ModelInferRequest.InferInputTensor

@@ -13,11 +13,12 @@ import psutil
 import pytest
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
+from robot_compress.edge.process import EdgeServerProcess
 from robot_compress.runtime.backend import BackendError, FailureKind
 from robot_compress.runtime.edge_client import EdgeBackend
 from tests.conftest import EDGE_MODEL
 from tests.edge.conftest import EDGE_NAME
-from tests.edge.edge_process import EdgeServerProcess, link_model
+from tests.edge_models import link_model
 
 CLIENTS = 64
 REQUESTS_PER_CLIENT = 15

@@ -18,7 +18,7 @@ BATCH = np.zeros((1, 3, 32, 32), dtype=np.float32)
 
 @pytest.fixture(scope="module")
 def token_server(edge_repository, tmp_path_factory):
-    from tests.edge.edge_process import EdgeServerProcess
+    from robot_compress.edge.process import EdgeServerProcess
 
     directory = tmp_path_factory.mktemp("token")
     (directory / "token").write_text(TOKEN + "\n")
@@ -34,7 +34,7 @@ def pki(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def mtls_server(edge_repository, pki, tmp_path_factory):
-    from tests.edge.edge_process import EdgeServerProcess
+    from robot_compress.edge.process import EdgeServerProcess
 
     server = EdgeServerProcess(edge_repository, tmp_path_factory.mktemp("mtls") / "server.log",
                                "--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key),

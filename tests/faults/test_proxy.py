@@ -13,7 +13,8 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
-from robot_compress.faults.proxy import FaultProxy, LinkState, Mode, ProxyClient, Shaping
+from robot_compress.faults.proxy import FaultProxy, LinkState, Mode, Shaping
+from robot_compress.faults.proxy_control import ProxyClient
 
 SLACK_S = 0.08  # scheduling noise allowed on top of a configured delay
 

@@ -1,5 +1,5 @@
-"""Fixtures for tests with real processes: the edge server, perception_node, sim_camera, and an
-rclpy listener in the test process. Every process is stopped at teardown, also when a test fails,
+"""Fixtures for tests with real processes: perception_node, sim_camera (the edge server comes
+from tests/conftest.py), and an rclpy listener in the test process. Every process is stopped at teardown, also when a test fails,
 and its output is shown in the failure message."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 from robot_compress.ros.launch_description import ProcessSpec, dds_environment
 from robot_compress.runtime import processes as supervisor
 from robot_compress.runtime.polling import wait_until
-from tests.conftest import EDGE_MODEL, MODELS, REPO, SMALL_MODEL, free_port
+from tests.conftest import EDGE_MODEL, REPO, SMALL_MODEL
 
 CONFIG = REPO / "config" / "perception.yaml"
 TOPIC = "/camera/image_raw"
@@ -91,49 +91,6 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     setattr(item, f"rep_{report.when}", report)
-
-
-class EdgeServer:
-    """A real edge server process on a loopback port; can be killed and started again on that port."""
-
-    def __init__(self, processes: Processes):
-        self.processes, self.port, self.child = processes, free_port(), None
-        self.url = f"127.0.0.1:{self.port}"
-
-    def start(self) -> float:
-        """Start and wait until it serves the edge model; returns the monotonic time it was ready."""
-        from robot_compress.runtime.backend import BackendError
-        from robot_compress.runtime.edge_client import ChannelSettings, EdgeBackend
-        from robot_compress.runtime.model_contract import ModelDir
-
-        self.child = self.processes.start("edge_server", ProcessSpec(
-            "edge_server", "robot-compress", ros_node=False, arguments=(
-                "edge-serve", "--model-repository", str(MODELS), "--host", "127.0.0.1",
-                "--port", str(self.port))).command())
-        # A short reconnect backoff, so this sees the server within 50 ms of it listening.
-        fast = ChannelSettings(max_reconnect_backoff_s=0.05)
-        def serving() -> bool:
-            assert self.child.poll() is None, self.processes.output(self.child)
-            try:
-                client.probe(0.2)
-                return True
-            except BackendError:
-                return False
-
-        with EdgeBackend(self.url, ModelDir.load(EDGE_MODEL).manifest, channel=fast) as client:
-            wait_until(serving, 30.0, "the edge server to serve", interval_s=0.05,
-                       detail=lambda: self.processes.output(self.child))
-        return time.monotonic()
-
-    def kill(self) -> None:
-        self.processes.stop(self.child, signal.SIGKILL)
-
-
-@pytest.fixture
-def edge_server(processes):
-    server = EdgeServer(processes)
-    server.start()
-    return server
 
 
 def node_spec(edge_url: str = "", **parameters) -> ProcessSpec:

@@ -12,6 +12,7 @@ import psutil
 import pytest
 
 from robot_compress.ros.launch_description import ARGUMENTS, DEFAULTS, describe, find_executable
+from robot_compress.runtime import processes as supervisor
 from robot_compress.runtime.polling import wait_until
 from tests.conftest import REPO, free_port
 
@@ -137,10 +138,9 @@ def test_up_runs_the_stack_and_stops_it_cleanly_on_ctrl_c(listener, shared_data,
                "--camera", "true", "--camera-source", str(shared_data / "cifar10" / "test_dev.npz"),
                "--camera-rate-hz", "10", "--camera-count", "1000"]
     log = tmp_path / "up.log"
-    with open(log, "wb") as out:
-        # Its own session, so the SIGINT below reaches only `up`, as a terminal's Ctrl-C would reach it.
-        up = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=os.environ, start_new_session=True,
-                              cwd=REPO)
+    # Its own session (as the supervisor starts every child), so the SIGINT below reaches only `up`,
+    # as a terminal's Ctrl-C would reach it.
+    up = supervisor.start(command, log, env=os.environ, cwd=REPO)
     children: list[psutil.Process] = []
     try:
         wait_until(lambda: len(listener.snapshot("results")) >= 5, 30, "results from the stack",
@@ -154,8 +154,7 @@ def test_up_runs_the_stack_and_stops_it_cleanly_on_ctrl_c(listener, shared_data,
     finally:
         if up.poll() is None:
             children = children or psutil.Process(up.pid).children()
-            up.kill()
-            up.wait()
+            supervisor.stop(up, signals=(signal.SIGKILL,))
         for child in children:  # each in its own session: killing `up` does not reach them
             with contextlib.suppress(psutil.NoSuchProcess):
                 child.kill()

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.node.conftest import camera_spec, node_spec, wait_until
+from robot_compress.runtime.polling import wait_until
+from tests.node.conftest import camera_spec, node_spec
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -10,8 +10,9 @@ import time
 
 import pytest
 
+from robot_compress.runtime.polling import wait_until
 from tests.conftest import rerun_after_a_stall
-from tests.node.conftest import processes, wait_until  # noqa: F401  (fixture)
+from tests.node.conftest import processes  # noqa: F401  (fixture)
 
 WIDTH, HEIGHT, RATE_HZ = 320, 240, 15.0
 
@@ -20,18 +21,17 @@ class WorldListener:
     """Records images, camera_info, ground truth and odometry; publishes cmd_vel."""
 
     def __init__(self):
-        import rclpy
         from geometry_msgs.msg import Twist
         from nav_msgs.msg import Odometry
-        from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import qos_profile_sensor_data
         from sensor_msgs.msg import CameraInfo, Image
         from std_msgs.msg import String
 
+        from robot_compress.ros.result_recorder import BackgroundNode
+
         self.Twist = Twist
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node("sim_world_listener", context=self.context)
+        self._ros = BackgroundNode("sim_world_listener")
+        self.node = self._ros.node
         self.lock = threading.Lock()
         self.images: list[tuple[float, int, int, str]] = []  # (arrival, width, height, encoding)
         self.infos: list = []
@@ -42,15 +42,7 @@ class WorldListener:
         self.node.create_subscription(String, "/sim/ground_truth", self._on_truth, 100)
         self.node.create_subscription(Odometry, "/odom", self._on_odom, 50)
         self.cmd_pub = self.node.create_publisher(Twist, "/cmd_vel", 10)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self._running = True
-        self._thread = threading.Thread(target=self._spin, daemon=True)
-        self._thread.start()
-
-    def _spin(self):
-        while self._running:
-            self.executor.spin_once(timeout_sec=0.05)
+        self._ros.start()
 
     def _on_image(self, msg):
         with self.lock:
@@ -80,12 +72,7 @@ class WorldListener:
         self.cmd_pub.publish(msg)
 
     def close(self):
-        import rclpy
-
-        self._running = False
-        self._thread.join()
-        self.node.destroy_node()
-        rclpy.shutdown(context=self.context)
+        self._ros.close()
 
 
 @pytest.fixture
@@ -177,7 +164,7 @@ def test_sim_world_cifar10_mode_labels_each_frame(processes, listener, shared_da
 @pytest.mark.parametrize("parameter, message", [
     ("rate_hz:=15", "parameter 'rate_hz' rejected"),
     ("width:=5", "parameter 'width' rejected"),
-    ("mode:=kitti", "parameter 'mode' must be one of"),
+    ("mode:=kitti", "field 'mode' must be one of ['coco', 'cifar10'], got 'kitti'"),
     ("widht:=320", "unknown parameter(s) ['widht']"),
 ])
 def test_sim_world_names_a_bad_parameter(parameter, message, ros_domain_id):

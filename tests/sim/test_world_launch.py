@@ -3,15 +3,13 @@ classifying what the simulated robot's camera sees, scored against the simulator
 
 from __future__ import annotations
 
-import json
-import sys
 import threading
 
 import pytest
 
 from robot_compress.ros.launch_description import describe
-from robot_compress.ros.messages import RESULT_JSON_TOPIC
-from tests.node.conftest import processes, stamp_key, wait_until  # noqa: F401  (fixture)
+from robot_compress.runtime.polling import wait_until
+from tests.node.conftest import processes, stamp_key  # noqa: F401  (fixture)
 
 
 def test_world_turtlebot3_starts_sim_world_on_the_camera_topic():
@@ -33,58 +31,32 @@ def test_bad_world_arguments_are_named(overrides, message):
         describe(overrides)
 
 
-def _ros_command(spec, executable: list[str]) -> list[str]:
-    command = [*executable, "--ros-args", "-r", f"__node:={spec.name}"]
-    if spec.params_file:
-        command += ["--params-file", spec.params_file]
-    for key, value in spec.parameters.items():
-        command += ["-p", f"{key}:={json.dumps(value)}"]
-    for source, target in spec.remappings.items():
-        command += ["-r", f"{source}:={target}"]
-    return command
-
-
 class Scores:
-    def __init__(self):
-        import rclpy
-        from rclpy.executors import SingleThreadedExecutor
-        from std_msgs.msg import String
+    """sim_world's ground truth and the node's results, joined by image stamp."""
 
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node("world_scores", context=self.context)
+    def __init__(self):
+        from robot_compress.ros.result_recorder import BackgroundNode, subscribe
+
         self.lock = threading.Lock()
         self.truth: dict = {}
         self.results: list[dict] = []
-        self.node.create_subscription(String, "/sim/ground_truth", self._on_truth, 1000)
-        self.node.create_subscription(String, f"/perception_node/{RESULT_JSON_TOPIC}", self._on_result, 1000)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.running = True
-        self.thread = threading.Thread(target=lambda: [self.executor.spin_once(timeout_sec=0.05)
-                                                       for _ in iter(lambda: self.running, False)], daemon=True)
-        self.thread.start()
+        self._ros = BackgroundNode("world_scores")
+        subscribe(self._ros.node, self._on, camera="sim")  # sim_world's truth is on /sim/ground_truth
+        self._ros.start()
 
-    def _on_truth(self, msg):
-        record = json.loads(msg.data)
+    def _on(self, kind: str, fields: dict) -> None:
         with self.lock:
-            self.truth[stamp_key(record["stamp"])] = record
-
-    def _on_result(self, msg):
-        with self.lock:
-            self.results.append(json.loads(msg.data))
+            if kind == "truth":
+                self.truth[stamp_key(fields["stamp"])] = fields
+            elif kind == "result":
+                self.results.append(fields)
 
     def joined(self) -> list[tuple[dict, dict]]:
         with self.lock:
             return [(r, self.truth[stamp_key(r["stamp"])]) for r in self.results if stamp_key(r["stamp"]) in self.truth]
 
     def close(self):
-        import rclpy
-
-        self.running = False
-        self.thread.join()
-        self.node.destroy_node()
-        rclpy.shutdown(context=self.context)
+        self._ros.close()
 
 
 @pytest.fixture
@@ -96,8 +68,8 @@ def scores(ros_domain_id):
 
 def test_perception_node_classifies_the_simulated_camera(processes, scores):  # noqa: F811
     node, world = describe({"world": "turtlebot3", "edge_url": "none", "world_rate_hz": "10"})
-    processes.start("perception_node", _ros_command(node, [sys.executable, "-m", "robot_compress.ros.perception_node"]))
-    processes.start("sim_world", _ros_command(world, [sys.executable, "-m", "robot_compress.ros.sim_world"]))
+    processes.start_spec(node)
+    processes.start_spec(world)
     wait_until(lambda: len(scores.joined()) >= 60, 90, "60 classified frames joined to ground truth",
                detail=lambda: processes.output())
     joined = [(r, t) for r, t in scores.joined() if "class_id" in r]

@@ -8,8 +8,8 @@ import pytest
 
 from robot_compress.edge import triton_server
 from robot_compress.edge.triton_repository import write_triton_repository
+from robot_compress.faults.triton_process import TritonServerProcess, TritonUnavailable
 from tests.conftest import MODELS
-from tests.triton.triton_process import TritonServerProcess, TritonUnavailable
 
 
 def test_a_twin_whose_onnx_file_changed_is_refused_with_the_reason(tmp_path):

@@ -1,7 +1,7 @@
 """A real NVIDIA Triton (the `tritonserver` bundled in the nvidia-pytriton wheel) in a subprocess
 on loopback, serving the Python-backend twin of a model repository.
 
-Same interface as tests/edge/edge_process.EdgeServerProcess (url, port, proc, start, stop, kill,
+Same interface as robot_compress.edge.process.EdgeServerProcess (url, port, proc, start, stop, kill,
 signal, log_text), so a test can run against either server. Where Triton cannot start, `start`
 raises TritonUnavailable with the reason (fixtures turn it into a failure, never a skip).
 """
