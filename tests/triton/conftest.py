@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from robot_compress.edge.process import EdgeServerProcess
 from robot_compress.edge.triton_repository import write_triton_repository
 from robot_compress.faults.triton_process import TritonServerProcess, TritonUnavailable
 from robot_compress.runtime.model_contract import MANIFEST_FILE, Manifest, ModelDir, write_model_dir
 from tests.conftest import EDGE_MODEL
-from tests.edge.edge_process import EdgeServerProcess, link_model, tiny_model
+from tests.edge_models import link_model, tiny_model
 
 SERVERS = ("edge_server", "triton")
 SMALL_QUEUE = "resnet56_small_queue"  # ResNet-56 under another name, with a queue of 2: easy to overload

@@ -20,7 +20,7 @@ from robot_compress.runtime.local_backend import LocalBackend
 from robot_compress.runtime.model_contract import Manifest
 from robot_compress.runtime.preprocess import preprocess_batch
 from tests.conftest import EDGE_MODEL, rerun_after_a_stall
-from tests.edge.edge_process import link_model
+from tests.edge_models import link_model
 from tests.triton.conftest import SERVERS, SMALL_QUEUE
 
 ONE = np.zeros((1, 3, 32, 32), dtype=np.float32)
