@@ -3,7 +3,9 @@ settings, and tiny models whose answers do not match its contract."""
 
 from __future__ import annotations
 
+import collections
 import json
+import threading
 from pathlib import Path
 
 from robot_compress.runtime.model_contract import (
@@ -46,3 +48,29 @@ def tiny_model(repository: Path, name: str = "tiny", output: str = "scores", **c
     root = write_model_dir(repository / name, manifest, onnx_path, **config_options).root
     onnx_path.unlink()
     return root
+
+
+def outcomes_of_many_clients(backend, batch, clients: int = 24, calls: int = 10) -> collections.Counter:
+    """`clients` threads each calling `backend.infer(batch)` `calls` times: how many calls got an
+    answer ("ok") and how many failed, by failure kind."""
+    from robot_compress.runtime.backend import BackendError
+
+    kinds: collections.Counter = collections.Counter()
+    lock = threading.Lock()
+
+    def client() -> None:
+        for _ in range(calls):
+            try:
+                backend.infer(batch, timeout_s=30)
+                kind = "ok"
+            except BackendError as exc:
+                kind = exc.kind
+            with lock:
+                kinds[kind] += 1
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return kinds

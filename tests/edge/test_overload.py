@@ -14,11 +14,11 @@ import pytest
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from robot_compress.edge.process import EdgeServerProcess
-from robot_compress.runtime.backend import BackendError, FailureKind
+from robot_compress.runtime.backend import FailureKind
 from robot_compress.runtime.edge_client import EdgeBackend
 from tests.conftest import EDGE_MODEL
 from tests.edge.conftest import EDGE_NAME
-from tests.edge_models import link_model
+from tests.edge_models import link_model, outcomes_of_many_clients
 
 CLIENTS = 64
 REQUESTS_PER_CLIENT = 15
@@ -105,25 +105,8 @@ def test_64_clients_get_answers_or_resource_exhausted_and_memory_stays_bounded(s
 
 
 def test_edge_backend_reports_overload_as_overloaded(small_queue_server, edge_manifest):
-    kinds: collections.Counter = collections.Counter()
-    lock = threading.Lock()
     backend = EdgeBackend(small_queue_server.url, edge_manifest)
-
-    def client() -> None:
-        for _ in range(10):
-            try:
-                backend.infer(BATCH, timeout_s=30)
-                kind = "ok"
-            except BackendError as exc:
-                kind = exc.kind
-            with lock:
-                kinds[kind] += 1
-
-    threads = [threading.Thread(target=client) for _ in range(24)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    kinds = outcomes_of_many_clients(backend, BATCH)
     backend.close()
     assert set(kinds) <= {"ok", FailureKind.OVERLOADED}, kinds
     assert kinds[FailureKind.OVERLOADED] > 0 and kinds["ok"] > 0, kinds

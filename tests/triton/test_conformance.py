@@ -20,7 +20,7 @@ from robot_compress.runtime.local_backend import LocalBackend
 from robot_compress.runtime.model_contract import Manifest
 from robot_compress.runtime.preprocess import preprocess_batch
 from tests.conftest import EDGE_MODEL, rerun_after_a_stall
-from tests.edge_models import link_model
+from tests.edge_models import link_model, outcomes_of_many_clients
 from tests.triton.conftest import SERVERS, SMALL_QUEUE
 
 ONE = np.zeros((1, 3, 32, 32), dtype=np.float32)
@@ -110,26 +110,9 @@ def test_deadline_expiry(server, edge_manifest):
 def test_overload_is_overloaded(server, edge_manifest):
     """24 robots at once on a model whose queue holds 2: answers, or OVERLOADED, nothing else
     (the edge server says RESOURCE_EXHAUSTED, Triton UNAVAILABLE "Exceeds maximum queue size")."""
-    kinds: collections.Counter = collections.Counter()
-    lock = threading.Lock()
     backend = EdgeBackend(server.url, edge_manifest, model_name=SMALL_QUEUE)
     backend.infer(ONE, timeout_s=10)
-
-    def client() -> None:
-        for _ in range(10):
-            try:
-                backend.infer(ONE, timeout_s=30)
-                kind = "ok"
-            except BackendError as exc:
-                kind = exc.kind
-            with lock:
-                kinds[kind] += 1
-
-    threads = [threading.Thread(target=client) for _ in range(24)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    kinds = outcomes_of_many_clients(backend, ONE)
     backend.close()
     assert set(kinds) <= {"ok", FailureKind.OVERLOADED}, kinds
     assert kinds[FailureKind.OVERLOADED] > 0 and kinds["ok"] > 0, kinds
