@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
             if args.auto:
                 trials, rejected = _time_candidates(model.onnx_path, Path(tmp), inputs, args.max_abs_diff,
                                                     args.latency_runs)
-                choice = _choose(trials)
+                choice = choose_layout(trials)
                 if choice is None:
                     why = ("no widening was faster on this machine" if len(trials) > 1 else
                            "no widening answers as the file does on this CPU" if rejected else
@@ -167,7 +167,7 @@ def _time_candidates(source: Path, tmp: Path, inputs, bound: float, runs: int) -
     return trials, rejected
 
 
-def _choose(trials: list[dict]) -> tuple[int, int | None] | None:
+def choose_layout(trials: list[dict]) -> tuple[int, int | None] | None:
     """(multiple, max_width) of the fastest trial, or of a smaller file within 3% of it; None when
     that is the file as it is, or no trial is AUTO_MIN_GAIN faster than it."""
     fastest = min(t["p50_ms"] for t in trials)

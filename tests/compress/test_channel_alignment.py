@@ -236,11 +236,11 @@ def test_align_command_names_bad_input(tmp_path):
 
 def test_auto_choice_rule():
     """A smaller file within 3% of the fastest wins; nothing under a 5% gain over the file as it is."""
-    from robot_compress.compress.align_command import _choose
+    from robot_compress.compress.align_command import choose_layout
 
     as_is = {"multiple": None, "max_width": None, "bytes": 100, "p50_ms": 1.0}
     small = {"multiple": 8, "max_width": 20, "bytes": 120, "p50_ms": 0.90}
     big = {"multiple": 8, "max_width": None, "bytes": 140, "p50_ms": 0.89}
-    assert _choose([as_is, small, big]) == (8, 20)
-    assert _choose([as_is, {**small, "p50_ms": 0.97}]) is None
-    assert _choose([{**as_is, "p50_ms": 0.8}, small, big]) is None
+    assert choose_layout([as_is, small, big]) == (8, 20)
+    assert choose_layout([as_is, {**small, "p50_ms": 0.97}]) is None
+    assert choose_layout([{**as_is, "p50_ms": 0.8}, small, big]) is None
