@@ -23,21 +23,27 @@ def start_participant() -> subprocess.Popen:
     return child
 
 
-def mapped_segments(pid: int) -> set[Path]:
-    """The Fast DDS segments a process has mapped (other processes on this machine have their own)."""
-    with open(f"/proc/{pid}/maps") as maps:
-        mapped = {line.split()[-1] for line in maps if "/dev/shm/" in line}
-    return {path for path in segments() if str(path) in mapped}
+def own_segments(pid: int) -> set[Path]:
+    """The Fast DDS segments process `pid` owns: those whose lock file it holds open. (It also maps
+    the segments of every participant it talks to, which are not its own.)"""
+    fd_dir = Path(f"/proc/{pid}/fd")
+    opened = set()
+    for fd in fd_dir.iterdir():
+        try:
+            opened.add(str(fd.readlink()))
+        except OSError:
+            continue
+    return {path for path in segments() if f"{path}_el" in opened}
 
 
 @pytest.mark.timeout(60)
 def test_segment_of_a_killed_process_is_removed_and_live_ones_kept(ros_domain_id):
     live = start_participant()
     try:
-        mine = mapped_segments(live.pid)
+        mine = own_segments(live.pid)
         assert mine, "the participant mapped no Fast DDS segment (shared-memory transport off?)"
         killed = start_participant()
-        theirs = mapped_segments(killed.pid)
+        theirs = own_segments(killed.pid)
         assert theirs
         killed.send_signal(signal.SIGKILL)
         killed.wait(10)
