@@ -6,8 +6,8 @@ Pruning leaves widths like 10, 20 and 41. ONNX Runtime's x86 convolution kernels
 does more multiply-adds. The added filters are all zero and the next layer gives their (constant)
 outputs zero weight, so the graph's answers stay what they were; the price is the zeros' bytes in
 the file. "The graph's answers": ONNX Runtime's fused INT8 kernels are not bit-exact across
-widths on every CPU (on AVX-512 VNNI/AMX an odd-width convolution can answer differently at the
-padded right border), so the check compares the unfused graphs and reports the fused difference
+widths on every CPU (with its AMX kernels on an Intel Xeon an odd-width convolution answered
+differently at the padded right border), so the check compares the unfused graphs and reports the fused difference
 of the CPU it runs on beside it.
 
 Works on float and on QDQ (INT8) graphs. A group of tensors that must share a width (a residual
