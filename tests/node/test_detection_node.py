@@ -133,3 +133,20 @@ def test_edge_model_of_another_task_stops_the_node_naming_both(processes, edge_s
     assert ("local model 'robot_yolox_nano_320'" in log and "is a detection model but edge model "
             f"'{EDGE_MODEL.name}'" in log and "is a classification model" in log), log
     assert "Traceback" not in log
+
+
+def test_detector_node_uses_the_640_edge_model_and_answers_in_image_pixels(processes, listener, edge_server, photo):
+    """Robot 320 model, edge 640 model behind a real edge server: the frame goes to the edge,
+    letterboxed at 640, and the published boxes are the 640 model's, in the photo's pixels."""
+    image, _ = photo
+    processes.start_spec(node_spec(edge_server.url, local_model=str(ROBOT_DETECTOR),
+                                   edge_model="coco_yolox_nano_640", deadline_ms=10000.0,
+                                   probe_timeout_ms=2000.0, recovery_probes=1))
+    listener.wait_for_backend("edge", 30)
+    result = publish_photo(listener, image, 9)
+    assert result["backend"] == "edge", result
+    expected = LocalBackend(MODELS / "coco_yolox_nano_640").detect([image])[0]
+    assert len(result["detections"]) == len(expected) >= 3
+    assert [d["label"] for d in result["detections"]] == [d.label for d in expected]
+    np.testing.assert_allclose([d["box"] for d in result["detections"]],
+                               [[d.x1, d.y1, d.x2, d.y2] for d in expected], atol=0.02)
