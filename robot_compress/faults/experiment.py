@@ -60,6 +60,7 @@ class RunConfig:
     external_edge: str | None = None  # host:port of an edge run elsewhere: start none of our own
     proxy_port: int = 8002
     startup_timeout_s: float = 60.0
+    camera_loop: bool = False  # sim_camera starts its source again at the end (a short COCO folder)
     drain_s: float = 3.0  # after the camera's last frame, how long results may still come
     # CPUs (taskset list) for the edge side's processes: the edge is another machine, so a busy
     # edge (the overload scenario's flood) must not take the robot's CPU. None: not pinned.
@@ -268,7 +269,8 @@ class ScenarioRun:
             camera = self._spawn("robot", "sim_camera", [
                 str(BIN / "sim_camera"), "--ros-args", *_ros_param("source", str(cfg.source)),
                 *_ros_param("rate_hz", float(cfg.rate_hz)), *_ros_param("count", frames), *_ros_param("width", width),
-                *_ros_param("height", height), *_ros_param("wait_for_subscribers", 2)])
+                *_ros_param("height", height), *_ros_param("wait_for_subscribers", 2),
+                *_ros_param("loop", cfg.camera_loop)])
         first = self.tail.wait_for(lambda r: r["kind"] == "image", cfg.startup_timeout_s, "first camera frame")
         t0 = first["stamp"]["sec"] + first["stamp"]["nanosec"] * 1e-9
         for step in scenario.steps:
