@@ -169,11 +169,21 @@ class ScenarioRun:
         self.stop_edge()
         self._starts += 1
         name = f"edge{self._starts}"
-        repository = repository or self.config.edge_model.parent
+        repository = repository or self._edge_repository()
         self.edge = self._spawn("edge", name, [
             str(BIN / "edge_server"), "--model-repository", str(repository), "--port", str(self.config.edge_port),
             "--log-level", "INFO", *self.scenario.edge_args])
         _wait_for_text(self.dir / f"{name}.log", "event=serving", self.config.startup_timeout_s, self.edge)
+
+    def _edge_repository(self) -> Path:
+        """A repository holding only the edge model (a link to it): a restarted edge is serving again
+        in the time the scenarios allow, however many other models models/ holds."""
+        repository = self.dir / "edge_repository"
+        link = repository / self.config.edge_model.name
+        if not link.exists():
+            repository.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(self.config.edge_model.resolve(), target_is_directory=True)
+        return repository
 
     def stop_edge(self) -> None:
         if self.edge is not None and self.edge.poll() is None:
