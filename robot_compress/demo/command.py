@@ -195,6 +195,10 @@ def _summarise(record, state, out: Path, processes: list[dict], coco: Path | Non
     png = plot_timeline(record, metrics, out / "timeline.png")
     sheet = contact_sheet(record.directory / "snapshots", record.records, out / "contact_sheet.png") \
         if record.config.world else None
+    if coco is not None:
+        from robot_compress.demo.contact_sheet import detection_contact_sheet
+
+        sheet = detection_contact_sheet(coco, record.records, out / "contact_sheet.png")
     detection = None
     if coco is not None:
         from robot_compress.faults.detection_map import run_map

@@ -54,6 +54,7 @@ def test_detection_demo_reports_map_per_backend_without_losing_a_frame(tmp_path,
     assert scores["edge"]["images"] > 10 and scores["local"]["images"] > 10
     assert scores["all"]["images"] == min(128, metrics["frames_published"])  # each photo once, in order
     assert scores["edge"]["map50_95"] > 24 and 14 < scores["local"]["map50_95"] < scores["edge"]["map50_95"]
+    assert (out / "contact_sheet.png").stat().st_size > 100_000  # photos with boxes from each backend
 
 
 def test_demo_reports_a_missing_source(tmp_path):
