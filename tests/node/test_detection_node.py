@@ -124,14 +124,17 @@ def test_bad_detection_parameters_stop_the_node(ros_domain_id, parameters, messa
     assert "Traceback" not in done.stderr
 
 
-def test_edge_model_of_another_task_stops_the_node_naming_both(processes, edge_server):
-    """A detector on the robot and the CIFAR classifier on the edge cannot stand in for each other."""
-    node = processes.start_spec(node_spec(edge_server.url, local_model=str(ROBOT_DETECTOR),
-                                          edge_model=EDGE_MODEL.name))
+@pytest.mark.parametrize(("local", "edge", "tasks"), [
+    (ROBOT_DETECTOR, EDGE_MODEL.name, ("detection", "classification")),
+    (MODELS / "robot_small", "coco_yolox_nano_640", ("classification", "detection")),
+])
+def test_edge_model_of_another_task_stops_the_node_naming_both(processes, edge_server, local, edge, tasks):
+    """A detector and a classifier cannot stand in for each other, whichever is on the robot."""
+    node = processes.start_spec(node_spec(edge_server.url, local_model=str(local), edge_model=edge))
     assert node.wait(30) == 2
     log = processes.output(node)
-    assert ("local model 'robot_yolox_nano_320'" in log and "is a detection model but edge model "
-            f"'{EDGE_MODEL.name}'" in log and "is a classification model" in log), log
+    assert (f"local model '{local.name}'" in log and f"is a {tasks[0]} model but edge model '{edge}'" in log
+            and f"is a {tasks[1]} model" in log), log
     assert "Traceback" not in log
 
 
