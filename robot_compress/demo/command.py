@@ -21,13 +21,7 @@ if TYPE_CHECKING:
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_SOURCE = REPO.parent / "shared" / "data" / "cifar10" / "test_dev.npz"
 ROBOT_MODELS = ("robot_balanced", "cifar10_resnet20")  # first one present is the default
-# --task detection: COCO photos with their boxes, the shipped detectors, and router settings for
-# an edge model that takes 70-100 ms a frame on two shared cores (docs/DETECTION.md).
-DETECTION_SOURCE = REPO.parent / "shared" / "data" / "coco" / "val_dev"
-DETECTION_MODELS = (REPO / "models" / "robot_yolox_nano_320", REPO / "models" / "coco_yolox_nano_640")
-DETECTION_RATE_HZ = 5.0
-# score_threshold 0.001: publish every box the graph keeps, so the mAP reads as the offline benchmark's.
-DETECTION_NODE_PARAMS = {"deadline_ms": 250.0, "score_threshold": 0.001, "publish_annotated": False}
+DETECTION_RATE_HZ = 5.0  # faults.experiment.DETECTION_RATE_HZ, kept here for --help without imports
 
 
 def default_local_model() -> Path:
@@ -77,15 +71,23 @@ def link_schedule(duration_s: float, no_fault: bool):
 
 def run(args: argparse.Namespace) -> int:
     from robot_compress.demo.loopback import LoopbackBed, free_port
-    from robot_compress.faults.experiment import NODE_PARAMS, RunConfig, ScenarioRun
+    from robot_compress.faults.experiment import (
+        DETECTION_EDGE_MODEL,
+        DETECTION_LOCAL_MODEL,
+        DETECTION_NODE_PARAMS,
+        DETECTION_SOURCE,
+        NODE_PARAMS,
+        RunConfig,
+        ScenarioRun,
+    )
     from robot_compress.faults.scenarios import FLAPPING, Scenario, Step
 
     detection = args.task == "detection"
     if detection and args.world != "dataset":
         print("error: --task detection streams COCO photos; it does not run with --world", file=sys.stderr)
         return 2
-    local_model = args.local_model or (DETECTION_MODELS[0] if detection else default_local_model())
-    args.edge_model = args.edge_model or (DETECTION_MODELS[1] if detection else REPO / "models" / "cifar10_resnet56")
+    local_model = args.local_model or (DETECTION_LOCAL_MODEL if detection else default_local_model())
+    args.edge_model = args.edge_model or (DETECTION_EDGE_MODEL if detection else REPO / "models" / "cifar10_resnet56")
     args.source = args.source or (DETECTION_SOURCE if detection else DEFAULT_SOURCE)
     args.rate_hz = args.rate_hz or (DETECTION_RATE_HZ if detection else 15.0)
     for what, path in (("--source", args.source), ("--local-model", local_model), ("--edge-model", args.edge_model)):

@@ -33,6 +33,14 @@ BIN = Path(sys.executable).parent
 # queue_size 3: a frame waiting out a black-hole deadline (60 ms) plus a scheduler stall must not
 # push newer frames out of the node's newest-wins queue (1 loses frames; see docs/FAULTS.md).
 NODE_PARAMS: dict[str, Any] = {"queue_size": 3}
+# Detection runs: COCO photos with their boxes, the shipped detectors, and a deadline for an edge
+# model that takes 80-190 ms a frame on one shared core (docs/DETECTION.md). score_threshold 0.001:
+# every box the graph keeps is published, so mAP reads as the offline benchmark's.
+DETECTION_SOURCE = REPO.parent / "shared" / "data" / "coco" / "val_dev"
+DETECTION_LOCAL_MODEL = REPO / "models" / "robot_yolox_nano_320"
+DETECTION_EDGE_MODEL = REPO / "models" / "coco_yolox_nano_640"
+DETECTION_NODE_PARAMS: dict[str, Any] = {"deadline_ms": 250.0, "score_threshold": 0.001, "publish_annotated": False}
+DETECTION_RATE_HZ = 5.0
 # Steps whose fault begins or ends only once they finish: a server listening, a flood running,
 # every thread of the edge stopped (SIGSTOP lands asynchronously; NetTestbed.freeze waits for it).
 TAKES_EFFECT_WHEN_DONE = frozenset({"start_edge", "flood", "freeze_edge"})
@@ -318,21 +326,32 @@ def run_scenario(scenario: Scenario, config: RunConfig, directory: Path) -> RunR
 
 def local_latency_ms(model: Path, source: Path, frames: int = 300) -> tuple[float, float]:
     """(p50, p99) of the on-robot model on real frames, one thread, as the node runs it: the
-    local p99 in the black-hole bound (deadline + local p99 + 10 ms)."""
+    local p99 in the black-hole bound (deadline + local p99 + 10 ms). A detector is timed on the
+    source's COCO photos, letterbox and box mapping included."""
+    import cv2
+    import numpy as np
+
     from robot_compress.runtime.datasets import load_labelled_images
+    from robot_compress.runtime.detection import ImageDetector
     from robot_compress.runtime.latency_stats import percentile
     from robot_compress.runtime.local_backend import LocalBackend
     from robot_compress.runtime.preprocess import preprocess
 
-    images = load_labelled_images(source, split="test", limit=frames).images
     backend = LocalBackend(model, threads=1)
     try:
-        batches = [preprocess(image, "rgb8", backend.manifest.preprocessing) for image in images]
-        backend.infer(batches[0])
+        if backend.manifest.task == "detection":
+            entries = json.loads((source / "instances.json").read_text())["images"][:frames]
+            batches = [cv2.imread(str(source / "images" / e["file_name"]))[None] for e in entries]
+            run = ImageDetector(backend).infer
+        else:
+            images = load_labelled_images(source, split="test", limit=frames).images
+            batches = [preprocess(image, "rgb8", backend.manifest.preprocessing) for image in images]
+            run = backend.infer
+        run(np.ascontiguousarray(batches[0]))
         times = []
         for batch in batches:
             start = time.perf_counter()
-            backend.infer(batch)
+            run(batch)
             times.append((time.perf_counter() - start) * 1000)
     finally:
         backend.close()
