@@ -31,3 +31,11 @@ def test_ground_truth_answers_score_100_and_each_image_counts_once(shared_data):
     assert scores["all"]["images"] == 4 and scores["edge"]["images"] == 2 and scores["local"]["images"] == 3
     assert scores["all"]["map50_95"] == pytest.approx(100.0) and scores["edge"]["map50_95"] == pytest.approx(100.0)
     assert scores["local"]["map50_95"] < 100.0  # its answer for the repeated image was empty
+
+
+def test_local_latency_of_a_detector_is_timed_on_coco_photos():
+    """The black-hole bound's local p99 for a detector: letterbox, inference and box mapping."""
+    from robot_compress.faults.experiment import DETECTION_LOCAL_MODEL, DETECTION_SOURCE, local_latency_ms
+
+    p50, p99 = local_latency_ms(DETECTION_LOCAL_MODEL, DETECTION_SOURCE, frames=6)
+    assert 0 < p50 <= p99
