@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_SOURCE = REPO.parent / "shared" / "data" / "cifar10" / "test_dev.npz"
 ROBOT_MODELS = ("robot_balanced", "cifar10_resnet20")  # first one present is the default
+DETECTION_RATE_HZ = 5.0  # faults.experiment.DETECTION_RATE_HZ, kept here for --help without imports
 
 
 def default_local_model() -> Path:
@@ -31,20 +32,25 @@ def default_local_model() -> Path:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=float, default=45.0,
                         help="seconds of camera stream (default 45: 10 s black hole, recovery, flapping)")
-    parser.add_argument("--rate-hz", type=float, default=15.0, help="camera rate (default 15)")
+    parser.add_argument("--task", choices=("classification", "detection"), default="classification",
+                        help="'detection': coco/val_dev photos at 640x480 with their boxes, robot_yolox_nano_320 on "
+                             "the robot, coco_yolox_nano_640 on the edge, mAP per backend (needs pycocotools)")
+    parser.add_argument("--rate-hz", type=float, default=None,
+                        help=f"camera rate (default 15; {DETECTION_RATE_HZ:g} with --task detection)")
     parser.add_argument("--no-fault", action="store_true", help="run without injected link failures")
     parser.add_argument("--edge-url", help="HOST:PORT of a running edge server or Triton (OIP v2 gRPC); "
                         "the demo then starts no edge server of its own")
     parser.add_argument("--world", choices=("dataset", "turtlebot3"), default="dataset",
                         help="camera: 'dataset' (sim_camera streams --source) or 'turtlebot3' (the MuJoCo simulated "
                              "TurtleBot3's camera looking at --source's pictures on a board; needs the `sim` extra)")
-    parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE,
-                        help="frames for sim_camera: CIFAR-10 .npz, image folder or video (default: "
-                             "../shared/data/cifar10/test_dev.npz)")
+    parser.add_argument("--source", type=Path, default=None,
+                        help="frames for sim_camera: CIFAR-10 .npz, image folder, COCO folder or video (default: "
+                             "../shared/data/cifar10/test_dev.npz; ../shared/data/coco/val_dev with --task detection)")
     parser.add_argument("--local-model", type=Path, default=None,
                         help=f"on-robot model directory (default: the first of models/{{{','.join(ROBOT_MODELS)}}})")
-    parser.add_argument("--edge-model", type=Path, default=REPO / "models" / "cifar10_resnet56",
-                        help="edge model directory (its name is what the edge serves)")
+    parser.add_argument("--edge-model", type=Path, default=None,
+                        help="edge model directory (its name is what the edge serves; default models/cifar10_resnet56, "
+                             "models/coco_yolox_nano_640 with --task detection)")
     parser.add_argument("--out", type=Path, default=None, help="output directory (default runs/demo-<time>)")
     parser.add_argument("--plain", action="store_true", help="plain log lines instead of the live view "
                         "(the default when stdout is not a terminal)")
@@ -65,11 +71,26 @@ def link_schedule(duration_s: float, no_fault: bool):
 
 def run(args: argparse.Namespace) -> int:
     from robot_compress.demo.loopback import LoopbackBed
-    from robot_compress.faults.experiment import RunConfig, ScenarioRun
+    from robot_compress.faults.experiment import (
+        DETECTION_EDGE_MODEL,
+        DETECTION_LOCAL_MODEL,
+        DETECTION_NODE_PARAMS,
+        DETECTION_SOURCE,
+        NODE_PARAMS,
+        RunConfig,
+        ScenarioRun,
+    )
     from robot_compress.faults.scenarios import FLAPPING, Scenario, Step
     from robot_compress.runtime.processes import free_port
 
-    local_model = args.local_model or default_local_model()
+    detection = args.task == "detection"
+    if detection and args.world != "dataset":
+        print("error: --task detection streams COCO photos; it does not run with --world", file=sys.stderr)
+        return 2
+    local_model = args.local_model or (DETECTION_LOCAL_MODEL if detection else default_local_model())
+    args.edge_model = args.edge_model or (DETECTION_EDGE_MODEL if detection else REPO / "models" / "cifar10_resnet56")
+    args.source = args.source or (DETECTION_SOURCE if detection else DEFAULT_SOURCE)
+    args.rate_hz = args.rate_hz or (DETECTION_RATE_HZ if detection else 15.0)
     for what, path in (("--source", args.source), ("--local-model", local_model), ("--edge-model", args.edge_model)):
         if not path.exists():
             print(f"error: {what} {path} does not exist", file=sys.stderr)
@@ -83,7 +104,8 @@ def run(args: argparse.Namespace) -> int:
     world = args.world if args.world != "dataset" else None
     config = RunConfig(source=args.source, rate_hz=args.rate_hz, image_size=(320, 240) if world else (640, 480),
                        local_model=local_model, edge_model=args.edge_model, edge_port=free_port(),
-                       proxy_port=free_port(), external_edge=args.edge_url, world=world)
+                       proxy_port=free_port(), external_edge=args.edge_url, world=world, camera_loop=detection,
+                       node_params={**NODE_PARAMS, **(DETECTION_NODE_PARAMS if detection else {})})
     live = not args.plain and sys.stdout.isatty()
     print(f"robot-compress demo: edge {args.edge_url or args.edge_model.name + ' (local edge server)'}, "
           f"robot model {local_model.name}, camera {'simulated ' + args.world if world else 'dataset'}, "
@@ -103,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
     if "error" in outcome:
         print(f"error: the demo run failed: {outcome['error']} (logs in {out})", file=sys.stderr)
         return 1
-    return _summarise(outcome["record"], state, out, bed.started)
+    return _summarise(outcome["record"], state, out, bed.started, args.source if detection else None)
 
 
 def _run_into(runner, outcome: dict) -> None:
@@ -164,7 +186,7 @@ def _watch(runner, thread: threading.Thread, live: bool, changes) -> DemoState:
     return state
 
 
-def _summarise(record, state, out: Path, processes: list[dict]) -> int:
+def _summarise(record, state, out: Path, processes: list[dict], coco: Path | None = None) -> int:
     from rich.console import Console
     from rich.table import Table
 
@@ -176,8 +198,20 @@ def _summarise(record, state, out: Path, processes: list[dict]) -> int:
     png = plot_timeline(record, metrics, out / "timeline.png")
     sheet = contact_sheet(record.directory / "snapshots", record.records, out / "contact_sheet.png") \
         if record.config.world else None
+    if coco is not None:
+        from robot_compress.demo.contact_sheet import detection_contact_sheet
+
+        sheet = detection_contact_sheet(coco, record.records, out / "contact_sheet.png")
+    detection = None
+    if coco is not None:
+        from robot_compress.faults.detection_map import run_map
+        from robot_compress.runtime.model_contract import ModelDir
+
+        ids = ModelDir.load(record.config.local_model).manifest.detection.category_ids
+        detection = run_map(record.records, coco / "instances.json", ids)
     summary = {
         "metrics": metrics.to_dict(),
+        **({"detection_map": detection} if detection else {}),
         "transitions": [t.__dict__ for t in state.transitions],
         "link_changes": [{"t": t, "action": a} for t, a in record.actions],
         "config": {"world": record.config.world or "dataset", "rate_hz": record.config.rate_hz, "duration_s": record.scenario.duration_s,
@@ -194,7 +228,9 @@ def _summarise(record, state, out: Path, processes: list[dict]) -> int:
         ("served by edge / local", f"{m.backends.get('edge', 0)} / {m.backends.get('local', 0)}"),
         ("per-frame latency p50 / p99 / max (ms)", f"{_f(m.latency_p50_ms)} / {_f(m.latency_p99_ms)} / "
                                                    f"{_f(m.latency_max_ms)}"),
-        ("top-1 all / edge / local", f"{_p(m.top1)} / {_p(m.top1_edge)} / {_p(m.top1_local)}"),
+        *([("mAP50-95 all / edge / local (images)", " / ".join(
+            f"{_f1(detection[k]['map50_95'])} ({detection[k]['images']})" for k in ("all", "edge", "local")))]
+          if detection else [("top-1 all / edge / local", f"{_p(m.top1)} / {_p(m.top1_edge)} / {_p(m.top1_local)}")]),
         ("transitions", str(len(state.transitions))),
         ("first local result after the fault (ms)", _f(m.first_local_after_fault_ms)),
         ("back to edge after the fault (ms)", _f(m.back_to_edge_ms)),
@@ -216,6 +252,10 @@ def _summarise(record, state, out: Path, processes: list[dict]) -> int:
 
 def _f(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}"
+
+
+def _f1(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
 
 
 def _p(value: float | None) -> str:

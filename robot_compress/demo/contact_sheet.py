@@ -42,3 +42,42 @@ def contact_sheet(snapshots: Path, records: list[dict], out: Path, columns: int 
     out.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(out), np.vstack(rows))
     return out
+
+
+def detection_contact_sheet(coco: Path, records: list[dict], out: Path, per_backend: int = 4,
+                            score_threshold: float = 0.3, tile: tuple[int, int] = (320, 240)) -> Path | None:
+    """Two rows of COCO photos with the boxes the node published drawn on them: frames answered by
+    the edge, then frames answered on the robot (spread over the run), each boxes above
+    `score_threshold`, with the backend and the number of boxes underneath."""
+    import json
+
+    from robot_compress.runtime.detection import Detection, draw_detections
+
+    files = {i["id"]: i["file_name"] for i in json.loads((coco / "instances.json").read_text())["images"]}
+    truth = {_key(r["stamp"]): r for r in records if r.get("kind") == "truth" and "image_id" in r}
+    rows = []
+    for backend in ("edge", "local"):
+        answered = [r for r in records if r.get("kind") == "result" and r.get("backend") == backend
+                    and _key(r["stamp"]) in truth]
+        tiles = []
+        for result in answered[::max(1, len(answered) // per_backend)][:per_backend]:
+            frame = truth[_key(result["stamp"])]
+            photo = cv2.imread(str(coco / "images" / files[frame["image_id"]]))
+            if photo is None:
+                continue
+            found = [Detection(*(v / frame["scale"] for v in d["box"]), d["score"], d["class_id"], d["label"])
+                     for d in result["detections"] if d["score"] > score_threshold]
+            image = cv2.resize(draw_detections(photo, found), tile, interpolation=cv2.INTER_AREA)
+            band = np.full((22, tile[0], 3), 30, np.uint8)
+            cv2.putText(band, f"{backend}: {len(found)} boxes, {result['latency_ms']:.0f} ms", (4, 15),
+                        cv2.FONT_HERSHEY_SIMPLEX, 0.45, (80, 220, 80) if backend == "edge" else (60, 200, 230), 1,
+                        cv2.LINE_AA)
+            tiles.append(np.vstack([image, band]))
+        if tiles:
+            tiles += [np.zeros_like(tiles[0])] * (per_backend - len(tiles))
+            rows.append(np.hstack(tiles))
+    if not rows:
+        return None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(out), np.vstack(rows))
+    return out

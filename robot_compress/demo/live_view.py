@@ -73,6 +73,8 @@ class DemoState:
             self._pending[frame_key(record)] = record
 
     def _judge(self, record: dict) -> None:
+        if self._truth[frame_key(record)] < 0:
+            return  # no class to judge against (video frames, detection photos)
         backend = record["backend"]
         self.judged[backend] = self.judged.get(backend, 0) + 1
         self.correct[backend] = self.correct.get(backend, 0) + int(record.get("class_id") == self._truth[frame_key(record)])

@@ -98,7 +98,8 @@ def analyze(run: RunRecord) -> ScenarioMetrics:
     back = next((r for r in results if r["backend"] == "edge" and _stamp(r) >= fault_end), None)
 
     pairs = {name: [(r.get("class_id"), truth[frame_key(r)]["class_id"]) for r in results
-                    if frame_key(r) in truth and (name == "all" or r["backend"] == name)]
+                    if frame_key(r) in truth and truth[frame_key(r)]["class_id"] >= 0
+                    and (name == "all" or r["backend"] == name)]
              for name in ("all", "edge", "local")}
     dwell = local_dwells(by_kind.get("event", []), run.t0)
     return ScenarioMetrics(

@@ -33,6 +33,14 @@ BIN = Path(sys.executable).parent
 # queue_size 3: a frame waiting out a black-hole deadline (60 ms) plus a scheduler stall must not
 # push newer frames out of the node's newest-wins queue (1 loses frames; see docs/FAULTS.md).
 NODE_PARAMS: dict[str, Any] = {"queue_size": 3}
+# Detection runs: COCO photos with their boxes, the shipped detectors, and a deadline for an edge
+# model that takes 80-190 ms a frame on one shared core (docs/DETECTION.md). score_threshold 0.001:
+# every box the graph keeps is published, so mAP reads as the offline benchmark's.
+DETECTION_SOURCE = REPO.parent / "shared" / "data" / "coco" / "val_dev"
+DETECTION_LOCAL_MODEL = REPO / "models" / "robot_yolox_nano_320"
+DETECTION_EDGE_MODEL = REPO / "models" / "coco_yolox_nano_640"
+DETECTION_NODE_PARAMS: dict[str, Any] = {"deadline_ms": 250.0, "score_threshold": 0.001, "publish_annotated": False}
+DETECTION_RATE_HZ = 5.0
 # Steps whose fault begins or ends only once they finish: a server listening, a flood running,
 # every thread of the edge stopped (SIGSTOP lands asynchronously; NetTestbed.freeze waits for it).
 TAKES_EFFECT_WHEN_DONE = frozenset({"start_edge", "flood", "freeze_edge"})
@@ -61,6 +69,7 @@ class RunConfig:
     external_edge: str | None = None  # host:port of an edge run elsewhere: start none of our own
     proxy_port: int = 8002
     startup_timeout_s: float = 60.0
+    camera_loop: bool = False  # sim_camera starts its source again at the end (a short COCO folder)
     drain_s: float = 3.0  # after the camera's last frame, how long results may still come
     # CPUs (taskset list) for the edge side's processes: the edge is another machine, so a busy
     # edge (the overload scenario's flood) must not take the robot's CPU. None: not pinned.
@@ -183,7 +192,7 @@ class ScenarioRun:
         self.stop_edge()
         self._starts += 1
         name = f"edge{self._starts}"
-        repository = repository or self.config.edge_model.parent
+        repository = repository or self._edge_repository()
         if self.config.edge_kind == "triton":
             self._start_triton(name, repository / self.config.edge_model.name)
             return
@@ -191,6 +200,16 @@ class ScenarioRun:
             str(BIN / "edge_server"), "--model-repository", str(repository), "--port", str(self.config.edge_port),
             "--log-level", "INFO", *self.scenario.edge_args])
         _wait_for_text(self.dir / f"{name}.log", "event=serving", self.config.startup_timeout_s, self.edge)
+
+    def _edge_repository(self) -> Path:
+        """A repository holding only the edge model (a link to it): a restarted edge is serving again
+        in the time the scenarios allow, however many other models models/ holds."""
+        repository = self.dir / "edge_repository"
+        link = repository / self.config.edge_model.name
+        if not link.exists():
+            repository.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(self.config.edge_model.resolve(), target_is_directory=True)
+        return repository
 
     def _start_triton(self, name: str, model_dir: Path) -> None:
         """Triton serving the Python-backend twin of `model_dir`. It has no limit on concurrent
@@ -311,7 +330,8 @@ class ScenarioRun:
             camera = self._spawn("robot", "sim_camera", [
                 str(BIN / "sim_camera"), "--ros-args", *_ros_param("source", str(cfg.source)),
                 *_ros_param("rate_hz", float(cfg.rate_hz)), *_ros_param("count", frames), *_ros_param("width", width),
-                *_ros_param("height", height), *_ros_param("wait_for_subscribers", 2)])
+                *_ros_param("height", height), *_ros_param("wait_for_subscribers", 2),
+                *_ros_param("loop", cfg.camera_loop)])
         first = self.tail.wait_for(lambda r: r["kind"] == "image", cfg.startup_timeout_s, "first camera frame")
         t0 = first["stamp"]["sec"] + first["stamp"]["nanosec"] * 1e-9
         for step in scenario.steps:
@@ -349,21 +369,32 @@ def run_scenario(scenario: Scenario, config: RunConfig, directory: Path) -> RunR
 
 def local_latency_ms(model: Path, source: Path, frames: int = 300) -> tuple[float, float]:
     """(p50, p99) of the on-robot model on real frames, one thread, as the node runs it: the
-    local p99 in the black-hole bound (deadline + local p99 + 10 ms)."""
+    local p99 in the black-hole bound (deadline + local p99 + 10 ms). A detector is timed on the
+    source's COCO photos, letterbox and box mapping included."""
+    import cv2
+    import numpy as np
+
     from robot_compress.runtime.datasets import load_labelled_images
+    from robot_compress.runtime.detection import ImageDetector
     from robot_compress.runtime.latency_stats import percentile
     from robot_compress.runtime.local_backend import LocalBackend
     from robot_compress.runtime.preprocess import preprocess
 
-    images = load_labelled_images(source, split="test", limit=frames).images
     backend = LocalBackend(model, threads=1)
     try:
-        batches = [preprocess(image, "rgb8", backend.manifest.preprocessing) for image in images]
-        backend.infer(batches[0])
+        if backend.manifest.task == "detection":
+            entries = json.loads((source / "instances.json").read_text())["images"][:frames]
+            batches = [cv2.imread(str(source / "images" / e["file_name"]))[None] for e in entries]
+            run = ImageDetector(backend).infer
+        else:
+            images = load_labelled_images(source, split="test", limit=frames).images
+            batches = [preprocess(image, "rgb8", backend.manifest.preprocessing) for image in images]
+            run = backend.infer
+        run(np.ascontiguousarray(batches[0]))
         times = []
         for batch in batches:
             start = time.perf_counter()
-            backend.infer(batch)
+            run(batch)
             times.append((time.perf_counter() - start) * 1000)
     finally:
         backend.close()

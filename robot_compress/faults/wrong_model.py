@@ -17,7 +17,9 @@ import numpy as np
 
 
 def make_wrong_shape_model(source: Path, repository: Path, classes: int = 5) -> Path:
-    """Copy `source` (a model directory) into `repository` with a `classes`-output ONNX model."""
+    """Copy `source` (a model directory) into `repository` with a `classes`-output ONNX model.
+    A detector's copy keeps its uint8 NHWC input and becomes a `classes`-way classifier: a served
+    model of another task under the detector's name."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -25,14 +27,23 @@ def make_wrong_shape_model(source: Path, repository: Path, classes: int = 5) -> 
     target = repository / source.name
     shutil.copytree(source, target, dirs_exist_ok=True)
     inp, out = manifest["input"], manifest["output"]
-    channels = inp["shape"][0]
+    if manifest.get("task") == "detection":  # uint8 N x H x W x C in: cast, mean over the pixels
+        channels = inp["shape"][-1]
+        nodes = [helper.make_node("Cast", [inp["name"]], ["pixels"], to=TensorProto.FLOAT),
+                 helper.make_node("ReduceMean", ["pixels"], ["flat"], axes=[1, 2], keepdims=0)]
+        input_type = TensorProto.UINT8
+        manifest["task"] = "classification"
+        manifest.pop("detection", None)
+    else:
+        channels = inp["shape"][0]
+        nodes = [helper.make_node("GlobalAveragePool", [inp["name"]], ["pooled"]),
+                 helper.make_node("Flatten", ["pooled"], ["flat"])]
+        input_type = TensorProto.FLOAT
     weights = numpy_helper.from_array(np.ones((channels, classes), np.float32), "w")
     graph = helper.make_graph(
-        [helper.make_node("GlobalAveragePool", [inp["name"]], ["pooled"]),
-         helper.make_node("Flatten", ["pooled"], ["flat"]),
-         helper.make_node("MatMul", ["flat", "w"], [out["name"]])],
+        [*nodes, helper.make_node("MatMul", ["flat", "w"], [out["name"]])],
         "wrong_shape",
-        [helper.make_tensor_value_info(inp["name"], TensorProto.FLOAT, ["N", *inp["shape"]])],
+        [helper.make_tensor_value_info(inp["name"], input_type, ["N", *inp["shape"]])],
         [helper.make_tensor_value_info(out["name"], TensorProto.FLOAT, ["N", classes])],
         initializer=[weights])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -46,6 +57,6 @@ def make_wrong_shape_model(source: Path, repository: Path, classes: int = 5) -> 
     config = target / "config.pbtxt"
     text = config.read_text()
     output_block = re.search(r"output \{.*?\}", text, re.S)
-    new_block = re.sub(r"dims: \d+", f"dims: {classes}", output_block.group(0))
+    new_block = re.sub(r"(\s*dims: \d+)+", f"\n  dims: {classes}", output_block.group(0), count=1)
     config.write_text(text.replace(output_block.group(0), new_block))
     return target

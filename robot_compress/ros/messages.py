@@ -3,6 +3,8 @@
 `~/classification` is `vision_msgs/Classification` where vision_msgs is installed, else a
 `std_msgs/String` holding JSON with the same fields plus the routing facts (backend, latency,
 router state). With vision_msgs, the routing facts of each frame go to `~/route` as that JSON.
+Detection models publish `~/detections` the same way: `vision_msgs/Detection2DArray`, else the
+JSON with a `detections` list (box x1, y1, x2, y2 in the camera image's pixels, score, class).
 """
 
 from __future__ import annotations
@@ -15,18 +17,29 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from std_msgs.msg import String
 
 from robot_compress.runtime.classification import Prediction
+from robot_compress.runtime.detection import Detection
 from robot_compress.runtime.router import RouteResult, RouterEvent, RouterState, RouterStats
 
 try:
-    from vision_msgs.msg import Classification, ObjectHypothesis
+    from vision_msgs.msg import (
+        BoundingBox2D,
+        Classification,
+        Detection2D,
+        Detection2DArray,
+        ObjectHypothesis,
+        ObjectHypothesisWithPose,
+    )
 except ImportError:
-    Classification = ObjectHypothesis = None
+    Classification = ObjectHypothesis = Detection2DArray = Detection2D = BoundingBox2D = None
+    ObjectHypothesisWithPose = None
 
 HAVE_VISION_MSGS = Classification is not None
 CLASSIFICATION_TYPE = Classification if HAVE_VISION_MSGS else String
+DETECTION_TYPE = Detection2DArray if HAVE_VISION_MSGS else String
 # Where listeners (recorder, tests, benchmarks) read each frame's JSON result: ~/classification is
 # typed where vision_msgs is installed, and the JSON then goes to ~/route.
 RESULT_JSON_TOPIC = "route" if HAVE_VISION_MSGS else "classification"
+DETECTION_JSON_TOPIC = "route" if HAVE_VISION_MSGS else "detections"  # the same for a detection model
 
 
 def result_record(result: RouteResult, header, prediction: Prediction | None,
@@ -51,6 +64,38 @@ def result_record(result: RouteResult, header, prediction: Prediction | None,
         record.update(class_id=prediction.class_id, label=prediction.label, score=prediction.score,
                       top_k=[[label, score] for label, score in prediction.top_k])
     return record
+
+
+def detection_record(result: RouteResult, header, detections: list[Detection] | None,
+                     received_at: float | None = None) -> dict[str, Any]:
+    """The JSON form of one detection frame: the routing facts of `result_record` plus
+    `detections` (empty list when the frame got no answer: `backend` is then 'none')."""
+    record = result_record(result, header, None, received_at)
+    record["detections"] = [d.to_json() for d in detections or ()]
+    return record
+
+
+def detections_message(result: RouteResult, header, detections: list[Detection] | None,
+                       received_at: float | None = None):
+    """The `~/detections` message for one result, in whichever type this robot has. Typed: one
+    Detection2D per box, centre and size in the image's pixels, the label as class_id."""
+    if not HAVE_VISION_MSGS:
+        return json_message(detection_record(result, header, detections, received_at))
+    msg = Detection2DArray()
+    msg.header = header
+    for d in detections or ():
+        item = Detection2D()
+        item.header = header
+        hypothesis = ObjectHypothesisWithPose()
+        hypothesis.hypothesis.class_id = d.label
+        hypothesis.hypothesis.score = float(d.score)
+        item.results = [hypothesis]
+        box = BoundingBox2D()
+        box.center.position.x, box.center.position.y = (d.x1 + d.x2) / 2.0, (d.y1 + d.y2) / 2.0
+        box.size_x, box.size_y = float(d.x2 - d.x1), float(d.y2 - d.y1)
+        item.bbox = box
+        msg.detections.append(item)
+    return msg
 
 
 def json_message(record: dict[str, Any]) -> String:

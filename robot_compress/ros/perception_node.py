@@ -1,4 +1,5 @@
-"""The perception node: camera frames in, one classification per frame out, edge or on-robot.
+"""The perception node: camera frames in, one result per frame out (a classification, or the
+detections of a detection model), edge or on-robot.
 
 A thin rclpy shell over runtime/router.py. The executor thread only counts frames and hands them
 to a bounded queue (newest frame wins); one inference thread converts, preprocesses, routes and
@@ -6,7 +7,9 @@ publishes. Parameters are declared from runtime/perception_config.py and are rea
 read once at start and validated there, with errors that name the parameter.
 
 Topics: `image` (sensor_msgs/Image) and `image/compressed` (sensor_msgs/CompressedImage) in;
-`~/classification`, `~/backend` (transient-local), `/diagnostics` out; service `~/force_local`.
+`~/classification` (classifiers) or `~/detections` and `~/annotated` (detectors), `~/backend`
+(transient-local), `/diagnostics` out; service `~/force_local`. The task is the local model's; an
+edge model of another task is refused at start.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import threading
 import time
 import traceback
 
+import numpy as np
 import rclpy
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
@@ -26,16 +30,18 @@ from std_msgs.msg import String
 from std_srvs.srv import SetBool
 
 from robot_compress.ros import messages
-from robot_compress.ros.image_conversion import compressed_to_array, image_to_array
+from robot_compress.ros.image_conversion import array_to_image, compressed_to_array, image_to_array
 from robot_compress.ros.parameters import declare
 from robot_compress.ros.transport_monitor import TransportMonitor
+from robot_compress.runtime.backend import BackendError
 from robot_compress.runtime.classification import predictions
+from robot_compress.runtime.detection import ImageDetector, draw_detections, rows_to_detections
 from robot_compress.runtime.errors import RobotCompressError
 from robot_compress.runtime.frame_queue import LatestFrameQueue
 from robot_compress.runtime.local_backend import LocalBackend
 from robot_compress.runtime.package_data import data_path
 from robot_compress.runtime.perception_config import ConfigError, PerceptionConfig, edge_token, settings
-from robot_compress.runtime.preprocess import preprocess
+from robot_compress.runtime.preprocess import preprocess, to_model_channels
 from robot_compress.runtime.router import Router, RouterEvent, RouterState
 
 NODE_NAME = "perception_node"
@@ -58,9 +64,18 @@ class PerceptionNode(Node):
                                   providers=node_cfg.local_providers)
         self.manifest = self.local.manifest
         self.local.warm_up()  # pay ONNX Runtime's first runs now, not on the first failover
+        self.detecting = self.manifest.task == "detection"
+        self._classes = self._class_filter() if self.detecting else None
         self.edge = self._make_edge() if node_cfg.edge_url else None
+        if self.edge is not None:
+            self._check_edge_task()
 
-        self.result_pub = self.create_publisher(messages.CLASSIFICATION_TYPE, "~/classification", 100)
+        if self.detecting:
+            self.result_pub = self.create_publisher(messages.DETECTION_TYPE, "~/detections", 100)
+            self.annotated_pub = (self.create_publisher(Image, "~/annotated", qos_profile_sensor_data)
+                                  if node_cfg.publish_annotated else None)
+        else:
+            self.result_pub = self.create_publisher(messages.CLASSIFICATION_TYPE, "~/classification", 100)
         self.route_pub = self.create_publisher(String, "~/route", 100) if messages.HAVE_VISION_MSGS else None
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL,
                              reliability=ReliabilityPolicy.RELIABLE)
@@ -68,7 +83,11 @@ class PerceptionNode(Node):
         self.events_pub = self.create_publisher(String, "~/events", EVENTS_QOS)
         self.diag_pub = self.create_publisher(messages.DiagnosticArray, "/diagnostics", 10)
 
-        self.router = Router(self.local, self.edge, self.config.router, on_event=self._on_router_event)
+        # A detector's frames go to the router as camera images: each backend letterboxes at its own
+        # model's size and answers in the image's pixels, so the router passes answers through.
+        local, edge = ((ImageDetector(self.local), self.edge and ImageDetector(self.edge)) if self.detecting
+                       else (self.local, self.edge))
+        self.router = Router(local, edge, self.config.router, on_event=self._on_router_event)
         self.queue = LatestFrameQueue(node_cfg.queue_size)
         self._worker = threading.Thread(target=self._work, name="perception-inference", daemon=True)
         self._worker.start()
@@ -86,7 +105,8 @@ class PerceptionNode(Node):
         self.get_logger().info(
             f"local model {self.local.model.root} ({self.manifest.name}), edge "
             f"{node_cfg.edge_url + ' model ' + node_cfg.edge_model if self.edge else 'off'}, "
-            f"deadline {self.config.router.deadline_ms:g} ms, result type {messages.CLASSIFICATION_TYPE.__name__}")
+            f"deadline {self.config.router.deadline_ms:g} ms, {self.manifest.task}, result type "
+            f"{(messages.DETECTION_TYPE if self.detecting else messages.CLASSIFICATION_TYPE).__name__}")
 
     def _read_parameters(self) -> PerceptionConfig:
         return PerceptionConfig.from_flat(declare(self, settings(), ConfigError), where="parameters")
@@ -101,6 +121,35 @@ class PerceptionNode(Node):
         return EdgeBackend(node_cfg.edge_url, self.manifest, model_name=node_cfg.edge_model,
                            token=self._edge_token, probe_timeout_s=router_cfg.probe_timeout_ms / 1000.0,
                            channel=channel)
+
+    def _class_filter(self) -> set[int] | None:
+        """The class indices `class_filter` names (None: every class); an unknown name is an error
+        naming the accepted labels."""
+        names = [n.strip() for n in self.config.node.class_filter.split(",") if n.strip()]
+        if not names:
+            return None
+        labels = self.manifest.labels
+        unknown = [n for n in names if n not in labels]
+        if unknown:
+            raise ConfigError(f"parameter 'class_filter': {unknown} not among model '{self.manifest.name}' "
+                              f"labels: {labels}")
+        return {labels.index(n) for n in names}
+
+    def _check_edge_task(self) -> None:
+        """Refuse an edge model that does another task than the local one (from the edge's metadata).
+        An edge that cannot be asked now is checked by every probe instead (a mismatch never serves)."""
+        node_cfg = self.config.node
+        try:
+            served = self.edge.served_task(self.config.router.probe_timeout_ms / 1000.0)
+        except BackendError as exc:
+            self.get_logger().info(f"edge model task not checked at start ({exc}); every probe checks it")
+            return
+        if served != self.manifest.task:
+            self.edge.close()
+            raise ConfigError(f"local model '{self.manifest.name}' ({node_cfg.local_model}) is a "
+                              f"{self.manifest.task} model but edge model '{node_cfg.edge_model}' on "
+                              f"{node_cfg.edge_url} is a {served} model: parameters 'local_model' and "
+                              f"'edge_model' must name models of the same task")
 
     # --- executor thread -------------------------------------------------------------------------
 
@@ -160,6 +209,9 @@ class PerceptionNode(Node):
                                         f"{traceback.format_exc()}", throttle_duration_sec=FRAME_ERROR_LOG_PERIOD_S)
 
     def _process(self, msg, convert, received_at: float) -> None:
+        if self.detecting:
+            self._process_detection(msg, convert, received_at)
+            return
         try:
             image, encoding = convert(msg)
             batch = preprocess(image, encoding, self.manifest.preprocessing)
@@ -175,6 +227,31 @@ class PerceptionNode(Node):
         if self.route_pub is not None:
             self.route_pub.publish(messages.json_message(messages.result_record(result, msg.header, prediction,
                                                                                 received_at)))
+        self._count("frames_out")
+
+    def _process_detection(self, msg, convert, received_at: float) -> None:
+        try:
+            image, encoding = convert(msg)
+            bgr = np.ascontiguousarray(to_model_channels(image, encoding, "BGR"))
+        except RobotCompressError as exc:
+            self._count("bad_input")
+            self.get_logger().warning(f"bad frame skipped: {exc}", throttle_duration_sec=BAD_INPUT_LOG_PERIOD_S)
+            return
+        result = self.router.classify(bgr[None], stamp=msg.header)
+        detections = None
+        if result.logits is not None:
+            node_cfg = self.config.node
+            threshold = node_cfg.score_threshold or self.manifest.detection.score_threshold
+            detections = rows_to_detections(result.logits[0], self.manifest.labels, threshold,
+                                            node_cfg.max_detections, self._classes)
+        self.result_pub.publish(messages.detections_message(result, msg.header, detections, received_at))
+        if self.route_pub is not None:
+            self.route_pub.publish(messages.json_message(messages.detection_record(result, msg.header, detections,
+                                                                                   received_at)))
+        if self.annotated_pub is not None and self.annotated_pub.get_subscription_count() > 0:
+            annotated = array_to_image(draw_detections(bgr, detections or []), "bgr8")
+            annotated.header = msg.header
+            self.annotated_pub.publish(annotated)
         self._count("frames_out")
 
     def close(self) -> None:

@@ -2,7 +2,8 @@
 process, the benchmarks and the tests.
 
 `subscribe` hands every message to `sink(kind, fields)` as plain data, in the receiving thread:
-  result       the node's result JSON (~/classification, or ~/route where vision_msgs types ~/classification)
+  result       the node's result JSON (~/classification or ~/detections, or ~/route where vision_msgs
+               types those)
   truth        sim_camera's ~/ground_truth JSON
   image        {"stamp": {...}} of every image on `image_topic` (only when one is given)
   backend      {"backend": "edge"|"local"} (latched)
@@ -24,7 +25,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profi
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
-from robot_compress.ros.messages import RESULT_JSON_TOPIC
+from robot_compress.ros.messages import DETECTION_JSON_TOPIC, RESULT_JSON_TOPIC
 
 Sink = Callable[[str, dict], None]
 
@@ -45,7 +46,8 @@ def subscribe(node, sink: Sink, perception_node: str = "perception_node", camera
             if status.name.startswith(perception_node):
                 sink("diagnostics", {"name": status.name, "values": {kv.key: kv.value for kv in status.values}})
 
-    node.create_subscription(String, f"/{perception_node}/{RESULT_JSON_TOPIC}", json_to("result"), RELIABLE)
+    for topic in dict.fromkeys((RESULT_JSON_TOPIC, DETECTION_JSON_TOPIC)):  # classifier's and detector's
+        node.create_subscription(String, f"/{perception_node}/{topic}", json_to("result"), RELIABLE)
     node.create_subscription(String, f"/{camera}/ground_truth", json_to("truth"), RELIABLE)
     node.create_subscription(String, f"/{perception_node}/backend", lambda m: sink("backend", {"backend": m.data}),
                              LATCHED)

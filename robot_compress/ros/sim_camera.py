@@ -4,6 +4,11 @@ Each frame is upscaled with INTER_NEAREST to a camera-like size (default 640x480
 INTER_AREA downscale to the model's input gives back the dataset's pixels exactly (when the size
 is a whole multiple of it) and end-to-end accuracy matches the offline evaluation.
 
+A COCO folder (`images/` + `instances.json`, e.g. coco/val_dev) is streamed for detection: each
+photo is fitted into width x height keeping its aspect ratio (top-left, the rest black), and its
+ground truth carries `image_id` and `scale` (frame pixels per photo pixel), so a listener maps the
+published boxes back to the annotation's pixels.
+
 Ground truth: for every image published on `image` (or JPEG on `image/compressed` with
 `compressed:=true`), a `std_msgs/String` on `~/ground_truth` (reliable) holds JSON
 `{"stamp": {"sec", "nanosec"}, "index", "class_id", "label"}` with the image's header stamp,
@@ -58,6 +63,38 @@ def labelled_frames(source: str, limit: int, loop: bool) -> Iterator[tuple[int, 
         yield index, image, class_id, label
 
 
+def is_coco_folder(source: str) -> bool:
+    return (Path(source) / "instances.json").is_file() and (Path(source) / "images").is_dir()
+
+
+def coco_frames(source: str, limit: int, loop: bool) -> Iterator[tuple[int, np.ndarray, int]]:
+    """(index, RGB HxWx3 uint8, COCO image id) of a COCO folder's images, in instances.json order."""
+    folder = Path(source)
+    entries = json.loads((folder / "instances.json").read_text())["images"]
+
+    def once():
+        for entry in entries:
+            bgr = cv2.imread(str(folder / "images" / entry["file_name"]))
+            if bgr is None:
+                raise FileNotFoundError(f"{folder / 'images' / entry['file_name']} is missing or not an image")
+            yield bgr[:, :, ::-1], int(entry["id"])
+
+    for index, (image, image_id) in enumerate(_cycle(once) if loop else once()):
+        if limit and index >= limit:
+            return
+        yield index, image, image_id
+
+
+def fit_into(rgb: np.ndarray, width: int, height: int) -> tuple[np.ndarray, float]:
+    """`rgb` resized keeping its aspect ratio into the top-left of a black width x height frame,
+    and the scale (frame pixels per image pixel)."""
+    scale = min(width / rgb.shape[1], height / rgb.shape[0])
+    w, h = round(rgb.shape[1] * scale), round(rgb.shape[0] * scale)
+    frame = np.zeros((height, width, 3), np.uint8)
+    frame[:h, :w] = rgb if (w, h) == rgb.shape[1::-1] else cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
+    return frame, scale
+
+
 def _cycle(make):
     while True:
         yield from make()
@@ -82,7 +119,8 @@ class CameraConfig(Schema):
 
     model_config = ConfigDict(validate_default=True)  # so the empty default source is refused
 
-    source: str = setting("", "CIFAR-10 .npz file, image folder (<class>/<image>) or video file")
+    source: str = setting("", "CIFAR-10 .npz file, image folder (<class>/<image>), COCO folder (images/ + "
+                          "instances.json: photos fitted keeping their aspect ratio) or video file")
     rate_hz: float = setting(10.0, "frames per second", 0.1, 1000.0)
     width: int = setting(640, "published image width (INTER_NEAREST upscale)", 1, 8192)
     height: int = setting(480, "published image height", 1, 8192)
@@ -113,7 +151,8 @@ class SimCamera(Node):
         super().__init__("sim_camera", **kwargs)
         p = validate(CameraConfig, declare(self, CameraConfig.model_fields), "parameters").model_dump()
         self.p = p
-        self.frames = labelled_frames(p["source"], p["count"], p["loop"])
+        self.coco = is_coco_folder(p["source"])
+        self.frames = (coco_frames if self.coco else labelled_frames)(p["source"], p["count"], p["loop"])
         if p["compressed"]:
             self.image_pub = self.create_publisher(CompressedImage, "image/compressed", qos_profile_sensor_data)
         else:
@@ -138,8 +177,14 @@ class SimCamera(Node):
         if item is None:
             self.done = True
             return
-        index, rgb, class_id, label = item
-        frame = cv2.resize(rgb, (self.p["width"], self.p["height"]), interpolation=cv2.INTER_NEAREST)
+        if self.coco:
+            index, rgb, image_id = item
+            frame, scale = fit_into(rgb, self.p["width"], self.p["height"])
+            truth = {"index": index, "class_id": -1, "label": "", "image_id": image_id, "scale": scale}
+        else:
+            index, rgb, class_id, label = item
+            frame = cv2.resize(rgb, (self.p["width"], self.p["height"]), interpolation=cv2.INTER_NEAREST)
+            truth = {"index": index, "class_id": class_id, "label": label}
         stamp = self.get_clock().now().to_msg()
         msg = self._to_message(frame)
         frame_id = self.p["frame_id"]
@@ -147,8 +192,7 @@ class SimCamera(Node):
         msg.header.frame_id = with_sequence(frame_id, self.published) if self.p["sequence_in_frame_id"] else frame_id
         self.image_pub.publish(msg)
         self.truth_pub.publish(String(data=json.dumps(
-            {"stamp": {"sec": stamp.sec, "nanosec": stamp.nanosec}, "index": index, "class_id": class_id,
-             "label": label})))
+            {"stamp": {"sec": stamp.sec, "nanosec": stamp.nanosec}, **truth})))
         self.published += 1
 
     def _to_message(self, rgb: np.ndarray):

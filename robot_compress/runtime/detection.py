@@ -67,22 +67,45 @@ def letterbox(image: np.ndarray, size: int, encoding: str = "bgr8", channel_orde
     return out, Letterbox(ratio=ratio, height=height, width=width)
 
 
+def _check_rows(rows: np.ndarray) -> np.ndarray:
+    rows = np.asarray(rows, dtype=np.float32)
+    if rows.ndim != 2 or rows.shape[1] != len(OUTPUT_FIELDS):
+        raise ImageError(f"detection output must be [max_det, {len(OUTPUT_FIELDS)}], got {list(rows.shape)}")
+    return rows
+
+
+def to_image_rows(rows: np.ndarray, box: Letterbox) -> np.ndarray:
+    """One image's [max_det, 6] rows in letterboxed pixels -> the same rows in the original image's
+    pixels (boxes clipped to the image; score, class and the zero padding unchanged)."""
+    rows = _check_rows(rows).copy()
+    rows[:, :4] /= box.ratio
+    rows[:, [0, 2]] = rows[:, [0, 2]].clip(0, box.width)
+    rows[:, [1, 3]] = rows[:, [1, 3]].clip(0, box.height)
+    return rows
+
+
 def to_detections(rows: np.ndarray, box: Letterbox, labels: list[str], score_threshold: float = 0.0) -> list[Detection]:
     """One image's [max_det, 6] model output -> its detections in original pixels, best first.
 
     Rows at or below `score_threshold` (and the zero-score padding) are dropped.
     """
-    rows = np.asarray(rows, dtype=np.float32)
-    if rows.ndim != 2 or rows.shape[1] != len(OUTPUT_FIELDS):
-        raise ImageError(f"detection output must be [max_det, {len(OUTPUT_FIELDS)}], got {list(rows.shape)}")
+    return rows_to_detections(to_image_rows(rows, box), labels, score_threshold)
+
+
+def rows_to_detections(rows: np.ndarray, labels: list[str], score_threshold: float = 0.0,
+                       max_detections: int | None = None, classes: set[int] | None = None) -> list[Detection]:
+    """[max_det, 6] rows already in image pixels -> Detections, best first: rows scored at or below
+    `score_threshold` (and the zero padding) dropped, only `classes` (indices) if given, at most
+    `max_detections`."""
+    rows = _check_rows(rows)
     keep = rows[:, 4] > max(score_threshold, 0.0)
+    if classes is not None:
+        keep &= np.isin(np.round(rows[:, 5]).astype(np.int64), sorted(classes))
     rows = rows[keep]
-    rows = rows[np.argsort(-rows[:, 4], kind="stable")]
-    coords = rows[:, :4] / box.ratio
-    coords[:, [0, 2]] = coords[:, [0, 2]].clip(0, box.width)
-    coords[:, [1, 3]] = coords[:, [1, 3]].clip(0, box.height)
+    rows = rows[np.argsort(-rows[:, 4], kind="stable")][:max_detections]
     out = []
-    for (x1, y1, x2, y2), score, cls in zip(coords.tolist(), rows[:, 4].tolist(), rows[:, 5].tolist(), strict=True):
+    for (x1, y1, x2, y2), score, cls in zip(rows[:, :4].tolist(), rows[:, 4].tolist(), rows[:, 5].tolist(),
+                                            strict=True):
         class_id = int(round(cls))
         label = labels[class_id] if 0 <= class_id < len(labels) else str(class_id)
         out.append(Detection(x1, y1, x2, y2, float(score), class_id, label))
@@ -146,7 +169,7 @@ def nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, score_thresh
 
 
 def detect(backend, images: list[np.ndarray], encoding: str = "bgr8",
-           score_threshold: float | None = None) -> list[list[Detection]]:
+           score_threshold: float | None = None, timeout_s: float | None = None) -> list[list[Detection]]:
     """Camera images (each HxWx3 uint8, any size) -> detections in each image's own pixels.
 
     `backend` is anything with `infer(batch)` and `manifest` (the local backend, the edge client);
@@ -159,9 +182,49 @@ def detect(backend, images: list[np.ndarray], encoding: str = "bgr8",
     size = manifest.preprocessing.input_size[0]
     boxed = [letterbox(image, size, encoding, manifest.preprocessing.channel_order, spec.pad_value)
              for image in images]
-    output = backend.infer(np.stack([tensor for tensor, _ in boxed]))
+    batch = np.stack([tensor for tensor, _ in boxed])
+    output = backend.infer(batch) if timeout_s is None else backend.infer(batch, timeout_s=timeout_s)
     threshold = spec.score_threshold if score_threshold is None else score_threshold
     return [to_detections(rows, box, manifest.labels, threshold) for rows, (_, box) in zip(output, boxed, strict=True)]
+
+
+class ImageDetector:
+    """A backend seen through camera images: `infer(images)` takes BGR uint8 images [N, H, W, 3] of
+    any size and answers [N, max_det, 6] rows in those images' own pixels.
+
+    Each backend letterboxes at its own model's input size (read from its manifest at every call,
+    so an edge client that learnt the served size from the edge's metadata is followed), which is
+    what lets a 320 robot model and a 640 edge model answer the same frame in the same coordinates.
+    The router passes these answers through unchanged; `probe` and `close` go to the backend.
+    """
+
+    def __init__(self, backend):
+        self.backend = backend
+        self.name = backend.name
+
+    @property
+    def manifest(self):
+        return self.backend.manifest
+
+    def infer(self, images: np.ndarray, timeout_s: float | None = None) -> np.ndarray:
+        manifest = self.backend.manifest
+        spec = manifest.detection
+        if spec is None:
+            raise ImageError(f"model {manifest.name!r} is a {manifest.task} model, not a detection model")
+        images = np.asarray(images)
+        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+            raise ImageError(f"images must be uint8 [N, H, W, 3] (BGR), got {images.dtype} {list(images.shape)}")
+        size = manifest.preprocessing.input_size[0]
+        boxed = [letterbox(image, size, "bgr8", manifest.preprocessing.channel_order, spec.pad_value)
+                 for image in images]
+        output = self.backend.infer(np.stack([tensor for tensor, _ in boxed]), timeout_s=timeout_s)
+        return np.stack([to_image_rows(rows, box) for rows, (_, box) in zip(output, boxed, strict=True)])
+
+    def probe(self, timeout_s: float | None = None) -> float:
+        return self.backend.probe(timeout_s)
+
+    def close(self) -> None:
+        self.backend.close()
 
 
 def draw_detections(image: np.ndarray, detections: list[Detection]) -> np.ndarray:

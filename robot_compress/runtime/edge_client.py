@@ -103,6 +103,14 @@ class EdgeBackend:
         response = self._call("ModelInfer", request, timeout)
         return self._check_answer(response, len(batch))
 
+    def detect(self, images: list[np.ndarray], encoding: str = "bgr8", score_threshold: float | None = None,
+               timeout_s: float | None = None):
+        """Camera images of any size -> detections in each image's own pixels (detection models),
+        letterboxed at the edge model's input size (learnt from its metadata by `probe`)."""
+        from robot_compress.runtime.detection import detect
+
+        return detect(self, images, encoding, score_threshold, timeout_s=timeout_s)
+
     def probe(self, timeout_s: float | None = None) -> float:
         """Seconds for ServerReady + ModelReady + ModelMetadata, all within `timeout_s` together;
         BackendError if the edge could not serve this model now (not ready counts as UNREACHABLE, a
@@ -120,9 +128,19 @@ class EdgeBackend:
         self._check_metadata(self._call("ModelMetadata", request, remaining))
         return time.monotonic() - started
 
+    def served_task(self, timeout_s: float | None = None) -> str:
+        """What the edge's model does, from its metadata alone (works with a real Triton too):
+        'detection' or 'classification' (see `task_of_metadata`); BackendError if it cannot be asked."""
+        timeout = self.probe_timeout_s if timeout_s is None else timeout_s
+        request = service_pb2.ModelMetadataRequest(name=self.model_name, version=self.model_version)
+        return task_of_metadata(self._call("ModelMetadata", request, timeout))
+
     def _check_metadata(self, metadata) -> None:
         """A ready edge serving another model under our model's name must not look healthy: the
         router would go back to it only to replace every answer locally. BAD_ANSWER otherwise."""
+        if self.manifest.task == "detection":
+            self._adopt_detection_metadata(metadata)
+            return
         manifest = self.manifest
         for wanted, tensors in ((manifest.input, metadata.inputs), (manifest.output, metadata.outputs)):
             found = {t.name: t for t in tensors}.get(wanted.name)
@@ -133,6 +151,29 @@ class EdgeBackend:
                 raise BackendError(FailureKind.BAD_ANSWER, f"edge model '{self.model_name}' on {self.url} serves "
                                    f"{served}, manifest expects '{wanted.name}' {wanted.v2_datatype} "
                                    f"{list(wanted.shape)}")
+
+    def _adopt_detection_metadata(self, metadata) -> None:
+        """A detection edge model may take another input size than the robot's (640 on the edge,
+        320 on the robot: the letterbox happens per backend). Its input side and number of output
+        rows are taken from the served metadata; anything else must be the detection contract's,
+        else BAD_ANSWER naming both tasks."""
+        task = task_of_metadata(metadata)
+        served = {t.name: (t.datatype, list(t.shape)) for t in (*metadata.inputs, *metadata.outputs)}
+        manifest = self.manifest
+        if task != "detection":
+            raise BackendError(FailureKind.BAD_ANSWER, f"edge model '{self.model_name}' on {self.url} is a {task} "
+                               f"model ({served}); the robot's model '{manifest.name}' is a detection model")
+        size, rows = int(metadata.inputs[0].shape[-2]), int(metadata.outputs[0].shape[-2])
+        if (metadata.inputs[0].name, metadata.outputs[0].name) != (manifest.input.name, manifest.output.name):
+            raise BackendError(FailureKind.BAD_ANSWER, f"edge model '{self.model_name}' on {self.url} serves "
+                               f"{served}, manifest expects '{manifest.input.name}' and '{manifest.output.name}'")
+        if manifest.input.shape[0] != size or manifest.output.shape[0] != rows:
+            data = manifest.to_json()
+            data["input"]["shape"] = [size, size, 3]
+            data["preprocessing"]["input_size"] = [size, size]
+            data["output"]["shape"] = [rows, 6]
+            data["detection"]["max_detections"] = rows
+            self.manifest = Manifest.from_json(data, where=f"edge model '{self.model_name}' metadata")
 
     def close(self) -> None:
         with self._lock:
@@ -182,6 +223,18 @@ class EdgeBackend:
             return from_raw(response.raw_output_contents[index], spec.v2_datatype, shape, spec.name)
         except TensorDecodeError as exc:
             raise bad(str(exc)) from exc
+
+
+def task_of_metadata(metadata) -> str:
+    """'detection' when the served model has the detection contract's tensors (one uint8 input
+    [N, S, S, 3], one float32 output [N, K, 6]), else 'classification'."""
+    if len(metadata.inputs) == 1 and len(metadata.outputs) == 1:
+        (inp,), (out,) = metadata.inputs, metadata.outputs
+        in_dims, out_dims = list(inp.shape)[-3:], list(out.shape)[-2:]
+        if inp.datatype == "UINT8" and len(in_dims) == 3 and in_dims[2] == 3 and in_dims[0] == in_dims[1] > 0 \
+                and out.datatype == "FP32" and len(out_dims) == 2 and out_dims[1] == 6 and out_dims[0] > 0:
+            return "detection"
+    return "classification"
 
 
 def failure_from_rpc(exc: grpc.RpcError, what: str) -> BackendError:

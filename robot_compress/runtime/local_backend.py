@@ -79,5 +79,11 @@ class LocalBackend:
         batch = preprocess_batch(images, encoding, self.model.manifest.preprocessing)
         return predictions(self.infer(batch), self.model.manifest.labels, k=k)
 
+    def detect(self, images: list[np.ndarray], encoding: str = "bgr8", score_threshold: float | None = None):
+        """Camera images of any size -> detections in each image's own pixels (detection models)."""
+        from robot_compress.runtime.detection import detect
+
+        return detect(self, images, encoding, score_threshold)
+
     def close(self) -> None:
         self.session = None

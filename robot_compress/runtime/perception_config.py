@@ -69,6 +69,13 @@ class NodeConfig(Schema):
     queue_size: int = setting(3, "frames waiting for inference; when full the oldest is dropped "
                               "(newest frame wins) and counted", 1, 100)
     top_k: int = setting(3, "labels per result", 1, 100)
+    score_threshold: float = setting(0.0, "detection models: publish boxes scored above this (0 = the model "
+                                     "manifest's detection.score_threshold)", 0.0, 1.0)
+    max_detections: int = setting(100, "detection models: most boxes published per frame, best first", 1, 10000)
+    class_filter: str = setting("", "detection models: comma-separated class names to publish, e.g. "
+                                "'person,car' (empty = every class); checked against the model's labels")
+    publish_annotated: bool = setting(True, "detection models: offer ~/annotated (the frame with its boxes "
+                                      "drawn), drawn and encoded only while someone subscribes")
     diagnostics_period_s: float = setting(1.0, "how often /diagnostics is published", 0.05, 60.0)
     max_image_pixels: int = setting(MAX_IMAGE_PIXELS, "largest camera image (width x height) accepted; checked "
                                     "from the header before decoding, larger frames are bad input (default "

@@ -48,7 +48,7 @@ class RouteResult:
     stamp: Any  # the caller's frame stamp, passed through untouched
     backend: str  # "edge", "local", or "none" when no backend could answer (then `error` says why)
     state: RouterState  # router state when the frame was answered
-    logits: np.ndarray | None
+    logits: np.ndarray | None  # the answering backend's output as it gave it (logits, or detection rows)
     latency_ms: float  # from classify() being called to the answer
     inference_ms: float  # the answering backend's own call; latency_ms - inference_ms = routing cost
     edge_failure: str | None = None  # why the edge did not answer this frame, when it was asked
@@ -217,7 +217,7 @@ class Router:
         finally:
             call.finished_at = self._clock()
         logits = np.asarray(logits)
-        if logits.ndim != 2 or logits.shape[0] != batch.shape[0] or not np.isfinite(logits).all():
+        if logits.ndim < 2 or logits.shape[0] != batch.shape[0] or not np.isfinite(logits).all():
             raise BackendError(FailureKind.BAD_ANSWER, f"edge logits of shape {logits.shape} (finite: "
                                f"{bool(np.isfinite(logits).all())}) for a batch of {batch.shape[0]}")
         return logits, (call.finished_at - t0) * 1000.0

@@ -115,3 +115,40 @@ def test_every_frame_is_accounted_for_at_shutdown(node, monkeypatch):
     assert tally["frames_out"] > 0 and tally["frames_dropped"] > 0 and tally["bad_input"] > 0
     assert tally["frames_in"] == sum(tally[key] for key in ("frames_out", "frames_dropped", "bad_input",
                                                              "frame_errors"))
+
+
+def test_detector_draws_the_annotated_frame_only_while_someone_subscribes(ros_domain_id, monkeypatch):
+    """No subscriber on ~/annotated: frames are answered and nothing is drawn; one subscriber: each
+    frame is drawn once (the drawing and the 900 KB image message cost time on every frame)."""
+    import rclpy
+    from rclpy.parameter import Parameter
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import Image
+
+    from robot_compress.ros import perception_node
+    from tests.conftest import MODELS
+
+    drawn = []
+    draw = perception_node.draw_detections
+    monkeypatch.setattr(perception_node, "draw_detections", lambda image, found: drawn.append(1) or draw(image, found))
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = perception_node.PerceptionNode(context=context, parameter_overrides=[
+        Parameter("local_model", value=str(MODELS / "robot_yolox_nano_320")), Parameter("edge_url", value="")])
+    watcher = rclpy.create_node("annotated_watcher", context=context)
+    try:
+        frame = image_msg(1, encoding="bgr8", height=480, width=640,
+                          data=np.full((480, 640, 3), 90, np.uint8).tobytes())
+        node._enqueue(frame, image_to_array)
+        wait_until(lambda: counters(node)["frames_out"] == 1, 20, "the first frame's result")
+        assert drawn == []
+        watcher.create_subscription(Image, "/perception_node/annotated", lambda m: None, qos_profile_sensor_data)
+        wait_until(lambda: node.annotated_pub.get_subscription_count() == 1, 10, "the subscriber to be seen")
+        node._enqueue(frame, image_to_array)
+        wait_until(lambda: counters(node)["frames_out"] == 2, 20, "the second frame's result")
+        assert drawn == [1]
+    finally:
+        watcher.destroy_node()
+        node.close()
+        node.destroy_node()
+        context.try_shutdown()

@@ -53,3 +53,28 @@ def test_nearest_upscale_then_area_downscale_gives_the_dataset_pixels(cifar_test
     image = cifar_test_dev.images[0]
     camera = cv2.resize(image, (640, 480), interpolation=cv2.INTER_NEAREST)
     assert np.allclose(preprocess(camera, "rgb8", spec), preprocess(image, "rgb8", spec), atol=1e-6)
+
+
+def test_coco_folder_frames_carry_image_ids_and_loop(shared_data):
+    import json
+
+    from robot_compress.ros.sim_camera import coco_frames, is_coco_folder
+
+    folder = shared_data / "coco" / "val_dev"
+    entries = json.loads((folder / "instances.json").read_text())["images"]
+    assert is_coco_folder(str(folder)) and not is_coco_folder(str(shared_data / "cifar10"))
+    frames = list(coco_frames(str(folder), limit=len(entries) + 2, loop=True))
+    assert [f[2] for f in frames] == [e["id"] for e in entries] + [entries[0]["id"], entries[1]["id"]]
+    assert frames[0][1].shape == (entries[0]["height"], entries[0]["width"], 3)
+
+
+def test_fit_into_keeps_the_aspect_ratio_top_left():
+    """A portrait 480x640 photo in a 640x480 frame: scaled by 0.75, the rest black; boxes scale alike."""
+    from robot_compress.ros.sim_camera import fit_into
+
+    photo = np.full((640, 480, 3), 200, np.uint8)
+    frame, scale = fit_into(photo, 640, 480)
+    assert frame.shape == (480, 640, 3) and scale == 0.75
+    assert (frame[:, :360] == 200).all() and (frame[:, 360:] == 0).all()
+    same, one = fit_into(np.full((480, 640, 3), 5, np.uint8), 640, 480)
+    assert one == 1.0 and (same == 5).all()

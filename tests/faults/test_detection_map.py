@@ -1,0 +1,41 @@
+"""mAP per backend from a detection run's records: joined by stamp, boxes back to annotation pixels."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from robot_compress.faults.detection_map import run_map
+from robot_compress.runtime.detection_contract import COCO80_CATEGORY_IDS
+
+
+def test_ground_truth_answers_score_100_and_each_image_counts_once(shared_data):
+    annotations = shared_data / "coco" / "val_dev" / "instances.json"
+    data = json.loads(annotations.read_text())
+    index = {cat: i for i, cat in enumerate(COCO80_CATEGORY_IDS)}
+    images = [i["id"] for i in data["images"][:4]]
+    records = []
+    for n, image_id in enumerate([*images, images[0]]):  # the first image streamed twice
+        scale = 0.5 if n % 2 else 1.0  # the frame's pixels per annotation pixel
+        stamp = {"sec": n, "nanosec": 0}
+        boxes = [a for a in data["annotations"] if a["image_id"] == image_id and not a["iscrowd"]]
+        found = [{"box": [v * scale for v in (x, y, x + w, y + h)], "score": 1.0,
+                  "class_id": index[a["category_id"]], "label": ""} for a in boxes for x, y, w, h in [a["bbox"]]]
+        if n == 4:
+            found = []  # the repeat answers nothing: only the first answer of an image counts
+        records.append({"kind": "truth", "stamp": stamp, "image_id": image_id, "scale": scale, "class_id": -1})
+        records.append({"kind": "result", "stamp": stamp, "backend": "edge" if n < 2 else "local",
+                        "detections": found})
+    scores = run_map(records, annotations, list(COCO80_CATEGORY_IDS))
+    assert scores["all"]["images"] == 4 and scores["edge"]["images"] == 2 and scores["local"]["images"] == 3
+    assert scores["all"]["map50_95"] == pytest.approx(100.0) and scores["edge"]["map50_95"] == pytest.approx(100.0)
+    assert scores["local"]["map50_95"] < 100.0  # its answer for the repeated image was empty
+
+
+def test_local_latency_of_a_detector_is_timed_on_coco_photos():
+    """The black-hole bound's local p99 for a detector: letterbox, inference and box mapping."""
+    from robot_compress.faults.experiment import DETECTION_LOCAL_MODEL, DETECTION_SOURCE, local_latency_ms
+
+    p50, p99 = local_latency_ms(DETECTION_LOCAL_MODEL, DETECTION_SOURCE, frames=6)
+    assert 0 < p50 <= p99
