@@ -22,7 +22,7 @@ MODELS = REPO / "models"
 EDGE_MODEL = MODELS / "cifar10_resnet56"
 SMALL_MODEL = MODELS / "cifar10_resnet20"
 
-MAX_MESSAGE_MB = 1.0  # the shared edge server's message limit
+MAX_MESSAGE_MB = 4.0  # the shared edge server's message limit: above one 640x640x3 uint8 frame (1.2 MB)
 
 _domain_counter = itertools.count()
 
@@ -90,11 +90,13 @@ def cifar_test_dev(shared_data):
 # --- real edge servers on loopback ---------------------------------------------------------------
 @pytest.fixture(scope="session")
 def edge_repository(tmp_path_factory) -> Path:
-    """The edge model with its shipped batching settings, plus two tiny 3-output models."""
+    """The edge models (classifier and detector) with their shipped batching settings, plus two
+    tiny 3-output models."""
     from tests.edge_models import link_model, tiny_model
 
     repository = tmp_path_factory.mktemp("edge_repository")
-    link_model(EDGE_MODEL, repository, max_batch_size=32, max_queue_delay_us=500, max_queue_size=64)
+    for model in (EDGE_MODEL, MODELS / "coco_yolox_nano_640"):
+        link_model(model, repository, max_batch_size=32, max_queue_delay_us=500, max_queue_size=64)
     tiny_model(repository, max_batch_size=8)
     tiny_model(repository, "tiny_logits", output="logits", max_batch_size=8)
     return repository

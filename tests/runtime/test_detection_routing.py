@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
+from robot_compress.edge.process import EdgeServerProcess
 from robot_compress.runtime.backend import BackendError, FailureKind
 from robot_compress.runtime.detection import ImageDetector, rows_to_detections
 from robot_compress.runtime.edge_client import ChannelSettings, EdgeBackend
@@ -18,7 +19,7 @@ from robot_compress.runtime.perception_config import RouterConfig
 from robot_compress.runtime.polling import wait_until
 from robot_compress.runtime.router import Router, RouterState
 from tests.conftest import EDGE_MODEL, MODELS
-from tests.edge.edge_process import EdgeServerProcess, link_model
+from tests.edge_models import link_model
 
 EDGE_DETECTOR = MODELS / "coco_yolox_nano_640"
 ROBOT_DETECTOR = MODELS / "robot_yolox_nano_320"
