@@ -119,6 +119,8 @@ def _affine(image: np.ndarray, size: int, config: Augment, rng: np.random.Genera
 
 def _hsv(image: np.ndarray, gains: tuple[float, float, float], rng: np.random.Generator) -> np.ndarray:
     """Random multiplicative hue/saturation/value gains (OpenCV's 0-179 hue wraps around)."""
+    if not any(gains):  # the HSV round trip alone moves pixels by a few levels
+        return image
     r = rng.uniform(-1, 1, 3) * np.asarray(gains) + 1
     hue, sat, val = cv2.split(cv2.cvtColor(image, cv2.COLOR_BGR2HSV))
     x = np.arange(256, dtype=np.float32)

@@ -54,7 +54,7 @@ def distill_loss(student, teacher) -> tuple[torch.Tensor, dict[str, float]]:
         weight_sum = weight_sum + t_obj_p.sum()
     norm = torch.clamp(weight_sum, min=1.0)
     parts = {"obj": obj_loss / norm, "cls": cls_loss / norm, "box": BOX_WEIGHT * box_loss / norm}
-    return sum(parts.values()), {k: float(v) for k, v in parts.items()}
+    return sum(parts.values()), {k: float(v.detach()) for k, v in parts.items()}
 
 
 def neck_channels(model: nn.Module, size: int = 64) -> list[int]:
