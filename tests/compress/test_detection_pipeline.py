@@ -75,18 +75,15 @@ def test_a_detector_recipe_writes_a_loadable_detection_model_with_a_map_report(d
 def test_pruning_keeps_the_head_predictors_and_gives_a_dense_detector(shared_data):
     from robot_compress.compress.detection.yolox import yolox_nano_from_onnx
     from robot_compress.compress.recipe import PruneStructured
-    from robot_compress.compress.stages.prune_structured import (
-        MeanCompensation,
-        _prune_step,
-        _pruner,
-        output_layers,
-    )
+    from robot_compress.compress.stages.prune_structured import _pruner, output_layers, recalibrate_batchnorm
 
     teacher = yolox_nano_from_onnx(shared_data / "weights" / "yolox_nano-e8af0749.onnx")
     model = copy.deepcopy(teacher)
     example = torch.zeros(1, 3, SIZE, SIZE)
     images = torch.rand(2, 3, SIZE, SIZE) * 255
-    _prune_step(_pruner(model, PruneStructured(ratio=0.5), example, 0.3, 1), MeanCompensation(model, images))
+    _pruner(model, PruneStructured(ratio=0.5), example, 0.3, 1).step()
+    recalibrate_batchnorm(model, images)
+    assert not model.training and model.backbone.backbone.stem.conv.bn.momentum == teacher.backbone.backbone.stem.conv.bn.momentum
     assert [m.out_channels for m in output_layers(model)] == [80, 80, 80, 4, 4, 4, 1, 1, 1]
     assert sum(p.numel() for p in model.parameters()) < 0.6 * sum(p.numel() for p in teacher.parameters())
     depthwise = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.groups > 1]

@@ -9,7 +9,8 @@ the graph prunes its rows and columns together with the blocks it joins.
 
 A YOLOX detector goes through the same graph: its depthwise convolutions are pruned with their
 pointwise partners, the decoupled head's stems and branches with the neck outputs they read, and
-the predictors' output channels (classes, box, objectness) are never touched.
+the predictors' output channels (classes, box, objectness) are never touched, and the batch
+norms get fresh statistics from training images after each cut.
 """
 
 from __future__ import annotations
@@ -22,14 +23,14 @@ from torch import nn
 
 from robot_compress.compress.cifar_resnet import ShortcutA
 from robot_compress.compress.detection.distill import train_detector
-from robot_compress.compress.detection.yolox import BaseConv, YOLOXHead
+from robot_compress.compress.detection.yolox import YOLOXHead
 from robot_compress.compress.recipe import PruneStructured
 from robot_compress.compress.stages import Artefact, Context
 from robot_compress.compress.train import train
 
 GRID_POINTS = 24  # the fallback scan when bisection misses (round_to)
 SEARCH_STEPS = 8  # bisection steps for the channel ratio that meets the parameter/MAC target
-COMPENSATION_IMAGES = 16
+RECALIBRATION_IMAGES = 96
 TOLERANCE = 0.02  # the bisection's resolution; a bigger miss means the scores could not rank channels
 
 
@@ -58,55 +59,30 @@ def replace_zero_pad_shortcuts(model: nn.Module) -> list[nn.Conv2d]:
     return convs
 
 
-class MeanCompensation:
-    """Keeps a pruned detector's answers close: each removed input channel's mean activation
-    (measured on training images) times its weights is added back as a constant, into the
-    consumer's bias or the running mean of the batch norm after it.
+def recalibrate_batchnorm(model: nn.Module, images: torch.Tensor, batch: int = 16) -> None:
+    """Re-estimate every batch norm's running statistics on training images after pruning.
 
-    YOLOX's folded batch norms leave channels with small weights but large constant outputs;
-    magnitude importance removes them first, and without this a 2% channel cut moves boxes by cells.
+    YOLOX-nano's folded batch norms leave channels with small weights but large constant outputs;
+    magnitude importance removes them first, which shifts every later layer's statistics (a 2%
+    channel cut moves boxes by cells). Fresh statistics from the pruned network itself remove that
+    shift; on held-out coco/train images they cut the distillation loss of a 50% cut from 27.2 to
+    21.9 (a copy of the teacher: 2.8), where folding the removed channels' mean activations into
+    their consumers reached 24.8.
     """
-
-    def __init__(self, model: nn.Module, images: torch.Tensor):
-        self.bn_after = {m.conv: m.bn for m in model.modules() if isinstance(m, BaseConv)}
-        self.means: dict[nn.Conv2d, torch.Tensor] = {}
-
-        def record(conv):
-            def hook(_module, inputs):
-                self.means[conv] = inputs[0].detach().double().mean(dim=(0, 2, 3))
-            return hook
-
-        convs = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.groups == 1]
-        handles = [conv.register_forward_pre_hook(record(conv)) for conv in convs]
-        try:
-            with torch.no_grad():
-                model.eval()(images)
-        finally:
-            for handle in handles:
-                handle.remove()
-
-    def before_prune(self, group, graph) -> None:
-        """Fold in the channels `group` is about to remove from dense convolutions' inputs."""
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    momenta = [m.momentum for m in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a cumulative average over the batches below
+    model.train()
+    try:
         with torch.no_grad():
-            for dep, idxs in group:
-                conv = dep.target.module
-                if conv not in self.means or graph.is_out_channel_pruning_fn(dep.handler) or not len(idxs):
-                    continue
-                idxs = torch.as_tensor([int(i) for i in idxs])
-                delta = (conv.weight[:, idxs].double().sum(dim=(2, 3)) @ self.means[conv][idxs]).float()
-                if conv.bias is not None:
-                    conv.bias += delta
-                elif conv in self.bn_after:
-                    self.bn_after[conv].running_mean -= delta
-
-
-def _prune_step(pruner: tp.pruner.MetaPruner, compensation: MeanCompensation | None) -> None:
-    if compensation is None:
-        pruner.step()
-        return
-    for group in pruner.step(interactive=True):
-        compensation.before_prune(group, pruner.DG)
-        group.prune()
+            for start in range(0, len(images), batch):
+                model(images[start:start + batch])
+    finally:
+        for norm, momentum in zip(norms, momenta, strict=True):
+            norm.momentum = momentum
+        model.eval()
 
 
 def _importance(name: str):
@@ -183,12 +159,12 @@ def relative_to_input(params: PruneStructured, input_cost: float, teacher_cost: 
 
 
 def _calibration_images(ctx: Context) -> torch.Tensor | None:
-    """Training images for MeanCompensation (detectors only: the classifiers' results predate it)."""
+    """Training images for recalibrate_batchnorm (detectors only: the classifiers' results predate it)."""
     if ctx.recipe.task != "detection":
         return None
     from robot_compress.compress.detection.distill import to_input
 
-    return to_input(ctx.splits.train.letterboxed(ctx.splits.spec.input_size[0], COMPENSATION_IMAGES),
+    return to_input(ctx.splits.train.letterboxed(ctx.splits.spec.input_size[0], RECALIBRATION_IMAGES),
                     torch.device("cpu"))
 
 
@@ -208,7 +184,9 @@ def run(params: PruneStructured, artefact: Artefact, ctx: Context) -> Artefact:
     calibration = _calibration_images(ctx)
     history = []
     for step in range(params.steps):
-        _prune_step(pruner, MeanCompensation(model, calibration) if calibration is not None else None)
+        pruner.step()
+        if calibration is not None:
+            recalibrate_batchnorm(model, calibration)
         for conv in replaced:  # pruning rebuilt their weights as trainable Parameters
             conv.weight.requires_grad_(False)
         print(f"prune_structured step {step + 1}/{params.steps}: {_cost(model, example, params.target):,.0f} "
@@ -222,8 +200,9 @@ def run(params: PruneStructured, artefact: Artefact, ctx: Context) -> Artefact:
     goal = (1 - params.ratio) * before
     if _cost(model, example, params.target) > goal * 1.001:  # iterative re-ranking fell short: top up
         top_up = params.model_copy(update={"ratio": 1 - goal / _cost(model, example, params.target)})
-        _prune_step(_pruner(model, top_up, example, channel_ratio_for(model, top_up, example), 1),
-                    MeanCompensation(model, calibration) if calibration is not None else None)
+        _pruner(model, top_up, example, channel_ratio_for(model, top_up, example), 1).step()
+        if calibration is not None:
+            recalibrate_batchnorm(model, calibration)
         for conv in replaced:
             conv.weight.requires_grad_(False)
     after = _cost(model, example, params.target)
