@@ -27,6 +27,7 @@ from robot_compress.compress.detection.data import augmented_batch
 from robot_compress.compress.recipe import TrainConfig
 from robot_compress.compress.train import autocast, device
 
+RECALIBRATION_IMAGES = 96  # letterboxed training images that set the batch-norm statistics
 BOX_WEIGHT = 5.0  # YOLOX weighs its box loss 5x; the raw offsets are O(1) like the BCE terms
 
 
@@ -62,6 +63,35 @@ def neck_channels(model: nn.Module, size: int = 64) -> list[int]:
         return [f.shape[1] for f in model.eval().backbone(torch.zeros(1, 3, size, size))]
 
 
+def recalibrate_batchnorm(model: nn.Module, images: torch.Tensor, batch: int = 16) -> None:
+    """Re-estimate every batch norm's running statistics on training images (the model is left in
+    eval mode), after pruning and after each training epoch.
+
+    After pruning: YOLOX-nano's folded batch norms leave channels with small weights but large
+    constant outputs; magnitude importance removes them first, which shifts every later layer's
+    statistics (a 2% channel cut moves boxes by cells). Fresh statistics from the pruned network
+    remove that shift: on held-out coco/train images the distillation loss of a 50% cut falls from
+    27.2 to 21.9 (a copy of the teacher: 2.8); folding the removed channels' mean activations into
+    their consumers reached 24.8.
+    After an epoch: with YOLOX's batch-norm momentum (0.03) the running statistics trail weights
+    that a short, fast fine-tuning moves, and the eval-mode network can be far off the trained one.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    momenta = [m.momentum for m in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a cumulative average over the batches below
+    model.train()
+    try:
+        with torch.no_grad():
+            for start in range(0, len(images), batch):
+                model(images[start:start + batch])
+    finally:
+        for norm, momentum in zip(norms, momenta, strict=True):
+            norm.momentum = momentum
+        model.eval()
+
+
 @torch.no_grad()
 def validation_loss(model: nn.Module, teacher: nn.Module, images: np.ndarray, batch_size: int = 16) -> float:
     """Mean distillation loss (no feature term) on letterboxed held-out training images, eval mode."""
@@ -93,6 +123,7 @@ def train_detector(model: nn.Module, config: TrainConfig, splits, teacher: nn.Mo
     steps_per_epoch = max(1, len(splits.train) // batch_size)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, config.epochs * steps_per_epoch))
     val_images = splits.val.letterboxed(size)
+    statistics_images = to_input(splits.train.letterboxed(size, RECALIBRATION_IMAGES), dev)
     best_loss, best_state = validation_loss(model, teacher, val_images), copy.deepcopy(model.state_dict())
     start, history = 0, []
     if checkpoint is not None and checkpoint.is_file():
@@ -135,6 +166,7 @@ def train_detector(model: nn.Module, config: TrainConfig, splits, teacher: nn.Mo
             total += float(loss)
             for key, value in parts.items():
                 parts_total[key] = parts_total.get(key, 0.0) + value
+        recalibrate_batchnorm(model, statistics_images)
         val = validation_loss(model, teacher, val_images)
         entry = {"epoch": epoch + 1, "loss": total / steps_per_epoch, "val_loss": val, "seconds": time.time() - t0,
                  **{f"loss_{k}": v / steps_per_epoch for k, v in parts_total.items()}}
