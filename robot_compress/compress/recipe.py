@@ -87,8 +87,9 @@ class DataConfig(Schema):
     """Training images (npz, CIFAR-10 python batches dir or ImageFolder), a seeded validation split
     taken off them, and a separate evaluation set for the reported accuracies."""
 
-    train: str = setting(description="training images: .npz, CIFAR-10 batches directory or ImageFolder")
-    eval: str = setting(description="evaluation images, same forms")
+    train: str = setting(description="training images: .npz, CIFAR-10 batches directory or ImageFolder; a COCO "
+                                     "folder (images/ + instances.json) for a detector")
+    eval: str = setting(description="evaluation images, same forms (a detector: a COCO folder, scored with mAP)")
     val_size: int = setting(5000, "training images held out for validation", **POSITIVE)
     train_limit: int | None = setting(None, "use at most this many training images", **POSITIVE)
     eval_limit: int | None = setting(None, "use at most this many evaluation images", **POSITIVE)
