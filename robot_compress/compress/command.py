@@ -30,6 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from robot_compress.compress.channel_alignment import AlignmentMismatch
     from robot_compress.compress.pipeline import RunStateError, run_pipeline
     from robot_compress.compress.recipe import RecipeError, load_recipe
+    from robot_compress.compress.report import score_text
     from robot_compress.compress.stages.export_onnx import ExportMismatch
 
     if args.threads:
@@ -48,6 +49,6 @@ def run(args: argparse.Namespace) -> int:
     except (ExportMismatch, AlignmentMismatch) as exc:  # a stage made a file that does not compute its model
         print(f"error: {exc}\nThe stages before it are kept in {work_dir}.", file=sys.stderr)
         return 1
-    print(f"wrote {model_dir.root}: top-1 {model_dir.manifest.metrics['top1']:.2%}, "
+    print(f"wrote {model_dir.root}: {score_text(model_dir.manifest.metrics)}, "
           f"{model_dir.manifest.metrics['params']:,} parameters; report {model_dir.root / 'report.md'}")
     return 0

@@ -57,19 +57,27 @@ def latency_ms(path: Path, input_shape: tuple[int, ...], threads: int, warmup: i
     return interleaved_latency_ms([path], input_shape, threads, warmup, runs, rounds=1)[0]
 
 
+def _random_input(session, input_shape: tuple[int, ...]) -> np.ndarray:
+    """One image of the file's input type: uint8 pixels for a detection graph, else float32 noise."""
+    rng = np.random.default_rng(0)
+    if session.get_inputs()[0].type == "tensor(uint8)":
+        return rng.integers(0, 256, (1, *input_shape), dtype=np.uint8)
+    return rng.standard_normal((1, *input_shape)).astype(np.float32)
+
+
 def interleaved_latency_ms(paths: list[Path], input_shape: tuple[int, ...], threads: int, warmup: int, runs: int,
                            rounds: int = 10) -> list[dict[str, float]]:
     """p50/p95 per file, the files taking turns for `rounds` rounds of runs/rounds calls each, so
     all of them see the same machine load (a busy machine slows each one alike)."""
     sessions = [make_session(path, threads=threads) for path in paths]
     names = [session.get_inputs()[0].name for session in sessions]
-    x = np.random.default_rng(0).standard_normal((1, *input_shape)).astype(np.float32)
-    for session, name in zip(sessions, names, strict=True):
+    inputs = [_random_input(session, input_shape) for session in sessions]
+    for session, name, x in zip(sessions, names, inputs, strict=True):
         for _ in range(warmup):
             session.run(None, {name: x})
     samples: list[list[float]] = [[] for _ in paths]
     for _ in range(rounds):
-        for session, name, times in zip(sessions, names, samples, strict=True):
+        for session, name, x, times in zip(sessions, names, inputs, samples, strict=True):
             for _ in range(max(1, runs // rounds)):
                 start = time.perf_counter()
                 session.run(None, {name: x})

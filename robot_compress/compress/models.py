@@ -1,6 +1,6 @@
 """Build the networks a recipe names (its teacher, and its student when that is a different
 network): CIFAR ResNet + checkpoint, a torchvision classifier (ImageNet weights downloaded on
-demand), or a model file saved with torch.save."""
+demand), a model file saved with torch.save, or a YOLOX detector rebuilt from its ONNX export."""
 
 from __future__ import annotations
 
@@ -22,6 +22,10 @@ def build_model(config: ModelSource, role: str = "teacher") -> nn.Module:
                 load_checkpoint(model, config.checkpoint)
         elif config.kind == "torchvision":
             model = torchvision_classifier(config.arch, config.pretrained, config.num_classes)
+        elif config.kind == "yolox":
+            from robot_compress.compress.detection.yolox import yolox_nano_from_onnx
+
+            model = yolox_nano_from_onnx(config.checkpoint)
         else:
             model = load_model_file(config.path)
     except (ValueError, FileNotFoundError, OSError) as exc:

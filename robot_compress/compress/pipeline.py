@@ -32,7 +32,7 @@ from robot_compress.compress.data import load_splits
 from robot_compress.compress.metrics import interleaved_latency_ms, measure
 from robot_compress.compress.models import build_model
 from robot_compress.compress.recipe import ExportOnnx, MetricsConfig, Recipe, RecipeError
-from robot_compress.compress.report import write_report
+from robot_compress.compress.report import score_text, write_report
 from robot_compress.compress.stages import Artefact, Context, runner
 from robot_compress.compress.stages.export_onnx import export_checked
 from robot_compress.compress.train import device
@@ -109,7 +109,13 @@ def run_pipeline(recipe: Recipe, out: Path, work_dir: Path, resume: bool = False
     teacher = build_model(recipe.teacher)  # bad checkpoints fail here, before anything is written
     student = build_model(recipe.student, "student") if recipe.student else None
     try:
-        splits = load_splits(recipe.data, recipe.seed)
+        if recipe.task == "detection":
+            from robot_compress.compress.detection.task import load_detection_splits, prepare_teacher
+
+            splits = load_detection_splits(recipe.data, recipe.seed)
+            prepare_teacher(teacher, splits)
+        else:
+            splits = load_splits(recipe.data, recipe.seed)
     except (ValueError, FileNotFoundError) as exc:
         raise RecipeError(f"data: {exc}") from exc
     if student is not None:
@@ -119,7 +125,7 @@ def run_pipeline(recipe: Recipe, out: Path, work_dir: Path, resume: bool = False
                   f"{len(splits.eval)} evaluation images; device {device()}")
     try:
         rows, files, final = _run_stages(recipe, run, teacher, student, splits, work_dir)
-        _retime(rows, files, splits.spec.input_size, recipe.metrics)
+        _retime(rows, files, splits.spec.tensor_shape(), recipe.metrics)
     except KeyboardInterrupt:
         run["status"] = "interrupted"
         _write_json(work_dir / RUN_FILE, run)
@@ -130,6 +136,19 @@ def run_pipeline(recipe: Recipe, out: Path, work_dir: Path, resume: bool = False
     run["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     _write_json(work_dir / RUN_FILE, run)
     model_dir = _write_model(recipe, run, splits, rows, final, out)
+    if recipe.task == "detection":
+        notes = [f"teacher: yolox {recipe.teacher.arch} from {recipe.teacher.checkpoint}",
+                 f"COCO mAP50-95 / mAP50 on {recipe.data.eval} ({rows[0][1]['eval_images']} images) with ONNX "
+                 f"Runtime through the robot's letterbox; latency is ONNX Runtime CPU at batch 1 (uint8 input, "
+                 f"decode and NMS in the graph)",
+                 f"training: label-free distillation on {len(splits.train)} images of {recipe.data.train} with "
+                 f"mosaic, random affine, flip and HSV augmentation ({len(splits.val)} held out: best epoch, "
+                 f"export checks)",
+                 "latencies: measured again at the end of the run with the artefacts taking turns",
+                 f"recipe sha256 {recipe.digest}; command: {run['command']}"]
+        for directory in (work_dir, out):
+            write_report(directory, recipe.name, rows, rows[0][1]["map50_95"], notes)
+        return model_dir
     notes = [f"teacher: {recipe.teacher.kind} {recipe.teacher.arch or recipe.teacher.path}"
              + (f"; student: {recipe.student.kind} {recipe.student.arch or recipe.student.path}, learning from it"
                 if recipe.student else ""),
@@ -167,11 +186,11 @@ def _measured_start(model: nn.Module, role: str, recipe: Recipe, splits, work_di
     metrics_file = directory / METRICS_FILE
     if not metrics_file.is_file() or json.loads(metrics_file.read_text()).get("stage_key") != stage_key(recipe, 0):
         ctx = Context(recipe, model, splits, directory, recipe.seed)
-        diff = export_checked(model, directory / "model.onnx", ctx, ExportOnnx().check_images, 1e-3)
-        metrics = measure(model, directory / "model.onnx", splits.eval, splits.spec, recipe.metrics)
+        diff = _export(model, directory / "model.onnx", ctx, 1e-3)
+        metrics = _measure(recipe, model, directory / "model.onnx", splits)
         _write_json(metrics_file, {**metrics, "max_abs_diff": diff, "stage_key": stage_key(recipe, 0)})
     metrics = json.loads(metrics_file.read_text())
-    console.print(f"{role} top-1 {metrics['top1']:.2%}, {metrics['params']:,} parameters")
+    console.print(f"{role} {score_text(metrics)}, {metrics['params']:,} parameters")
     return role, metrics
 
 
@@ -213,31 +232,51 @@ def _run_stages(recipe: Recipe, run: dict, teacher: nn.Module, student: nn.Modul
         torch.save(artefact.model, stage_dir / "model.pt")
         onnx = artefact.onnx or stage_dir / "model.onnx"
         if artefact.onnx is None:
-            artefact.info["max_abs_diff"] = export_checked(artefact.model, onnx, ctx, ExportOnnx().check_images,
-                                                           ExportOnnx().max_abs_diff)
-        metrics = {**measure(artefact.model, onnx, splits.eval, splits.spec, recipe.metrics),
+            artefact.info["max_abs_diff"] = _export(artefact.model, onnx, ctx, ExportOnnx().max_abs_diff)
+        metrics = {**_measure(recipe, artefact.model, onnx, splits),
                    **artefact.info, "seconds": seconds, "stage_key": key}
         _write_json(stage_dir / METRICS_FILE, metrics)
         rows.append((label, metrics))
         files.append(onnx)
         run["stages"][label] = {"seconds": seconds, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         _write_json(work_dir / RUN_FILE, run)
-        console.print(f"stage {label}: top-1 {metrics['top1']:.2%}, {metrics['params']:,} parameters, "
+        console.print(f"stage {label}: {score_text(metrics)}, {metrics['params']:,} parameters, "
                       f"{metrics['bytes']:,} bytes, {seconds:.0f} s")
     return rows, files, artefact
 
 
-def _retime(rows: list[tuple[str, dict]], files: list[Path], input_size: tuple[int, int], config: MetricsConfig) -> None:
+def _export(model: nn.Module, path: Path, ctx: Context, bound: float) -> float:
+    """The task's checked export: the classifier graph, or the detection contract's graph."""
+    if ctx.recipe.task == "detection":
+        from robot_compress.compress.detection.task import export_checked_detector
+
+        return export_checked_detector(model, path, ctx.splits)
+    return export_checked(model, path, ctx, ExportOnnx().check_images, bound)
+
+
+def _measure(recipe: Recipe, model: nn.Module, onnx: Path, splits) -> dict[str, Any]:
+    """Task-aware metrics: top-1 for a classifier, COCO mAP for a detector, plus size and latency."""
+    if recipe.task == "detection":
+        from robot_compress.compress.detection.task import measure_detector
+
+        return measure_detector(model, onnx, splits, recipe.metrics)
+    return measure(model, onnx, splits.eval, splits.spec, recipe.metrics)
+
+
+def _retime(rows: list[tuple[str, dict]], files: list[Path], input_shape: tuple[int, ...], config: MetricsConfig) -> None:
     """Replace the rows' latencies by one interleaved measurement of their ONNX files: a stage
     timed while training ran elsewhere on the machine is not comparable with one timed at rest."""
     for threads in config.latency_threads:
-        timings = interleaved_latency_ms(files, (3, *input_size), threads, config.latency_warmup, config.latency_runs)
+        timings = interleaved_latency_ms(files, input_shape, threads, config.latency_warmup, config.latency_runs)
         for (_, metrics), timing in zip(rows, timings, strict=True):
             metrics[f"latency_ms_{threads}t"] = timing
 
 
 def _write_model(recipe: Recipe, run: dict, splits, rows, final: Artefact, out: Path) -> ModelDir:
     from robot_compress.compress.cifar_resnet import WEIGHTS_LICENSE
+
+    if recipe.task == "detection":
+        return _write_detector(recipe, run, splits, rows, final, out)
 
     teacher_metrics, final_metrics = rows[0][1], rows[-1][1]
     summary = {k: v for k, v in final_metrics.items() if k != "history"}
@@ -257,6 +296,34 @@ def _write_model(recipe: Recipe, run: dict, splits, rows, final: Artefact, out: 
                 "training_data": recipe.data.train,
                 "validation": f"{recipe.data.val_size} images of the training data, held out by seed {recipe.seed}"},
         license=WEIGHTS_LICENSE if recipe.teacher.kind == "cifar_resnet" and recipe.teacher.checkpoint else "",
+        recipe=recipe.source,
+        metrics=summary,
+        created={key: run[key] for key in ("command", "recipe_sha256", "seed", "versions", "device", "cpu",
+                                           "torch_threads", "started", "finished", "stages")},
+    )
+    return write_model_dir(out, manifest, final.onnx)
+
+
+def _write_detector(recipe: Recipe, run: dict, splits, rows, final: Artefact, out: Path) -> ModelDir:
+    """The detection contract's model directory (as convert-detector writes it), with the run's metrics."""
+    from robot_compress.compress.detection.task import manifest_fields
+    from robot_compress.runtime.model_contract import sha256_of
+
+    teacher_metrics, final_metrics = rows[0][1], rows[-1][1]
+    summary = {k: v for k, v in final_metrics.items() if k != "history"}
+    summary.update({"map_eval_data": f"{recipe.data.eval} ({final_metrics['eval_images']} images)",
+                    "teacher_map50_95": teacher_metrics["map50_95"], "teacher_map50": teacher_metrics["map50"],
+                    "teacher_params": teacher_metrics["params"],
+                    "params_removed_vs_teacher": 1 - final_metrics["params"] / teacher_metrics["params"],
+                    "stages": {label: {k: v for k, v in m.items() if k != "history"} for label, m in rows}})
+    manifest = Manifest(
+        name=out.name,
+        **manifest_fields(splits),
+        source={"model": recipe.teacher.arch, "weights": Path(recipe.teacher.checkpoint).name,
+                "weights_sha256": sha256_of(Path(recipe.teacher.checkpoint)),
+                "training_data": f"{recipe.data.train} ({len(splits.train)} images, label-free distillation)",
+                "validation": f"{len(splits.val)} images of the training data, held out by seed {recipe.seed}"},
+        license="Apache-2.0",
         recipe=recipe.source,
         metrics=summary,
         created={key: run[key] for key in ("command", "recipe_sha256", "seed", "versions", "device", "cpu",

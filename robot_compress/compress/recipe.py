@@ -22,6 +22,8 @@ from robot_compress.runtime.schema import Schema, choices, default_of, field_ran
 
 CIFAR10_MEAN = (0.485, 0.456, 0.406)
 CIFAR10_STD = (0.229, 0.224, 0.225)
+YOLOX_DETECTORS = ("yolox_nano",)
+DETECTION_STAGES = ("prune_structured", "distill", "export_onnx", "quantize_int8")
 TORCHVISION_CLASSIFIERS = ("resnet18", "resnet34", "resnet50", "mobilenet_v2", "mobilenet_v3_small",
                            "mobilenet_v3_large", "convnext_tiny", "efficientnet_b0", "regnet_y_400mf")
 POSITIVE = {"low": 0, "low_open": True}
@@ -36,14 +38,16 @@ class RecipeError(ValueError):
 
 class ModelSource(Schema):
     """Where a network comes from, for the teacher and for an optional separate student.
-    kind: cifar_resnet (arch + akamaster checkpoint), torchvision (name, pretrained) or file
-    (a whole model saved with torch.save, or TorchScript)."""
+    kind: cifar_resnet (arch + akamaster checkpoint), torchvision (name, pretrained), file
+    (a whole model saved with torch.save, or TorchScript) or yolox (a detector: arch yolox_nano,
+    checkpoint the YOLOX ONNX export whose weights it is rebuilt from)."""
 
     model_config = ConfigDict(validate_default=True)  # an arch or path left out is named too
 
-    kind: Literal["cifar_resnet", "torchvision", "file"] = setting(description="where the network comes from")
-    arch: str = setting("", "cifar_resnet: resnet20..resnet1202; torchvision: a classifier name")
-    checkpoint: str | None = setting(None, "cifar_resnet: weights file (None: random init)")
+    kind: Literal["cifar_resnet", "torchvision", "file", "yolox"] = setting(
+        description="where the network comes from")
+    arch: str = setting("", "cifar_resnet: resnet20..resnet1202; torchvision: a classifier name; yolox: yolox_nano")
+    checkpoint: str | None = setting(None, "cifar_resnet: weights file (None: random init); yolox: the ONNX export")
     pretrained: bool = setting(False, "torchvision: ImageNet weights")
     path: str = setting("", "file: the saved model")
     num_classes: int = setting(10, "classes of the classifier", 2)
@@ -58,23 +62,34 @@ class ModelSource(Schema):
             raise ValueError(f"unknown CIFAR ResNet {arch!r}; choose one of {sorted(DEPTHS)}")
         if kind == "torchvision" and arch not in TORCHVISION_CLASSIFIERS:
             raise ValueError(f"unknown torchvision classifier {arch!r}; choose one of {list(TORCHVISION_CLASSIFIERS)}")
+        if kind == "yolox" and arch not in YOLOX_DETECTORS:
+            raise ValueError(f"unknown YOLOX detector {arch!r}; choose one of {list(YOLOX_DETECTORS)}")
         return arch
 
     @field_validator("checkpoint", "path")
     @classmethod
     def _existing_file(cls, path: str | None, info: ValidationInfo) -> str | None:
-        needed = info.data.get("kind") == ("file" if info.field_name == "path" else "cifar_resnet")
+        kind = info.data.get("kind")
+        needed = kind == "file" if info.field_name == "path" else kind in ("cifar_resnet", "yolox")
+        if kind == "yolox" and info.field_name == "checkpoint" and path is None:
+            raise ValueError("yolox needs the ONNX export to rebuild the detector from, e.g. "
+                             "../shared/data/weights/yolox_nano-e8af0749.onnx")
         if needed and path is not None and (not path or not Path(path).is_file()):
             raise ValueError(f"file {path!r} does not exist")
         return path
+
+    @property
+    def task(self) -> str:
+        return "detection" if self.kind == "yolox" else "classification"
 
 
 class DataConfig(Schema):
     """Training images (npz, CIFAR-10 python batches dir or ImageFolder), a seeded validation split
     taken off them, and a separate evaluation set for the reported accuracies."""
 
-    train: str = setting(description="training images: .npz, CIFAR-10 batches directory or ImageFolder")
-    eval: str = setting(description="evaluation images, same forms")
+    train: str = setting(description="training images: .npz, CIFAR-10 batches directory or ImageFolder; a COCO "
+                                     "folder (images/ + instances.json) for a detector")
+    eval: str = setting(description="evaluation images, same forms (a detector: a COCO folder, scored with mAP)")
     val_size: int = setting(5000, "training images held out for validation", **POSITIVE)
     train_limit: int | None = setting(None, "use at most this many training images", **POSITIVE)
     eval_limit: int | None = setting(None, "use at most this many evaluation images", **POSITIVE)
@@ -300,6 +315,41 @@ class Recipe(Schema):
                     raise ValueError(f"item [{i}]: export_onnx appears twice")
                 exported = True
         return stages if stages[-1].produces_onnx else (*stages, ExportOnnx())
+
+    @model_validator(mode="after")
+    def _fits_the_task(self) -> Recipe:
+        """A detector gets only the stages that know its graph, label-free distillation, COCO data."""
+        if self.teacher.task != "detection":
+            return self
+        if self.student is not None:
+            raise ValueError("student: a detector is compressed from its teacher (prune_structured); a separate "
+                             "student network is not supported for detection")
+        for i, stage in enumerate(self.stages):
+            where = f"stages[{i}] ({stage.name})"
+            if stage.name not in DETECTION_STAGES:
+                raise ValueError(f"{where}: not available for a detector; choose from {list(DETECTION_STAGES)}")
+            if getattr(stage, "epochs", 0) and (stage.alpha != 1.0 or stage.temperature != TrainConfig().temperature):
+                raise ValueError(f"{where}: a detector trains by label-free distillation only: set alpha: 1.0 (the "
+                                 f"YOLOX label loss is not available) and leave temperature unset")
+            if stage.name == "quantize_int8" and stage.mode != "static":
+                raise ValueError(f"{where}: a detector is quantized static (QDQ) only; set mode: static")
+        height, width = self.data.input_size
+        if height != width or height % 32:
+            raise ValueError(f"data.input_size: a detector needs a square size that is a multiple of 32, got "
+                             f"{[height, width]}")
+        if "val_dev" in Path(self.data.train).parts:
+            raise ValueError(f"data.train: {self.data.train} is the evaluation split; train on coco/train")
+        for key in ("train", "eval"):
+            folder = Path(getattr(self.data, key))
+            if not (folder / "instances.json").is_file() or not (folder / "images").is_dir():
+                raise ValueError(f"data.{key}: a detector needs a COCO folder (images/ and instances.json), "
+                                 f"got {folder}")
+        return self
+
+    @property
+    def task(self) -> str:
+        """classification or detection, from the teacher's kind."""
+        return self.teacher.task
 
     @property
     def source(self) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""report.md and the Pareto plot (accuracy vs size and vs latency) from stage metrics."""
+"""report.md and the Pareto plot (accuracy vs size and vs latency) from stage metrics: top-1 for
+classifiers, COCO mAP50-95 (and mAP50) for detectors."""
 
 from __future__ import annotations
 
@@ -7,6 +8,23 @@ from typing import Any
 
 COLUMNS = ("artefact", "top-1", "Δ vs teacher", "params", "non-zero", "MACs", "ONNX bytes", "gzip bytes",
            "coded bytes", "p50/p95 ms 1 thread", "p50/p95 ms 2 threads")
+DETECTION_COLUMNS = ("artefact", "mAP50-95", "Δ vs teacher", "mAP50", "params", "MACs", "ONNX bytes",
+                     "p50/p95 ms 1 thread", "p50/p95 ms 2 threads")
+
+
+def is_detection(m: dict[str, Any]) -> bool:
+    return "map50_95" in m
+
+
+def score_of(m: dict[str, Any]) -> float:
+    """The headline score in percent: mAP50-95 for a detector, top-1 for a classifier."""
+    return m["map50_95"] if is_detection(m) else m["top1"] * 100
+
+
+def score_text(m: dict[str, Any]) -> str:
+    if is_detection(m):
+        return f"mAP50-95 {m['map50_95']:.1f}, mAP50 {m['map50']:.1f}"
+    return f"top-1 {m['top1']:.2%}"
 
 
 def _latency(m: dict[str, Any], threads: int) -> str:
@@ -15,6 +33,11 @@ def _latency(m: dict[str, Any], threads: int) -> str:
 
 
 def table_row(label: str, m: dict[str, Any], teacher_top1: float) -> str:
+    if is_detection(m):  # teacher_top1 is the teacher's mAP50-95 here
+        cells = [label, f"{m['map50_95']:.1f}", f"{m['map50_95'] - teacher_top1:+.1f}", f"{m['map50']:.1f}",
+                 f"{m['params']:,}", f"{m['macs'] / 1e6:.1f} M" if m.get("macs") else "–", f"{m['bytes']:,}",
+                 _latency(m, 1), _latency(m, 2)]
+        return "| " + " | ".join(cells) + " |"
     coded = m.get("coded_bytes")
     cells = [label, f"{m['top1']:.2%}", f"{(m['top1'] - teacher_top1) * 100:+.2f} pt", f"{m['params']:,}",
              f"{m['params_nonzero']:,}", f"{m['macs'] / 1e6:.1f} M" if m.get("macs") else "–", f"{m['bytes']:,}",
@@ -23,7 +46,8 @@ def table_row(label: str, m: dict[str, Any], teacher_top1: float) -> str:
 
 
 def markdown_table(rows: list[tuple[str, dict[str, Any]]], teacher_top1: float) -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    columns = DETECTION_COLUMNS if rows and is_detection(rows[0][1]) else COLUMNS
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     return "\n".join(lines + [table_row(label, m, teacher_top1) for label, m in rows])
 
 
@@ -43,9 +67,9 @@ def pareto_plot(rows: list[tuple[str, dict[str, Any]]], path: Path, title: str) 
         for index, (label, m) in enumerate(rows):
             x = m.get("coded_bytes") or m["bytes"] if key == "bytes" else m.get("latency_ms_1t", {}).get("p50")
             if x is not None:
-                ax.scatter(x, m["top1"] * 100, marker=markers[index % len(markers)], s=45, label=label)
+                ax.scatter(x, score_of(m), marker=markers[index % len(markers)], s=45, label=label)
         ax.set_xlabel(xlabel)
-        ax.set_ylabel("top-1 (%)")
+        ax.set_ylabel("COCO mAP50-95" if rows and is_detection(rows[0][1]) else "top-1 (%)")
         ax.grid(alpha=0.3)
     axes[0].set_xscale("log")
     axes[0].xaxis.set_minor_formatter(NullFormatter())

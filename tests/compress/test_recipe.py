@@ -156,7 +156,7 @@ def test_compress_help_lists_every_stage_and_key(capsys):
         main(["compress", "--help"])
     assert done.value.code == 0
     text = capsys.readouterr().out
-    assert "kind (cifar_resnet|torchvision|file, required)" in text and "student: optional" in text
+    assert "kind (cifar_resnet|torchvision|file|yolox, required)" in text and "student: optional" in text
     assert "ratio=0.5 in (0, 1)" in text and "multiple=8 in [2, 64]" in text
     for name, cls in [*STAGE_TYPES.items(), ("teacher", ModelSource), ("data", DataConfig)]:
         assert f"  {name}:" in text

@@ -6,6 +6,11 @@ zero-padding of the channel dimension): the pad would be treated as an element-w
 pruned model would add tensors of different widths. The shortcut is therefore first replaced by
 an exactly equivalent frozen 1x1 stride-2 convolution whose weight is the 0/1 selection matrix;
 the graph prunes its rows and columns together with the blocks it joins.
+
+A YOLOX detector goes through the same graph: its depthwise convolutions are pruned with their
+pointwise partners, the decoupled head's stems and branches with the neck outputs they read, and
+the predictors' output channels (classes, box, objectness) are never touched, and the batch
+norms get fresh statistics from training images after each cut.
 """
 
 from __future__ import annotations
@@ -17,6 +22,12 @@ import torch_pruning as tp
 from torch import nn
 
 from robot_compress.compress.cifar_resnet import ShortcutA
+from robot_compress.compress.detection.distill import (
+    RECALIBRATION_IMAGES,
+    recalibrate_batchnorm,
+    train_detector,
+)
+from robot_compress.compress.detection.yolox import YOLOXHead
 from robot_compress.compress.recipe import PruneStructured
 from robot_compress.compress.stages import Artefact, Context
 from robot_compress.compress.train import train
@@ -57,13 +68,21 @@ def _importance(name: str):
     return tp.importance.MagnitudeImportance(p=1 if name == "l1" else 2)
 
 
+def output_layers(model: nn.Module) -> list[nn.Module]:
+    """The layers whose output channels are the model's answer and must all stay: a classifier's
+    last Linear (the class count), a YOLOX's per-level class, box and objectness predictors."""
+    head = getattr(model, "head", None)
+    if isinstance(head, YOLOXHead):
+        return [*head.cls_preds, *head.reg_preds, *head.obj_preds]
+    return [[m for m in model.modules() if isinstance(m, nn.Linear)][-1]]
+
+
 def _pruner(model: nn.Module, params: PruneStructured, example: torch.Tensor, channel_ratio: float,
             steps: int) -> tp.pruner.MetaPruner:
-    head = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]  # keep the class count
     return tp.pruner.MetaPruner(
         model, example, importance=_importance(params.importance), global_pruning=params.scope == "global",
         pruning_ratio=channel_ratio, max_pruning_ratio=params.max_layer_ratio, iterative_steps=steps,
-        ignored_layers=[head], round_to=params.round_to)
+        ignored_layers=output_layers(model), round_to=params.round_to)
 
 
 def _cost(model: nn.Module, example: torch.Tensor, target: str) -> float:
@@ -116,6 +135,16 @@ def relative_to_input(params: PruneStructured, input_cost: float, teacher_cost: 
     return params.model_copy(update={"ratio": ratio, "relative_to": "input"})
 
 
+def _calibration_images(ctx: Context) -> torch.Tensor | None:
+    """Training images for recalibrate_batchnorm (detectors only: the classifiers' results predate it)."""
+    if ctx.recipe.task != "detection":
+        return None
+    from robot_compress.compress.detection.distill import to_input
+
+    return to_input(ctx.splits.train.letterboxed(ctx.splits.spec.input_size[0], RECALIBRATION_IMAGES),
+                    torch.device("cpu"))
+
+
 def run(params: PruneStructured, artefact: Artefact, ctx: Context) -> Artefact:
     model = copy.deepcopy(artefact.model).cpu().eval()
     replaced = replace_zero_pad_shortcuts(model)
@@ -129,22 +158,28 @@ def run(params: PruneStructured, artefact: Artefact, ctx: Context) -> Artefact:
         print(f"prune_structured: removing {params.ratio:.1%} of the input's {params.target}", flush=True)
     ratio = channel_ratio_for(model, params, example)
     pruner = _pruner(model, params, example, ratio, params.steps)
+    calibration = _calibration_images(ctx)
     history = []
     for step in range(params.steps):
         pruner.step()
+        if calibration is not None:
+            recalibrate_batchnorm(model, calibration)
         for conv in replaced:  # pruning rebuilt their weights as trainable Parameters
             conv.weight.requires_grad_(False)
         print(f"prune_structured step {step + 1}/{params.steps}: {_cost(model, example, params.target):,.0f} "
               f"{params.target} (from {before:,.0f})", flush=True)
         if params.epochs:
-            model, steps_history = train(model, params, ctx.splits, ctx.teacher, ctx.seed + step,
-                                         ctx.recipe.data.batch_size, ctx.recipe.data.augment,
-                                         label=f"prune step {step + 1} finetune")
+            fit = train_detector if ctx.recipe.task == "detection" else train
+            model, steps_history = fit(model, params, ctx.splits, ctx.teacher, ctx.seed + step,
+                                       ctx.recipe.data.batch_size, ctx.recipe.data.augment,
+                                       label=f"prune step {step + 1} finetune")
             history.append(steps_history)
     goal = (1 - params.ratio) * before
     if _cost(model, example, params.target) > goal * 1.001:  # iterative re-ranking fell short: top up
         top_up = params.model_copy(update={"ratio": 1 - goal / _cost(model, example, params.target)})
         _pruner(model, top_up, example, channel_ratio_for(model, top_up, example), 1).step()
+        if calibration is not None:
+            recalibrate_batchnorm(model, calibration)
         for conv in replaced:
             conv.weight.requires_grad_(False)
     after = _cost(model, example, params.target)

@@ -102,6 +102,13 @@ def drop_zero_bias_points(path) -> int:
 
 def run(params: QuantizeInt8, artefact: Artefact, ctx: Context) -> Artefact:
     source = artefact.onnx
+    if ctx.recipe.task == "detection":  # convert-detector's INT8 path: which parts stay float and why
+        from robot_compress.compress.detection.task import quantize
+
+        output = quantize(source, ctx.stage_dir / "model.onnx", ctx.splits, params.calibration_images, ctx.seed,
+                          params.reduce_range)
+        return Artefact(artefact.model, onnx=output, info={"mode": "static", "calibration_images": min(
+            params.calibration_images, len(ctx.splits.train))})
     prepared = ctx.stage_dir / "preprocessed.onnx"
     q.quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
     unshare_biases(prepared)

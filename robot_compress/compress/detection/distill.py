@@ -1,0 +1,185 @@
+"""Detection distillation: the student learns the teacher's raw head at the same (augmented) input.
+
+Per grid cell the teacher gives an objectness probability, 80 class probabilities and a box
+(x, y offsets and log w, h). The loss, normalised by the teacher's total objectness (the soft
+number of objects, so empty backgrounds do not drown the objects):
+  objectness: BCE(student logit, teacher probability) over every cell;
+  classes:    BCE(student logits, teacher probabilities), weighted by the teacher's objectness;
+  box:        L1 between the raw box outputs, weighted by the teacher's objectness;
+  features:   optional MSE between the neck outputs (student through a 1x1 adapter per level,
+              since pruning narrows them) and the teacher's, weighted by `feature_weight`.
+No labels are used, so every coco/train image counts, whatever its label status.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from robot_compress.compress.detection.data import augmented_batch
+from robot_compress.compress.recipe import TrainConfig
+from robot_compress.compress.train import autocast, device
+
+RECALIBRATION_IMAGES = 96  # letterboxed training images that set the batch-norm statistics
+BOX_WEIGHT = 5.0  # YOLOX weighs its box loss 5x; the raw offsets are O(1) like the BCE terms
+
+
+def to_input(batch: np.ndarray, dev: torch.device) -> torch.Tensor:
+    """uint8 NHWC BGR -> float32 NCHW 0-255, what the exported graph's cast does."""
+    return torch.from_numpy(batch).to(dev).permute(0, 3, 1, 2).float()
+
+
+def head_outputs(model: nn.Module, x: torch.Tensor):
+    """(neck features, per-level (box, objectness logit, class logits)) of a YOLOX."""
+    feats = model.backbone(x)
+    return feats, model.head.forward_levels(feats)
+
+
+def distill_loss(student, teacher) -> tuple[torch.Tensor, dict[str, float]]:
+    """`student`/`teacher`: per-level (box [N,4,H,W], obj logit [N,1,H,W], cls logits [N,C,H,W])."""
+    obj_loss = cls_loss = box_loss = 0.0
+    weight_sum = 0.0
+    for (s_box, s_obj, s_cls), (t_box, t_obj, t_cls) in zip(student, teacher, strict=True):
+        t_obj_p = t_obj.sigmoid()
+        obj_loss = obj_loss + F.binary_cross_entropy_with_logits(s_obj, t_obj_p, reduction="sum")
+        cls_loss = cls_loss + (F.binary_cross_entropy_with_logits(s_cls, t_cls.sigmoid(), reduction="none")
+                               * t_obj_p).sum()
+        box_loss = box_loss + ((s_box - t_box).abs() * t_obj_p).sum()
+        weight_sum = weight_sum + t_obj_p.sum()
+    norm = torch.clamp(weight_sum, min=1.0)
+    parts = {"obj": obj_loss / norm, "cls": cls_loss / norm, "box": BOX_WEIGHT * box_loss / norm}
+    return sum(parts.values()), {k: float(v.detach()) for k, v in parts.items()}
+
+
+def neck_channels(model: nn.Module, size: int = 64) -> list[int]:
+    with torch.no_grad():
+        return [f.shape[1] for f in model.eval().backbone(torch.zeros(1, 3, size, size))]
+
+
+def recalibrate_batchnorm(model: nn.Module, images: torch.Tensor, batch: int = 16) -> None:
+    """Re-estimate every batch norm's running statistics on training images (the model is left in
+    eval mode), after pruning and after each training epoch.
+
+    After pruning: YOLOX-nano's folded batch norms leave channels with small weights but large
+    constant outputs; magnitude importance removes them first, which shifts every later layer's
+    statistics (a 2% channel cut moves boxes by cells). Fresh statistics from the pruned network
+    remove that shift: on held-out coco/train images the distillation loss of a 50% cut falls from
+    27.2 to 21.9 (a copy of the teacher: 2.8); folding the removed channels' mean activations into
+    their consumers reached 24.8.
+    After an epoch: with YOLOX's batch-norm momentum (0.03) the running statistics trail weights
+    that a short, fast fine-tuning moves, and the eval-mode network can be far off the trained one.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    momenta = [m.momentum for m in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a cumulative average over the batches below
+    model.train()
+    try:
+        with torch.no_grad():
+            for start in range(0, len(images), batch):
+                model(images[start:start + batch])
+    finally:
+        for norm, momentum in zip(norms, momenta, strict=True):
+            norm.momentum = momentum
+        model.eval()
+
+
+@torch.no_grad()
+def validation_loss(model: nn.Module, teacher: nn.Module, images: np.ndarray, batch_size: int = 16) -> float:
+    """Mean distillation loss (no feature term) on letterboxed held-out training images, eval mode."""
+    model.eval()
+    dev = next(model.parameters()).device
+    total = 0.0
+    for start in range(0, len(images), batch_size):
+        x = to_input(images[start:start + batch_size], dev)
+        loss, _ = distill_loss(head_outputs(model, x)[1], head_outputs(teacher, x)[1])
+        total += float(loss) * len(x)
+    return total / len(images)
+
+
+def train_detector(model: nn.Module, config: TrainConfig, splits, teacher: nn.Module, seed: int, batch_size: int,
+                   augment_images: bool = True, checkpoint: Path | None = None,
+                   label: str = "distill") -> tuple[nn.Module, list[dict]]:
+    """Distil `teacher` into `model` for config.epochs (SGD + cosine, as the classifier loop); keeps
+    the epoch with the lowest distillation loss on the held-out training images."""
+    dev = device()
+    size = splits.spec.input_size[0]
+    model, teacher = model.to(dev), teacher.to(dev).eval()
+    adapters = None
+    if config.feature_weight > 0:
+        adapters = nn.ModuleList(nn.Conv2d(s, t, 1) for s, t in zip(neck_channels(model), neck_channels(teacher),
+                                                                     strict=True)).to(dev)
+    trainable = [p for p in model.parameters() if p.requires_grad] + (list(adapters.parameters()) if adapters else [])
+    optimizer = torch.optim.SGD(trainable, lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0,
+                                weight_decay=config.weight_decay)
+    steps_per_epoch = max(1, len(splits.train) // batch_size)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, config.epochs * steps_per_epoch))
+    val_images = splits.val.letterboxed(size)
+    statistics_images = to_input(splits.train.letterboxed(size, RECALIBRATION_IMAGES), dev)
+    best_loss, best_state = validation_loss(model, teacher, val_images), copy.deepcopy(model.state_dict())
+    start, history = 0, []
+    if checkpoint is not None and checkpoint.is_file():
+        state = torch.load(checkpoint, map_location=dev, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        if adapters is not None:
+            adapters.load_state_dict(state["adapters"])
+        start, history, best_loss, best_state = (state["epoch"], state["history"], state["best_loss"],
+                                                 state["best_state"])
+        print(f"{label}: resuming after epoch {start}/{config.epochs} (best val loss {best_loss:.4f})")
+    print(f"{label}: {len(splits.train)} training images, {steps_per_epoch} steps of {batch_size} per epoch, "
+          f"val distillation loss before {best_loss:.4f}", flush=True)
+    for epoch in range(start, config.epochs):
+        rng = np.random.default_rng(seed * 1000 + epoch)
+        order = rng.permutation(len(splits.train))
+        model.train()
+        t0, total, parts_total = time.time(), 0.0, {}
+        for step in range(steps_per_epoch):
+            indices = order[step * batch_size:(step + 1) * batch_size]
+            batch = augmented_batch(splits.train, indices, size, rng) if augment_images else \
+                splits.train.subset(indices).letterboxed(size)
+            x = to_input(batch, dev)
+            with autocast(config.precision, dev):
+                with torch.no_grad():
+                    t_feats, t_levels = head_outputs(teacher, x)
+                s_feats, s_levels = head_outputs(model, x)
+                loss, parts = distill_loss([tuple(t.float() for t in lv) for lv in s_levels],
+                                           [tuple(t.float() for t in lv) for lv in t_levels])
+                if adapters is not None:
+                    feature = sum(F.mse_loss(a(s).float(), t.float()) for a, s, t in zip(adapters, s_feats, t_feats,
+                                                                                        strict=True))
+                    loss = loss + config.feature_weight * feature
+                    parts["feature"] = float(feature)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            total += float(loss)
+            for key, value in parts.items():
+                parts_total[key] = parts_total.get(key, 0.0) + value
+        recalibrate_batchnorm(model, statistics_images)
+        val = validation_loss(model, teacher, val_images)
+        entry = {"epoch": epoch + 1, "loss": total / steps_per_epoch, "val_loss": val, "seconds": time.time() - t0,
+                 **{f"loss_{k}": v / steps_per_epoch for k, v in parts_total.items()}}
+        history.append(entry)
+        print(f"{label} epoch {epoch + 1}/{config.epochs}: loss {entry['loss']:.4f}, val distillation loss "
+              f"{val:.4f}, {entry['seconds']:.0f} s", file=sys.stderr, flush=True)
+        if val <= best_loss:
+            best_loss, best_state = val, copy.deepcopy(model.state_dict())
+        if checkpoint is not None:
+            torch.save({"epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "schedule": schedule.state_dict(), "adapters": adapters.state_dict() if adapters else None,
+                        "history": history, "best_loss": best_loss, "best_state": best_state},
+                       checkpoint.with_suffix(".tmp"))
+            checkpoint.with_suffix(".tmp").replace(checkpoint)
+    model.load_state_dict(best_state)
+    return model.cpu().eval(), history
