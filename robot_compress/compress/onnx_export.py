@@ -37,3 +37,7 @@ def max_abs_diff(model: nn.Module, onnx_path: str | Path, inputs: np.ndarray,
     session = make_session(onnx_path, threads=2)
     (actual,) = session.run(None, {input_name: inputs.astype(np.float32)})
     return float(np.abs(expected - actual).max()), expected
+
+
+class ExportMismatch(RuntimeError):
+    """The exported graph does not compute what the PyTorch model computes."""

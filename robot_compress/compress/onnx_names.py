@@ -39,3 +39,33 @@ def compact_names(path: str | Path) -> bool:
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return True
+
+
+def unshare_biases(path) -> int:
+    """Give every Conv/Gemm its own bias initializer; returns how many copies were made.
+
+    The exporter stores equal constants once, so convolutions whose folded biases are equal share
+    one initializer. ONNX Runtime's QDQ quantizer copies a shared bias as name + number ("t5" ->
+    "t50"), which after compact_names can be an existing tensor, e.g. that convolution's input; the
+    file then fails to load ("Input tensor must have at least 2 dimensions"). Our copies get names
+    of their own first."""
+    import onnx
+
+    model = onnx.load(str(path))
+    initializers = {tensor.name: tensor for tensor in model.graph.initializer}
+    seen: set[str] = set()
+    copies = 0
+    for node in model.graph.node:
+        if node.op_type not in ("Conv", "Gemm") or len(node.input) < 3 or node.input[2] not in initializers:
+            continue
+        if node.input[2] in seen:
+            copy = onnx.TensorProto()
+            copy.CopyFrom(initializers[node.input[2]])
+            copy.name = f"{node.input[2]}_for_{node.output[0]}"
+            model.graph.initializer.append(copy)
+            node.input[2] = copy.name
+            copies += 1
+        seen.add(node.input[2])
+    if copies:
+        onnx.save(model, str(path))
+    return copies

@@ -62,7 +62,7 @@ def quantize_detector(source: str | Path, output: str | Path, calibration: np.nd
     import onnx
     from onnxruntime import quantization as q
 
-    from robot_compress.compress.stages.quantize_int8 import unshare_biases
+    from robot_compress.compress.onnx_names import unshare_biases
 
     class Reader(_Calibration, q.CalibrationDataReader):
         pass

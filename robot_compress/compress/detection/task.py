@@ -83,7 +83,7 @@ def export_checked_detector(model: nn.Module, path: Path, splits: DetectionSplit
     """Export to the detection contract and compare the graph's detections with a numpy decode +
     NMS of the torch raw head on held-out training images; returns the max box difference (px)."""
     from robot_compress.compress.detection.convert_command import compare_with_reference
-    from robot_compress.compress.stages.export_onnx import ExportMismatch
+    from robot_compress.compress.onnx_export import ExportMismatch
 
     size = splits.spec.input_size[0]
     model = model.cpu().eval()

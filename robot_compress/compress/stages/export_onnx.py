@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 from robot_compress.compress.logit_tolerance import mismatch
-from robot_compress.compress.onnx_export import export_onnx, max_abs_diff
+from robot_compress.compress.onnx_export import ExportMismatch, export_onnx, max_abs_diff
 from robot_compress.compress.onnx_names import compact_names
 from robot_compress.compress.recipe import ExportOnnx
 from robot_compress.compress.stages import Artefact, Context
 from robot_compress.runtime.preprocess import preprocess_batch
-
-
-class ExportMismatch(RuntimeError):
-    """The exported graph does not compute what the PyTorch model computes."""
 
 
 def export_checked(model, path, ctx: Context, check_images: int, bound: float) -> float:

@@ -9,7 +9,7 @@ import numpy as np
 from onnxruntime import quantization as q
 
 from robot_compress.compress.data import calibration_sample
-from robot_compress.compress.onnx_names import compact_names
+from robot_compress.compress.onnx_names import compact_names, unshare_biases
 from robot_compress.compress.recipe import QuantizeInt8
 from robot_compress.compress.stages import Artefact, Context
 from robot_compress.runtime.preprocess import preprocess_batch
@@ -40,36 +40,6 @@ def largest_int8_weight(path) -> int:
     weights = [numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer
                if t.data_type == onnx.TensorProto.INT8]
     return max((int(np.abs(w.astype(np.int16)).max()) for w in weights if w.size), default=0)
-
-
-def unshare_biases(path) -> int:
-    """Give every Conv/Gemm its own bias initializer; returns how many copies were made.
-
-    The exporter stores equal constants once, so convolutions whose folded biases are equal share
-    one initializer. ONNX Runtime's QDQ quantizer copies a shared bias as name + number ("t5" ->
-    "t50"), which after compact_names can be an existing tensor, e.g. that convolution's input; the
-    file then fails to load ("Input tensor must have at least 2 dimensions"). Our copies get names
-    of their own first."""
-    import onnx
-
-    model = onnx.load(str(path))
-    initializers = {tensor.name: tensor for tensor in model.graph.initializer}
-    seen: set[str] = set()
-    copies = 0
-    for node in model.graph.node:
-        if node.op_type not in ("Conv", "Gemm") or len(node.input) < 3 or node.input[2] not in initializers:
-            continue
-        if node.input[2] in seen:
-            copy = onnx.TensorProto()
-            copy.CopyFrom(initializers[node.input[2]])
-            copy.name = f"{node.input[2]}_for_{node.output[0]}"
-            model.graph.initializer.append(copy)
-            node.input[2] = copy.name
-            copies += 1
-        seen.add(node.input[2])
-    if copies:
-        onnx.save(model, str(path))
-    return copies
 
 
 def drop_zero_bias_points(path) -> int:
