@@ -84,4 +84,4 @@ def test_inference_statistics_count_requests_rows_and_executions(client):
     assert (after[0] - before[0], after[1] - before[1]) == (4, 12)
     assert 1 <= after[2] - before[2] <= 4
     names = [s.name for s in client.get_inference_statistics().model_stats]
-    assert names == sorted([EDGE_NAME, "tiny", "tiny_logits"])
+    assert names == sorted([EDGE_NAME, "coco_yolox_nano_640", "tiny", "tiny_logits"])
