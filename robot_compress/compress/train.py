@@ -67,6 +67,26 @@ def accuracy(model: nn.Module, data, spec, batch_size: int = 500) -> float:
     return correct / len(data)
 
 
+def save_checkpoint(path: Path, epoch: int, modules: dict, extra: dict) -> None:
+    """A run's state after `epoch`, written to a .tmp file and renamed, so an interrupt never
+    leaves half a checkpoint. `modules`: name -> object with state_dict() (or None)."""
+    state = {"epoch": epoch, **{k: (m.state_dict() if m is not None else None) for k, m in modules.items()}, **extra}
+    torch.save(state, path.with_suffix(".tmp"))
+    path.with_suffix(".tmp").replace(path)
+
+
+def load_checkpoint(path: Path | None, dev: torch.device, modules: dict) -> dict | None:
+    """The saved state of an interrupted run, with `modules` (name -> object with
+    load_state_dict(), or None) restored in place; None when there is no checkpoint."""
+    if path is None or not path.is_file():
+        return None
+    state = torch.load(path, map_location=dev, weights_only=False)
+    for key, module in modules.items():
+        if module is not None:
+            module.load_state_dict(state[key])
+    return state
+
+
 def train(model: nn.Module, config: TrainConfig, splits: Splits, teacher: nn.Module | None, seed: int,
           batch_size: int, augment_images: bool = True, checkpoint: Path | None = None,
           label: str = "train") -> tuple[nn.Module, list[dict]]:
@@ -87,13 +107,8 @@ def train(model: nn.Module, config: TrainConfig, splits: Splits, teacher: nn.Mod
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, config.epochs * steps_per_epoch))
     start, history = 0, []
     best_acc, best_state = accuracy(model, splits.val, splits.spec), copy.deepcopy(model.state_dict())
-    if checkpoint is not None and checkpoint.is_file():
-        state = torch.load(checkpoint, map_location=dev, weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        if adapter is not None:
-            adapter.load_state_dict(state["adapter"])
+    modules = {"model": model, "optimizer": optimizer, "schedule": schedule, "adapter": adapter}
+    if (state := load_checkpoint(checkpoint, dev, modules)) is not None:
         start, history, best_acc, best_state = state["epoch"], state["history"], state["best_acc"], state["best_state"]
         print(f"{label}: resuming after epoch {start}/{config.epochs} (best val {best_acc:.2%})")
     generator = torch.Generator()
@@ -132,11 +147,8 @@ def train(model: nn.Module, config: TrainConfig, splits: Splits, teacher: nn.Mod
         if val >= best_acc:
             best_acc, best_state = val, copy.deepcopy(model.state_dict())
         if checkpoint is not None:
-            torch.save({"epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "schedule": schedule.state_dict(), "adapter": adapter.state_dict() if adapter else None,
-                        "history": history, "best_acc": best_acc, "best_state": best_state},
-                       checkpoint.with_suffix(".tmp"))
-            checkpoint.with_suffix(".tmp").replace(checkpoint)
+            save_checkpoint(checkpoint, epoch + 1, modules,
+                            {"history": history, "best_acc": best_acc, "best_state": best_state})
     if taps:
         for tap in taps:
             tap.close()

@@ -25,7 +25,7 @@ from torch import nn
 
 from robot_compress.compress.detection.data import augmented_batch
 from robot_compress.compress.recipe import TrainConfig
-from robot_compress.compress.train import autocast, device
+from robot_compress.compress.train import autocast, device, load_checkpoint, save_checkpoint
 
 RECALIBRATION_IMAGES = 96  # letterboxed training images that set the batch-norm statistics
 BOX_WEIGHT = 5.0  # YOLOX weighs its box loss 5x; the raw offsets are O(1) like the BCE terms
@@ -126,13 +126,8 @@ def train_detector(model: nn.Module, config: TrainConfig, splits, teacher: nn.Mo
     statistics_images = to_input(splits.train.letterboxed(size, RECALIBRATION_IMAGES), dev)
     best_loss, best_state = validation_loss(model, teacher, val_images), copy.deepcopy(model.state_dict())
     start, history = 0, []
-    if checkpoint is not None and checkpoint.is_file():
-        state = torch.load(checkpoint, map_location=dev, weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        if adapters is not None:
-            adapters.load_state_dict(state["adapters"])
+    modules = {"model": model, "optimizer": optimizer, "schedule": schedule, "adapters": adapters}
+    if (state := load_checkpoint(checkpoint, dev, modules)) is not None:
         start, history, best_loss, best_state = (state["epoch"], state["history"], state["best_loss"],
                                                  state["best_state"])
         print(f"{label}: resuming after epoch {start}/{config.epochs} (best val loss {best_loss:.4f})")
@@ -176,10 +171,7 @@ def train_detector(model: nn.Module, config: TrainConfig, splits, teacher: nn.Mo
         if val <= best_loss:
             best_loss, best_state = val, copy.deepcopy(model.state_dict())
         if checkpoint is not None:
-            torch.save({"epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "schedule": schedule.state_dict(), "adapters": adapters.state_dict() if adapters else None,
-                        "history": history, "best_loss": best_loss, "best_state": best_state},
-                       checkpoint.with_suffix(".tmp"))
-            checkpoint.with_suffix(".tmp").replace(checkpoint)
+            save_checkpoint(checkpoint, epoch + 1, modules,
+                            {"history": history, "best_loss": best_loss, "best_state": best_state})
     model.load_state_dict(best_state)
     return model.cpu().eval(), history
