@@ -14,6 +14,7 @@ import pytest
 
 from robot_compress.edge.process import EdgeServerProcess
 from robot_compress.faults.stall_watch import SIGNIFICANT_STALL_MS, StallWatch
+from robot_compress.ros.launch_description import dds_environment
 from robot_compress.runtime.processes import free_port  # noqa: F401  (tests import it from here)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,6 +26,11 @@ SMALL_MODEL = MODELS / "cifar10_resnet20"
 MAX_MESSAGE_MB = 4.0  # the shared edge server's message limit: above one 640x640x3 uint8 frame (1.2 MB)
 
 _domain_counter = itertools.count()
+
+# The test process publishes camera-sized images to the nodes too (and reads their results): it
+# loads the same shared-memory DDS profile as the processes it starts, before any rclpy.init of
+# the session. Without it a 640x480 frame from here goes over fragmented UDP and can be lost.
+os.environ.update(dds_environment())
 
 # A test run started in the background (nohup, `&`) inherits SIGINT ignored, and so would every
 # child it starts: the Ctrl-C tests would then fail. Python's own handler here means children

@@ -95,6 +95,7 @@ def test_launch_file_starts_what_describe_says(monkeypatch):
     node names, executables, parameter files, parameters and remappings."""
     from robot_compress.ros.launch_description import dds_environment
 
+    monkeypatch.delenv("FASTRTPS_DEFAULT_PROFILES_FILE", raising=False)  # as in a user's shell (the tests set it)
     overrides = {"camera": "true", "camera_source": "data.npz", "edge_server": "true", "edge_port": "9100",
                  "image_topic": "/front/image", "local_model": "models/robot_small"}
     declared, processes = launch_actions(monkeypatch, overrides)
