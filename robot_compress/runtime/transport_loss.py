@@ -71,6 +71,7 @@ class TransportLossEstimator:
         self.received = self.restarts = self.pauses = 0
         self.method = ""
         self._deltas: deque[float] = deque(maxlen=window)
+        self._period: float | None = None  # period_s() of the current _deltas; None: not computed yet
         self._last_stamp: float | None = None
         self._last_seq: tuple[str, int] | None = None
         self._by_seq = 0  # frames missing in the sequence numbers
@@ -88,6 +89,8 @@ class TransportLossEstimator:
         one back: a late stamp (a publisher whose timer fell behind) followed by one on time again
         is no lost frame. Rounding each difference on its own keeps a slightly wrong period from
         adding up over a long run."""
+        if not deltas:
+            return start
         period = self.period_s()
         total = start
         if period is not None:
@@ -125,11 +128,13 @@ class TransportLossEstimator:
             self._by_stamp = self._count(self._pending, self._by_stamp)
             self._pending.clear()
             self._deltas.clear()
+            self._period = None
             return False
         if delta > self.max_gap_s:
             self.pauses += count
             return False
         self._deltas.append(delta)
+        self._period = None
         if count:
             self._by_stamps(delta)
         return True
@@ -150,6 +155,11 @@ class TransportLossEstimator:
         moves only its own two differences."""
         if len(self._deltas) < self.warm_up:
             return None
+        if self._period is None:  # computed once per new stamp, however often it is asked for
+            self._period = self._cluster_period()
+        return self._period
+
+    def _cluster_period(self) -> float:
         ordered = sorted(self._deltas)
         counts = [bisect_right(ordered, 1.2 * d) - bisect_left(ordered, 0.8 * d) for d in ordered]
         # the shortest well-populated cluster: under heavy loss 2 or 3 periods can come close in count
