@@ -16,6 +16,9 @@ subprocess on loopback, once per batching mode:
 
     .venv/bin/python benchmarks/edge_throughput.py [--clients 1 4 16] [--duration 5] [--no-triton] [--out FILE]
 
+A detection model (uint8 images) is sent a letterboxed coco/train photo (`--image`), so its in-graph
+NMS sees a real frame's candidates; a classifier gets random float32 tensors.
+
 Prints a table and writes JSON (default runs/edge_throughput-<time>.json). Numbers depend on the
 machine and on whatever else runs on it; the JSON records the CPU count and the settings.
 """
@@ -39,11 +42,14 @@ import tritonclient.grpc as triton
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+DETECTION_IMAGE = REPO.parent / "shared/data/coco/train/images/000000000009.jpg"
 
 from robot_compress.edge.process import EdgeServerProcess  # noqa: E402
 from robot_compress.edge.triton_repository import write_triton_repository  # noqa: E402
 from robot_compress.faults.triton_process import TritonServerProcess, TritonUnavailable  # noqa: E402
 from robot_compress.runtime.backend import BackendError  # noqa: E402
+from robot_compress.runtime.cpu_info import cpu_name  # noqa: E402
+from robot_compress.runtime.detection import letterbox  # noqa: E402
 from robot_compress.runtime.edge_client import EdgeBackend  # noqa: E402
 from robot_compress.runtime.latency_stats import percentile  # noqa: E402
 from robot_compress.runtime.local_backend import LocalBackend  # noqa: E402
@@ -200,6 +206,20 @@ def print_table(points: list[Point]) -> None:
               f"{p.p50_ms:>8.2f} {p.p99_ms:>8.2f} {p.mean_batch:>9.1f} {p.errors:>6}")
 
 
+def input_batch(model: ModelDir, batch: int, image: Path) -> np.ndarray:
+    """What each request sends: a detector's letterboxed photo, or a classifier's random tensor."""
+    spec = model.manifest.input
+    if model.manifest.task == "detection":
+        import cv2
+
+        photo = cv2.imread(str(image))
+        if photo is None:
+            raise SystemExit(f"edge_throughput: cannot read --image {image}")
+        one = letterbox(photo, model.manifest.preprocessing.input_size[0])[0]
+        return np.repeat(one[None], batch, axis=0).astype(spec.dtype)
+    return np.random.default_rng(0).standard_normal((batch, *spec.shape)).astype(np.float32)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=REPO / "models" / "cifar10_resnet56")
@@ -210,11 +230,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds before measuring, per point")
     parser.add_argument("--no-triton", dest="triton", action="store_false",
                         help="leave out the real Triton's rows (it needs the nvidia-pytriton wheel)")
+    parser.add_argument("--image", type=Path, default=DETECTION_IMAGE,
+                        help="detection models: the photo sent, letterboxed (default: a coco/train image)")
     parser.add_argument("--out", type=Path, help="JSON file (default: runs/edge_throughput-<time>.json)")
     args = parser.parse_args(argv)
 
     model = ModelDir.load(args.model)
-    x = np.random.default_rng(0).standard_normal((args.batch, *model.manifest.input.shape)).astype(np.float32)
+    x = input_batch(model, args.batch, args.image)
     points: list[Point] = []
     with tempfile.TemporaryDirectory(prefix="edge_bench_") as tmp:
         triton_rows: list[Point] = []
@@ -245,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "edge_throughput",
         "model": model.name,
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "machine": {"cpu": cpu_name(), "cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "batching": {"max_batch_size": model.max_batch_size,
                      "max_queue_delay_us": model.config.dynamic_batching.max_queue_delay_microseconds},
         "targets": verdict(points, args),

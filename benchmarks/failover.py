@@ -9,8 +9,9 @@ veth, with each fault made for real (robot_compress.faults). Needs root, `ip` an
 
 --edge triton runs every scenario against a real Triton 2.51 (the nvidia-pytriton wheel's
 tritonserver, serving the edge model's Python-backend twin) instead of the project's edge server.
-`--task detection` runs the shipped detectors on coco/val_dev photos at 640x480 (5 Hz, deadline
-250 ms; faults/experiment.py DETECTION_*) and adds mAP50-95 per backend to each row.
+`--task detection` runs the shipped detectors on coco/val_dev photos at 640x480 (5 Hz, the node's
+detection default deadline of 250 ms; faults/experiment.py DETECTION_*) and adds mAP50-95 per
+backend to each row.
 
 Prints one table; writes DIR/failover.json (every figure, the settings, the bounds and any
 violation) and DIR/<scenario>.png (per-frame latency and backend over time, the fault shaded).

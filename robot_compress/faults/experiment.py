@@ -33,13 +33,14 @@ BIN = Path(sys.executable).parent
 # queue_size 3: a frame waiting out a black-hole deadline (60 ms) plus a scheduler stall must not
 # push newer frames out of the node's newest-wins queue (1 loses frames; see docs/FAULTS.md).
 NODE_PARAMS: dict[str, Any] = {"queue_size": 3}
-# Detection runs: COCO photos with their boxes, the shipped detectors, and a deadline for an edge
-# model that takes 80-190 ms a frame on one shared core (docs/DETECTION.md). score_threshold 0.001:
-# every box the graph keeps is published, so mAP reads as the offline benchmark's.
+# Detection runs: COCO photos with their boxes, the shipped detectors, and the node's detection
+# default deadline (250 ms: the edge model takes 80-190 ms a frame on one shared core,
+# docs/DETECTION.md). score_threshold 0.001: every box the graph keeps is published, so mAP reads
+# as the offline benchmark's.
 DETECTION_SOURCE = REPO.parent / "shared" / "data" / "coco" / "val_dev"
 DETECTION_LOCAL_MODEL = REPO / "models" / "robot_yolox_nano_320"
 DETECTION_EDGE_MODEL = REPO / "models" / "coco_yolox_nano_640"
-DETECTION_NODE_PARAMS: dict[str, Any] = {"deadline_ms": 250.0, "score_threshold": 0.001, "publish_annotated": False}
+DETECTION_NODE_PARAMS: dict[str, Any] = {"score_threshold": 0.001, "publish_annotated": False}
 DETECTION_RATE_HZ = 5.0
 # Steps whose fault begins or ends only once they finish: a server listening, a flood running,
 # every thread of the edge stopped (SIGSTOP lands asynchronously; NetTestbed.freeze waits for it).
@@ -76,10 +77,15 @@ class RunConfig:
     edge_cpus: str | None = field(default_factory=_last_cpu_of_several)
 
     def router_value(self, name: str) -> float:
-        """A router setting as the node will use it: this run's value, else the default."""
+        """A router setting as the node will use it: this run's value, else the default (the
+        deadline's for the local model's task)."""
+        from robot_compress.runtime.model_contract import ModelDir
         from robot_compress.runtime.perception_config import RouterConfig
 
-        return self.node_params.get(name, getattr(RouterConfig(), name))
+        value = self.node_params.get(name, getattr(RouterConfig(), name))
+        if name == "deadline_ms" and not value:
+            value = RouterConfig().for_task(ModelDir.load(self.local_model).manifest.task).deadline_ms
+        return value
 
 
 @dataclass

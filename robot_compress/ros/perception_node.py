@@ -63,6 +63,9 @@ class PerceptionNode(Node):
         self.local = LocalBackend(data_path(node_cfg.local_model), threads=node_cfg.local_threads,
                                   providers=node_cfg.local_providers)
         self.manifest = self.local.manifest
+        # deadline_ms 0 is the task's default: known only now, from the local model's manifest.
+        self._deadline_origin = self.config.router.deadline_origin(self.manifest.task)
+        self.config = self.config.for_task(self.manifest.task)
         self.local.warm_up()  # pay ONNX Runtime's first runs now, not on the first failover
         self.detecting = self.manifest.task == "detection"
         self._classes = self._class_filter() if self.detecting else None
@@ -105,7 +108,8 @@ class PerceptionNode(Node):
         self.get_logger().info(
             f"local model {self.local.model.root} ({self.manifest.name}), edge "
             f"{node_cfg.edge_url + ' model ' + node_cfg.edge_model if self.edge else 'off'}, "
-            f"deadline {self.config.router.deadline_ms:g} ms, {self.manifest.task}, result type "
+            f"deadline {self.config.router.deadline_ms:g} ms ({self._deadline_origin}), {self.manifest.task}, "
+            f"result type "
             f"{(messages.DETECTION_TYPE if self.detecting else messages.CLASSIFICATION_TYPE).__name__}")
 
     def _read_parameters(self) -> PerceptionConfig:

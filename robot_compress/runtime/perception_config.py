@@ -24,6 +24,11 @@ from robot_compress.runtime.schema import Schema, setting, validate
 
 CONFIG_FILE = share_dir() / "config" / "perception.yaml"
 TOKEN_ENV = "ROBOT_COMPRESS_EDGE_TOKEN"
+# deadline_ms when it is left at 0, by the local model's task. Classification: the CIFAR edge model
+# answers in a few ms, and 60 ms bounds a black-holed frame well inside a 20 Hz camera's period.
+# Detection: the 640 edge detector's measured round trip (docs/DETECTION.md, "The default
+# deadline") with room for a shared edge core, the value the detection demo and fault runs use.
+TASK_DEADLINE_MS: dict[str, float] = {"classification": 60.0, "detection": 250.0}
 
 
 class ConfigError(RobotCompressError, ValueError):
@@ -33,8 +38,10 @@ class ConfigError(RobotCompressError, ValueError):
 class RouterConfig(Schema):
     """How the router chooses between the edge and the on-robot model (times in milliseconds)."""
 
-    deadline_ms: float = setting(60.0, "per-frame deadline for the edge answer; after it the frame "
-                                 "is answered locally", 1.0, 60000.0)
+    deadline_ms: float = setting(0.0, "per-frame deadline for the edge answer; after it the frame is "
+                                 "answered locally (0 = the local model's task default: " + ", ".join(
+                                     f"{task} {ms:g}" for task, ms in TASK_DEADLINE_MS.items()) + " ms)",
+                                 0.0, 60000.0)
     failure_threshold: int = setting(1, "consecutive edge failures that open the circuit (EDGE -> LOCAL)",
                                      1, 1000)
     probe_period_ms: float = setting(250.0, "how often the edge is probed while LOCAL/PROBING", 10.0, 600000.0)
@@ -48,10 +55,33 @@ class RouterConfig(Schema):
 
     @model_validator(mode="after")
     def _hedge_before_deadline(self) -> RouterConfig:
-        if self.hedge_after_ms and self.hedge_after_ms >= self.deadline_ms:
+        """Checked against a set deadline here, against a task default by `for_task`."""
+        if self.deadline_ms and self.hedge_after_ms and self.hedge_after_ms >= self.deadline_ms:
             raise ValueError(f"hedge_after_ms ({self.hedge_after_ms:g}) must be below deadline_ms "
                              f"({self.deadline_ms:g}), or 0 to turn hedging off")
         return self
+
+    @property
+    def resolved(self) -> bool:
+        return self.deadline_ms > 0
+
+    def for_task(self, task: str) -> RouterConfig:
+        """These settings with `deadline_ms` 0 replaced by `task`'s default; ConfigError when the
+        hedge is then not below the deadline, naming both and where the deadline came from."""
+        if self.resolved:
+            return self
+        if task not in TASK_DEADLINE_MS:
+            raise ConfigError(f"no default deadline_ms for task {task!r}; tasks with one: "
+                              f"{sorted(TASK_DEADLINE_MS)} (or set deadline_ms)")
+        deadline = TASK_DEADLINE_MS[task]
+        if self.hedge_after_ms and self.hedge_after_ms >= deadline:
+            raise ConfigError(f"hedge_after_ms ({self.hedge_after_ms:g}) must be below deadline_ms ({deadline:g}, "
+                              f"the {task} default), or 0 to turn hedging off; or set deadline_ms")
+        return self.model_copy(update={"deadline_ms": deadline})
+
+    def deadline_origin(self, task: str) -> str:
+        """Where `for_task(task)`'s deadline comes from, in words (the node's start-up line)."""
+        return "set by deadline_ms" if self.resolved else f"the {task} default, deadline_ms 0"
 
 
 class NodeConfig(Schema):
@@ -100,6 +130,10 @@ class PerceptionConfig(Schema):
 
     def flat(self) -> dict[str, Any]:
         return {**self.node.model_dump(), **self.router.model_dump()}
+
+    def for_task(self, task: str) -> PerceptionConfig:
+        """These settings with the router's task defaults filled in (see RouterConfig.for_task)."""
+        return self.model_copy(update={"router": self.router.for_task(task)})
 
 
 def settings() -> dict[str, FieldInfo]:

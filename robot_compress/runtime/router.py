@@ -100,7 +100,10 @@ class Router:
     def __init__(self, local: Backend, edge: ProbeableBackend | None = None, config: RouterConfig | None = None,
                  on_event: Callable[[RouterEvent], None] | None = None, clock: Callable[[], float] = time.monotonic):
         self.local, self.edge = local, edge
-        self.config = config or RouterConfig()
+        self.config = config or RouterConfig().for_task("classification")
+        if not self.config.resolved:  # 0 means "the task's default", which only the caller knows
+            raise ValueError("Router needs a deadline: deadline_ms 0 stands for the local model's task "
+                             "default; pass RouterConfig.for_task(task)")
         self._on_event = on_event
         self._clock = clock
         self._lock = threading.Lock()  # guards the breaker and the counters below

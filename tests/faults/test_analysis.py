@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import fields
+from pathlib import Path
 
 import pytest
 
@@ -47,3 +48,14 @@ BOUNDS = Bounds(blackhole_ms=72.85, refused_ms=50.0, recovery_ms=1750.0, min_dwe
 def test_the_black_hole_bound_counts_from_the_node_receiving_the_frame(node_ms, stamp_ms, missed):
     problems = violations(blackhole_run(first_hit_node_ms=node_ms, first_hit_answered_ms=stamp_ms), BOUNDS)
     assert bool(problems) == missed, problems
+
+
+def test_the_bounds_use_the_deadline_the_node_will_use():
+    """A run that leaves deadline_ms unset gets the local model's task default, as the node does."""
+    from robot_compress.faults.experiment import DETECTION_LOCAL_MODEL, DETECTION_NODE_PARAMS, RunConfig
+
+    source = Path("unused")
+    assert RunConfig(source=source).router_value("deadline_ms") == 60.0
+    detection = RunConfig(source=source, local_model=DETECTION_LOCAL_MODEL, node_params=dict(DETECTION_NODE_PARAMS))
+    assert detection.router_value("deadline_ms") == 250.0
+    assert RunConfig(source=source, node_params={"deadline_ms": 90.0}).router_value("deadline_ms") == 90.0

@@ -102,20 +102,23 @@ def test_detector_node_publishes_detections_in_image_pixels(processes, listener,
 def test_detection_parameters_filter_what_is_published(processes, listener, photo):
     """class_filter keeps only the named classes, score_threshold and max_detections trim the rest."""
     image, _ = photo
-    processes.start_spec(node_spec("", local_model=str(ROBOT_DETECTOR), class_filter="person, dog",
-                                   score_threshold=0.5, max_detections=2, publish_annotated=False))
+    node = processes.start_spec(node_spec("", local_model=str(ROBOT_DETECTOR), class_filter="person, dog",
+                                          score_threshold=0.5, max_detections=2, publish_annotated=False))
     listener.wait_for_backend("local", 30)
     found = publish_photo(listener, image, 8)["detections"]
     expected = [d for d in LocalBackend(ROBOT_DETECTOR).detect([image], score_threshold=0.5)[0]
                 if d.label in ("person", "dog")][:2]
     assert len(found) == 2 and [d["label"] for d in found] == [d.label for d in expected]
     assert all(d["score"] > 0.5 for d in found)
+    processes.stop(node)  # deadline_ms not given: the start-up line names the detection default
+    assert "deadline 250 ms (the detection default, deadline_ms 0), detection" in processes.output(node)
 
 
 @pytest.mark.parametrize(("parameters", "message"), [
     ({"class_filter": "person,unicorn"}, "parameter 'class_filter': ['unicorn'] not among model "
                                          "'robot_yolox_nano_320' labels"),
     ({"score_threshold": 1.5}, "score_threshold"),
+    ({"hedge_after_ms": 300.0}, "hedge_after_ms (300) must be below deadline_ms (250, the detection default)"),
 ])
 def test_bad_detection_parameters_stop_the_node(ros_domain_id, parameters, message):
     command = node_spec("", local_model=str(ROBOT_DETECTOR), **parameters).command()
@@ -142,9 +145,9 @@ def test_detector_node_uses_the_640_edge_model_and_answers_in_image_pixels(proce
     """Robot 320 model, edge 640 model behind a real edge server: the frame goes to the edge,
     letterboxed at 640, and the published boxes are the 640 model's, in the photo's pixels."""
     image, _ = photo
-    processes.start_spec(node_spec(edge_server.url, local_model=str(ROBOT_DETECTOR),
-                                   edge_model="coco_yolox_nano_640", deadline_ms=10000.0,
-                                   probe_timeout_ms=2000.0, recovery_probes=1))
+    node = processes.start_spec(node_spec(edge_server.url, local_model=str(ROBOT_DETECTOR),
+                                          edge_model="coco_yolox_nano_640", deadline_ms=10000.0,
+                                          probe_timeout_ms=2000.0, recovery_probes=1))
     listener.wait_for_backend("edge", 30)
     result = publish_photo(listener, image, 9)
     assert result["backend"] == "edge", result
@@ -153,3 +156,5 @@ def test_detector_node_uses_the_640_edge_model_and_answers_in_image_pixels(proce
     assert [d["label"] for d in result["detections"]] == [d.label for d in expected]
     np.testing.assert_allclose([d["box"] for d in result["detections"]],
                                [[d.x1, d.y1, d.x2, d.y2] for d in expected], atol=0.02)
+    processes.stop(node)
+    assert "deadline 10000 ms (set by deadline_ms), detection" in processes.output(node)

@@ -106,9 +106,9 @@ def test_node_process_does_not_load_torch(processes, listener):
 
 
 @pytest.mark.parametrize("parameter, message", [
-    ("deadline_ms:=0.0", "parameter 'deadline_ms' rejected"),
+    ("deadline_ms:=-1.0", "parameter 'deadline_ms' rejected"),
     ("probe_period_ms:=250", "a float (with a decimal point)"),
-    ("hedge_after_ms:=100.0", "hedge_after_ms (100) must be below deadline_ms (60)"),
+    ("hedge_after_ms:=100.0", "hedge_after_ms (100) must be below deadline_ms (60, the classification default)"),
     ("local_model:=/nonexistent/model", "model directory /nonexistent/model does not exist"),
     ("deadline_msec:=60.0", "unknown parameter(s) ['deadline_msec']"),
 ])

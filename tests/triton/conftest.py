@@ -18,11 +18,12 @@ from robot_compress.edge.process import EdgeServerProcess
 from robot_compress.edge.triton_repository import write_triton_repository
 from robot_compress.faults.triton_process import TritonServerProcess, TritonUnavailable
 from robot_compress.runtime.model_contract import MANIFEST_FILE, Manifest, ModelDir, write_model_dir
-from tests.conftest import EDGE_MODEL
+from tests.conftest import EDGE_MODEL, MODELS
 from tests.edge_models import link_model, tiny_model
 
 SERVERS = ("edge_server", "triton")
 SMALL_QUEUE = "resnet56_small_queue"  # ResNet-56 under another name, with a queue of 2: easy to overload
+EDGE_DETECTOR = MODELS / "coco_yolox_nano_640"  # the shipped edge detector: uint8 images in, [100, 6] out
 
 
 def renamed_model(source: Path, repository: Path, name: str, **config_options) -> Path:
@@ -37,10 +38,11 @@ def renamed_model(source: Path, repository: Path, name: str, **config_options) -
 
 @pytest.fixture(scope="session")
 def conformance_repository(tmp_path_factory) -> Path:
-    """ResNet-56 with its shipped batching settings, the same model with a queue of 2, and a tiny
-    model whose tensors differ from ResNet-56's."""
+    """ResNet-56 and the 640 edge detector with their shipped batching settings, ResNet-56 with a
+    queue of 2, and a tiny model whose tensors differ from ResNet-56's."""
     repository = tmp_path_factory.mktemp("conformance_repository")
-    link_model(EDGE_MODEL, repository, max_batch_size=32, max_queue_delay_us=500, max_queue_size=64)
+    for model in (EDGE_MODEL, EDGE_DETECTOR):
+        link_model(model, repository, max_batch_size=32, max_queue_delay_us=500, max_queue_size=64)
     renamed_model(EDGE_MODEL, repository, SMALL_QUEUE, max_batch_size=4, max_queue_delay_us=500, max_queue_size=2)
     tiny_model(repository, max_batch_size=8)
     return repository
