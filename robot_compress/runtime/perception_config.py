@@ -24,10 +24,10 @@ from robot_compress.runtime.schema import Schema, setting, validate
 
 CONFIG_FILE = share_dir() / "config" / "perception.yaml"
 TOKEN_ENV = "ROBOT_COMPRESS_EDGE_TOKEN"
-# deadline_ms when it is left at 0, by the local model's task. Classification: the CIFAR edge model
-# answers in a few ms, and 60 ms bounds a black-holed frame well inside a 20 Hz camera's period.
-# Detection: the 640 edge detector's measured round trip (docs/DETECTION.md, "The default
-# deadline") with room for a shared edge core, the value the detection demo and fault runs use.
+# deadline_ms when it is left at 0, by the local model's task. Classification: above the CIFAR
+# edge model's worst healthy-link p99 (23 ms) with room, short enough that a black hole costs one
+# frame at 30 Hz (docs/FAULTS.md, "Defaults, and why"). Detection: the 640 edge detector's worst
+# measured p99 round trip, 185 ms, plus about a third (docs/DETECTION.md, "The default deadline").
 TASK_DEADLINE_MS: dict[str, float] = {"classification": 60.0, "detection": 250.0}
 
 
