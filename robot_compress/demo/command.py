@@ -94,6 +94,21 @@ def run(args: argparse.Namespace) -> int:
         if not path.exists():
             print(f"error: {what} {path} does not exist", file=sys.stderr)
             return 2
+    if args.world != "dataset":
+        import os
+
+        from robot_compress.sim.rendering import RenderingUnavailable, choose_backend, probe
+
+        # Checked here, in a second or two, rather than when sim_world's first frame never comes.
+        try:
+            given = os.environ.get("MUJOCO_GL")
+            problem = probe(given) if given else choose_backend() and None  # choose_backend sets MUJOCO_GL
+        except RenderingUnavailable as exc:
+            problem = str(exc)
+        if problem:
+            print(f"error: --world {args.world} cannot render here: {problem} (MUJOCO_GL={os.environ.get('MUJOCO_GL')}; "
+                  "or run the demo on dataset images: --world dataset)", file=sys.stderr)
+            return 2
     out = args.out or REPO / "runs" / time.strftime("demo-%Y%m%d-%H%M%S")
     changes = link_schedule(args.duration, args.no_fault)
     scenario = Scenario(
