@@ -18,6 +18,7 @@ from pathlib import Path
 from robot_compress.faults.analysis import frame_key
 
 GROUPS = ("all", "edge", "local")
+SMALL_AREA = 32 * 32  # COCO's "small" objects, in frame pixels
 
 
 def run_map(records: list[dict], annotations: Path, category_ids: list[int]) -> dict[str, dict]:
@@ -43,7 +44,9 @@ def sim_map(records: list[dict], category_ids: list[int]) -> dict[str, dict]:
     groups = _grouped(records, truth, lambda frame: (frame["index"], 1.0))
     scores = _score(groups, dataset, category_ids)
     for name, answered in groups.items():  # how much there was to find in the frames each group answered
-        scores[name]["boxes"] = sum(a["image_id"] in answered for a in dataset["annotations"])
+        mine = [a for a in dataset["annotations"] if a["image_id"] in answered]
+        scores[name]["boxes"] = len(mine)
+        scores[name]["small_boxes"] = sum(a["area"] < SMALL_AREA for a in mine)
     return scores
 
 

@@ -56,6 +56,7 @@ def test_sim_world_frames_are_scored_against_their_own_boxes_and_empty_frames_co
     scores = sim_map(records, list(COCO80_CATEGORY_IDS))
     assert scores["all"]["images"] == 3 and scores["edge"]["images"] == 1 and scores["local"]["images"] == 2
     assert scores["all"]["boxes"] == 3 and scores["local"]["boxes"] == 1
+    assert scores["all"]["small_boxes"] == 0  # 50x120 and 80x70 pixels
     assert scores["edge"]["map50_95"] == pytest.approx(100.0)
     assert scores["local"]["map50_95"] == pytest.approx(50.0)  # dog: precision 1/2 at its only recall
     assert scores["all"]["map50_95"] == pytest.approx((100.0 + 100.0 * 2 / 3) / 2)  # person, dog
