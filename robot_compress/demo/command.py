@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import threading
 import time
@@ -95,14 +96,15 @@ def run(args: argparse.Namespace) -> int:
             print(f"error: {what} {path} does not exist", file=sys.stderr)
             return 2
     if args.world != "dataset":
-        import os
-
         from robot_compress.sim.rendering import RenderingUnavailable, choose_backend, probe
 
         # Checked here, in a second or two, rather than when sim_world's first frame never comes.
+        given, problem = os.environ.get("MUJOCO_GL"), None
         try:
-            given = os.environ.get("MUJOCO_GL")
-            problem = probe(given) if given else choose_backend() and None  # choose_backend sets MUJOCO_GL
+            if given:
+                problem = probe(given)
+            else:
+                choose_backend()  # sets MUJOCO_GL, which sim_world inherits
         except RenderingUnavailable as exc:
             problem = str(exc)
         if problem:
