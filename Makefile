@@ -27,8 +27,12 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest
 
+# The simulated TurtleBot3 patrolling past COCO picture boards, with the shipped detectors on both
+# backends; `make demo DEMO_ARGS=` runs the classification demo on CIFAR-10 images instead.
+DEMO_ARGS ?= --world turtlebot3 --task detection
+
 demo: $(STAMP)
-	$(BIN)/robot-compress demo
+	$(BIN)/robot-compress demo $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import threading
 import time
@@ -33,8 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=float, default=45.0,
                         help="seconds of camera stream (default 45: 10 s black hole, recovery, flapping)")
     parser.add_argument("--task", choices=("classification", "detection"), default="classification",
-                        help="'detection': coco/val_dev photos at 640x480 with their boxes, robot_yolox_nano_320 on "
-                             "the robot, coco_yolox_nano_640 on the edge, mAP per backend (needs pycocotools)")
+                        help="'detection': 640x480 frames of coco/val_dev photos with their boxes (with --world "
+                             "turtlebot3: the simulated robot patrolling past boards showing them, scored against "
+                             "the boxes sim_world publishes per frame), robot_yolox_nano_320 on the robot, "
+                             "coco_yolox_nano_640 on the edge, mAP per backend (needs pycocotools)")
     parser.add_argument("--rate-hz", type=float, default=None,
                         help=f"camera rate (default 15; {DETECTION_RATE_HZ:g} with --task detection)")
     parser.add_argument("--no-fault", action="store_true", help="run without injected link failures")
@@ -42,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "the demo then starts no edge server of its own")
     parser.add_argument("--world", choices=("dataset", "turtlebot3"), default="dataset",
                         help="camera: 'dataset' (sim_camera streams --source) or 'turtlebot3' (the MuJoCo simulated "
-                             "TurtleBot3's camera looking at --source's pictures on a board; needs the `sim` extra)")
+                             "TurtleBot3's camera looking at --source's pictures on boards; needs the `sim` extra)")
     parser.add_argument("--source", type=Path, default=None,
                         help="frames for sim_camera: CIFAR-10 .npz, image folder, COCO folder or video (default: "
                              "../shared/data/cifar10/test_dev.npz; ../shared/data/coco/val_dev with --task detection)")
@@ -84,9 +87,6 @@ def run(args: argparse.Namespace) -> int:
     from robot_compress.runtime.processes import free_port
 
     detection = args.task == "detection"
-    if detection and args.world != "dataset":
-        print("error: --task detection streams COCO photos; it does not run with --world", file=sys.stderr)
-        return 2
     local_model = args.local_model or (DETECTION_LOCAL_MODEL if detection else default_local_model())
     args.edge_model = args.edge_model or (DETECTION_EDGE_MODEL if detection else REPO / "models" / "cifar10_resnet56")
     args.source = args.source or (DETECTION_SOURCE if detection else DEFAULT_SOURCE)
@@ -95,6 +95,22 @@ def run(args: argparse.Namespace) -> int:
         if not path.exists():
             print(f"error: {what} {path} does not exist", file=sys.stderr)
             return 2
+    if args.world != "dataset":
+        from robot_compress.sim.rendering import RenderingUnavailable, choose_backend, probe
+
+        # Checked here, in a second or two, rather than when sim_world's first frame never comes.
+        given, problem = os.environ.get("MUJOCO_GL"), None
+        try:
+            if given:
+                problem = probe(given)
+            else:
+                choose_backend()  # sets MUJOCO_GL, which sim_world inherits
+        except RenderingUnavailable as exc:
+            problem = str(exc)
+        if problem:
+            print(f"error: --world {args.world} cannot render here: {problem} (MUJOCO_GL={os.environ.get('MUJOCO_GL')}; "
+                  "or run the demo on dataset images: --world dataset)", file=sys.stderr)
+            return 2
     out = args.out or REPO / "runs" / time.strftime("demo-%Y%m%d-%H%M%S")
     changes = link_schedule(args.duration, args.no_fault)
     scenario = Scenario(
@@ -102,9 +118,10 @@ def run(args: argparse.Namespace) -> int:
         description="no injected fault" if args.no_fault else "black hole, recovery, then flapping (fault proxy)",
         steps=tuple(Step(c.at_s, "proxy", {"mode": c.mode}) for c in changes))
     world = args.world if args.world != "dataset" else None
-    config = RunConfig(source=args.source, rate_hz=args.rate_hz, image_size=(320, 240) if world else (640, 480),
-                       local_model=local_model, edge_model=args.edge_model, edge_port=free_port(),
-                       proxy_port=free_port(), external_edge=args.edge_url, world=world, camera_loop=detection,
+    config = RunConfig(source=args.source, rate_hz=args.rate_hz,
+                       image_size=(320, 240) if world and not detection else (640, 480), local_model=local_model,
+                       edge_model=args.edge_model, edge_port=free_port(), proxy_port=free_port(),
+                       external_edge=args.edge_url, world=world, world_task=args.task, camera_loop=detection,
                        node_params={**NODE_PARAMS, **(DETECTION_NODE_PARAMS if detection else {})})
     live = not args.plain and sys.stdout.isatty()
     print(f"robot-compress demo: edge {args.edge_url or args.edge_model.name + ' (local edge server)'}, "
@@ -125,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     if "error" in outcome:
         print(f"error: the demo run failed: {outcome['error']} (logs in {out})", file=sys.stderr)
         return 1
-    return _summarise(outcome["record"], state, out, bed.started, args.source if detection else None)
+    return _summarise(outcome["record"], state, out, bed.started, detection)
 
 
 def _run_into(runner, outcome: dict) -> None:
@@ -186,7 +203,7 @@ def _watch(runner, thread: threading.Thread, live: bool, changes) -> DemoState:
     return state
 
 
-def _summarise(record, state, out: Path, processes: list[dict], coco: Path | None = None) -> int:
+def _summarise(record, state, out: Path, processes: list[dict], detection_task: bool = False) -> int:
     from rich.console import Console
     from rich.table import Table
 
@@ -196,19 +213,22 @@ def _summarise(record, state, out: Path, processes: list[dict], coco: Path | Non
 
     metrics = analyze(record)
     png = plot_timeline(record, metrics, out / "timeline.png")
-    sheet = contact_sheet(record.directory / "snapshots", record.records, out / "contact_sheet.png") \
-        if record.config.world else None
-    if coco is not None:
-        from robot_compress.demo.contact_sheet import detection_contact_sheet
-
-        sheet = detection_contact_sheet(coco, record.records, out / "contact_sheet.png")
-    detection = None
-    if coco is not None:
-        from robot_compress.faults.detection_map import run_map
+    sheet, detection = None, None
+    snapshots, sheet_path, source = record.directory / "snapshots", out / "contact_sheet.png", record.config.source
+    if detection_task:
+        from robot_compress.demo.contact_sheet import detection_contact_sheet, sim_detection_contact_sheet
+        from robot_compress.faults.detection_map import run_map, sim_map
         from robot_compress.runtime.model_contract import ModelDir
 
         ids = ModelDir.load(record.config.local_model).manifest.detection.category_ids
-        detection = run_map(record.records, coco / "instances.json", ids)
+        if record.config.world:
+            sheet = sim_detection_contact_sheet(snapshots, record.records, sheet_path)
+            detection = sim_map(record.records, ids)
+        else:
+            sheet = detection_contact_sheet(source, record.records, sheet_path)
+            detection = run_map(record.records, source / "instances.json", ids)
+    elif record.config.world:
+        sheet = contact_sheet(snapshots, record.records, sheet_path)
     summary = {
         "metrics": metrics.to_dict(),
         **({"detection_map": detection} if detection else {}),
@@ -231,6 +251,8 @@ def _summarise(record, state, out: Path, processes: list[dict], coco: Path | Non
         *([("mAP50-95 all / edge / local (images)", " / ".join(
             f"{_f1(detection[k]['map50_95'])} ({detection[k]['images']})" for k in ("all", "edge", "local")))]
           if detection else [("top-1 all / edge / local", f"{_p(m.top1)} / {_p(m.top1_edge)} / {_p(m.top1_local)}")]),
+        *([("ground-truth boxes in those frames", " / ".join(str(detection[k]["boxes"]) for k in ("all", "edge", "local")))]
+          if detection and "boxes" in detection["all"] else []),
         ("transitions", str(len(state.transitions))),
         ("first local result after the fault (ms)", _f(m.first_local_after_fault_ms)),
         ("back to edge after the fault (ms)", _f(m.back_to_edge_ms)),

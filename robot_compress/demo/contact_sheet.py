@@ -81,3 +81,47 @@ def detection_contact_sheet(coco: Path, records: list[dict], out: Path, per_back
     out.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(out), np.vstack(rows))
     return out
+
+
+def sim_detection_contact_sheet(snapshots: Path, records: list[dict], out: Path, per_backend: int = 4,
+                                score_threshold: float = 0.3, tile: tuple[int, int] = (320, 240)) -> Path | None:
+    """Two rows of the simulated camera's snapshots (sim_world drew the ground truth on them: thin boxes,
+    yellow names) with the boxes the node published above `score_threshold` drawn over them: frames
+    answered by the edge, then frames answered on the robot, preferring frames with a board in view,
+    spread over the run."""
+    from robot_compress.runtime.detection import Detection, draw_detections
+
+    results = {_key(r["stamp"]): r for r in records if r.get("kind") == "result" and r.get("detections") is not None}
+    truth = {_key(r["stamp"]): r for r in records if r.get("kind") == "truth" and "stamp" in r}
+    shots = []
+    for path in sorted(snapshots.glob("*_*.png")):
+        key = tuple(int(v) for v in path.stem.split("_"))
+        if key in results:
+            shots.append((path, results[key], len(truth.get(key, {}).get("boxes", []))))
+    rows = []
+    for backend in ("edge", "local"):
+        mine = [s for s in shots if s[1]["backend"] == backend]
+        with_boards = [s for s in mine if s[2]]
+        chosen = with_boards[::max(1, len(with_boards) // per_backend)][:per_backend]
+        chosen += [s for s in mine if not s[2]][:per_backend - len(chosen)]
+        tiles = []
+        for path, result, boxes in sorted(chosen, key=lambda s: s[0].name):
+            image = cv2.imread(str(path))
+            if image is None:
+                continue
+            found = [Detection(*d["box"], d["score"], d["class_id"], d["label"])
+                     for d in result["detections"] if d["score"] > score_threshold]
+            image = cv2.resize(draw_detections(image, found), tile, interpolation=cv2.INTER_AREA)
+            band = np.full((22, tile[0], 3), 30, np.uint8)
+            cv2.putText(band, f"{backend}: {len(found)} boxes (truth {boxes}), {result['latency_ms']:.0f} ms", (4, 15),
+                        cv2.FONT_HERSHEY_SIMPLEX, 0.45, (80, 220, 80) if backend == "edge" else (60, 200, 230), 1,
+                        cv2.LINE_AA)
+            tiles.append(np.vstack([image, band]))
+        if tiles:
+            tiles += [np.zeros_like(tiles[0])] * (per_backend - len(tiles))
+            rows.append(np.hstack(tiles))
+    if not rows:
+        return None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(out), np.vstack(rows))
+    return out

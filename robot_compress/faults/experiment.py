@@ -61,6 +61,9 @@ class RunConfig:
     rate_hz: float = 20.0
     image_size: tuple[int, int] = (32, 32)  # what the camera publishes (width, height)
     world: str | None = None  # "turtlebot3": the MuJoCo simulated robot's camera (sim_world) instead of sim_camera
+    # With a world: "classification" shows the source's pictures on one board filling the view;
+    # "detection" patrols past picture boards (COCO photos) whose boxes sim_world publishes per frame.
+    world_task: str = "classification"
     local_model: Path = REPO / "models" / "robot_balanced"
     edge_model: Path = REPO / "models" / "cifar10_resnet56"
     node_params: dict[str, Any] = field(default_factory=lambda: dict(NODE_PARAMS))
@@ -327,10 +330,10 @@ class ScenarioRun:
             # Same topics as sim_camera's, so the node and the recorder need no change.
             camera = self._spawn("robot", "sim_world", [
                 sys.executable, "-m", "robot_compress.ros.sim_world", "--ros-args", "-r", "__node:=sim_world",
-                *_ros_param("mode", "cifar10"), *_ros_param("pictures", str(cfg.source)), *_ros_param("occlusion", False),
+                *self._world_params(), *_ros_param("pictures", str(cfg.source)),
                 *_ros_param("rate_hz", float(cfg.rate_hz)), *_ros_param("count", frames), *_ros_param("width", width),
                 *_ros_param("height", height), *_ros_param("wait_for_subscribers", 2),
-                *_ros_param("snapshot_dir", str(self.dir / "snapshots")), *_ros_param("snapshot_every", 25),
+                *_ros_param("snapshot_dir", str(self.dir / "snapshots")),
                 "-r", "camera/image_raw:=image", "-r", "sim/ground_truth:=sim_camera/ground_truth"])
         else:
             camera = self._spawn("robot", "sim_camera", [
@@ -348,6 +351,14 @@ class ScenarioRun:
         processes.stop((recorder, node), grace_s=10.0)
         self.tail.poll()
         return RunRecord(scenario, cfg, self.tail.records, self.actions, t0, self.dir)
+
+    def _world_params(self) -> list[str]:
+        if self.config.world_task == "detection":
+            # The boards' boxes as the camera sees them (occlusion: hidden ones dropped, partly hidden
+            # ones trimmed), and a snapshot about every second for the contact sheet.
+            return [*_ros_param("mode", "coco"), *_ros_param("occlusion", True),
+                    *_ros_param("snapshot_every", max(1, round(self.config.rate_hz)))]
+        return [*_ros_param("mode", "cifar10"), *_ros_param("occlusion", False), *_ros_param("snapshot_every", 25)]
 
     def _drain(self, frames: int) -> None:
         """Wait until every frame has a result, or `drain_s` with nothing new."""

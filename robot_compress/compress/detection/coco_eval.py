@@ -33,8 +33,10 @@ def coco_images(folder: Path) -> list[dict]:
     return json.loads((Path(folder) / "instances.json").read_text())["images"]
 
 
-def coco_map(annotations: Path, detections: dict[int, list[Detection]], category_ids: list[int]) -> tuple[float, float]:
-    """(mAP50-95, mAP50) in percent, scoring only the images in `detections`."""
+def coco_map(annotations: Path | dict, detections: dict[int, list[Detection]],
+             category_ids: list[int]) -> tuple[float, float]:
+    """(mAP50-95, mAP50) in percent, scoring only the images in `detections`. `annotations` is an
+    instances.json file or the same content as a dict (ground truth made on the fly, e.g. a simulator's)."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -42,7 +44,12 @@ def coco_map(annotations: Path, detections: dict[int, list[Detection]], category
                 "bbox": [d.x1, d.y1, d.x2 - d.x1, d.y2 - d.y1], "score": d.score}
                for image_id, found in detections.items() for d in found]
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress lines
-        truth = COCO(str(annotations))
+        if isinstance(annotations, dict):
+            truth = COCO()
+            truth.dataset = annotations
+            truth.createIndex()
+        else:
+            truth = COCO(str(annotations))
         if not results:
             return 0.0, 0.0
         evaluator = COCOeval(truth, truth.loadRes(results), "bbox")
