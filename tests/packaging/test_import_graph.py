@@ -19,7 +19,7 @@ ALLOWED = {  # package -> the packages it may import (besides itself and robot_c
     # the fault harness starts edge servers and Triton, and scores detections with COCO mAP
     # (compress/detection/coco_eval, which needs pycocotools, not torch)
     "faults": {"runtime", "ros", "edge", "compress"},
-    "demo": {"runtime", "faults"},
+    "demo": {"runtime", "faults", "sim"},  # sim.rendering: can the world render, before anything starts
     "doctor": {"runtime", "sim"},
     "cli": {"runtime", "compress", "demo", "edge", "faults", "ros", "sim", "doctor"},
 }
