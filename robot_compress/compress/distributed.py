@@ -155,6 +155,15 @@ def loss_weight(local: int, total: int, ranks: int | None = None) -> float:
     return local * (world_size() if ranks is None else ranks) / total
 
 
+def normaliser_weight(local: float) -> float:
+    """The factor on a slice's loss that is divided by the slice's own total (clamped at 1, like the
+    detector's soft object count) so that DDP's gradient average is that of the global batch's
+    loss divided by the global total: slices with more objects carry more."""
+    if not active():
+        return 1.0
+    return world_size() * max(local, 1.0) / max(all_sum(local), 1.0)
+
+
 class _AllReduceSum(torch.autograd.Function):
     """A differentiable all-reduce: each rank's statistics feed every rank's loss, so the gradient
     w.r.t. them is the sum of every rank's gradient."""
@@ -242,6 +251,8 @@ def wrap(model: nn.Module, extras: list[nn.Module | None] = (),
     if not active():
         return trainable
     _swap_batchnorms(model, GlobalBatchNorm, nn.BatchNorm2d)
+    for parameter in model.parameters():  # weights converted from ONNX can be strided views; DDP's
+        parameter.data = parameter.data.contiguous()  # gradient buckets want the contiguous layout
     dev = device()
     return nn.parallel.DistributedDataParallel(trainable, device_ids=[dev] if dev.type == "cuda" else None)
 

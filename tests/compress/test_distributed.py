@@ -1,5 +1,5 @@
 """Training on two gloo processes gives the one-process result: the batch slicing, one step's
-gradients and batch-norm statistics, checkpoints that only rank 0 writes and reads, and the whole
+gradients and batch-norm statistics, the detector loss's normalisation, checkpoints that only rank 0 writes and reads, and the whole
 `robot-compress compress` under torchrun writing one artefact."""
 
 from __future__ import annotations
@@ -74,8 +74,10 @@ def _worker(rank: int, port: int, directory: Path) -> None:
         # only rank 0 reads: rank 1 is given a path that does not exist and still gets the state
         source = directory / ("state.pt" if rank == 0 else "absent.pt")
         state = load_checkpoint(source, torch.device("cpu"), {"model": model})
-        torch.save({"grads": grads, "buffers": buffers, "epoch": state["epoch"], "model": model.state_dict()},
-                   directory / f"result_{rank}.pt")
+        # a detector's loss divided by its slice's soft object count: 3.0 objects on rank 0, 0.5 on rank 1
+        objects = (3.0, 0.5)[rank]
+        torch.save({"grads": grads, "buffers": buffers, "epoch": state["epoch"], "model": model.state_dict(),
+                    "normaliser_weight": distributed.normaliser_weight(objects)}, directory / f"result_{rank}.pt")
     finally:
         distributed.stop()
 
@@ -87,6 +89,10 @@ def test_a_step_on_two_processes_equals_one_process_and_only_rank_0_touches_chec
     save_checkpoint(tmp_path / "state.pt", 3, {"model": saved}, {})
     mp.spawn(_worker, args=(free_port(), tmp_path), nprocs=2)
     assert (tmp_path / "saved_by_0.pt").is_file() and not (tmp_path / "saved_by_1.pt").exists()
+    # per-slice sums 6.0 and 1.0 over counts 3.0 and 0.5 (clamped at 1): the batch's loss is 7.0 / 3.5
+    slice_losses = (6.0 / 3.0, 1.0 / 1.0)
+    weights = [torch.load(tmp_path / f"result_{rank}.pt", weights_only=False)["normaliser_weight"] for rank in (0, 1)]
+    assert sum(loss * weight for loss, weight in zip(slice_losses, weights, strict=True)) / 2 == pytest.approx(2.0)
     for rank in (0, 1):
         result = torch.load(tmp_path / f"result_{rank}.pt", weights_only=False)
         # 13 images: slices of 7 and 6, so the loss weights matter; float summation order is all that differs

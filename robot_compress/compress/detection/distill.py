@@ -154,18 +154,23 @@ def train_detector(model: nn.Module, config: TrainConfig, splits, teacher: nn.Mo
                 s_feats, s_levels = net(x)
                 loss, parts = distill_loss([tuple(t.float() for t in lv) for lv in s_levels],
                                            [tuple(t.float() for t in lv) for lv in t_levels])
+                # torchrun: distill_loss divides by its slice's soft object count, the weight makes it the batch's
+                weight = distributed.normaliser_weight(sum(float(lv[1].float().sigmoid().sum()) for lv in t_levels))
+                weights = dict.fromkeys(parts, weight / distributed.world_size())
+                scaled = loss * weight
                 if adapters is not None:
                     feature = sum(F.mse_loss(a(s).float(), t.float()) for a, s, t in zip(adapters, s_feats, t_feats,
                                                                                         strict=True))
                     loss = loss + config.feature_weight * feature
-                    parts["feature"] = float(feature)
+                    scaled = scaled + config.feature_weight * feature * share * distributed.world_size()
+                    parts["feature"], weights["feature"] = float(feature), share
             optimizer.zero_grad(set_to_none=True)
-            (loss * share * distributed.world_size()).backward()
+            scaled.backward()
             optimizer.step()
             schedule.step()
-            total += float(loss) * share
+            total += float(scaled) / distributed.world_size()
             for key, value in parts.items():
-                parts_total[key] = parts_total.get(key, 0.0) + value * share
+                parts_total[key] = parts_total.get(key, 0.0) + value * weights[key]
         total, parts_total = distributed.all_sum(total), {k: distributed.all_sum(v) for k, v in parts_total.items()}
         recalibrate_batchnorm(model, statistics_images)
         val = distributed.on_main(lambda: validation_loss(model, teacher, val_images))
