@@ -17,6 +17,7 @@ torchrun's --nnodes/--node_rank/--rdzv_endpoint; each needs the recipe's data, o
 Each process trains on its slice of every global batch (data.batch_size stays the global size, so
 the result matches one process with the same seed); NCCL on GPUs, one GPU per process, gloo on
 CPUs. Rank 0 alone measures, exports and writes --out and --work-dir; --resume works the same way.
+--threads counts per process (torchrun's default is 1: OMP_NUM_THREADS=1).
 """
 
 
@@ -32,7 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--resume", action="store_true", help="continue an interrupted run in --work-dir")
     group.add_argument("--fresh", action="store_true", help="delete --work-dir first and start over")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads, per process under torchrun "
+                        "(default: torch's choice)")
 
 
 def run(args: argparse.Namespace) -> int:
