@@ -10,8 +10,9 @@ training loops have a single code path.
 
 Why the result equals a one-process run with the same seed: every rank draws the same permutation
 and the same augmentation for the whole global batch and then takes its own contiguous slice; the
-local loss is scaled by the slice's share so that DistributedDataParallel's gradient average is
-the gradient of the global batch's mean loss; and batch norm uses the statistics of the global
+local loss is scaled by the slice's share (a detector's by its share of the batch's soft object
+count) so that DistributedDataParallel's gradient average is the gradient of the global batch's
+loss; and batch norm uses the statistics of the global
 batch (GlobalBatchNorm below). What remains is float summation order (see tests/compress/test_distributed.py).
 """
 
