@@ -28,6 +28,7 @@ import torch
 from rich.console import Console
 from torch import nn
 
+from robot_compress.compress import distributed
 from robot_compress.compress.data import load_splits
 from robot_compress.compress.metrics import interleaved_latency_ms, measure
 from robot_compress.compress.models import build_model
@@ -102,9 +103,10 @@ def _seed(seed: int) -> None:
 
 
 def run_pipeline(recipe: Recipe, out: Path, work_dir: Path, resume: bool = False,
-                 command: str = "robot-compress compress") -> ModelDir:
+                 command: str = "robot-compress compress") -> ModelDir | None:
     """Every stage in order (finished ones are loaded from `work_dir` when resuming), then the
-    final ONNX artefact becomes the model directory `out` with report.md and pareto.png."""
+    final ONNX artefact becomes the model directory `out` with report.md and pareto.png.
+    Under torchrun (compress/distributed.py) only rank 0 returns the model directory; the others None."""
     _seed(recipe.seed)  # a teacher or student without weights starts the same in every run, resumed ones too
     teacher = build_model(recipe.teacher)  # bad checkpoints fail here, before anything is written
     student = build_model(recipe.student, "student") if recipe.student else None
@@ -120,18 +122,29 @@ def run_pipeline(recipe: Recipe, out: Path, work_dir: Path, resume: bool = False
         raise RecipeError(f"data: {exc}") from exc
     if student is not None:
         _check_student(student, teacher, splits.spec.input_size)
-    run = _open_run(recipe, work_dir, resume, command)
+    # under torchrun rank 0 alone reads and writes the work directory and `out` (compress/distributed.py)
+    run = distributed.on_main(lambda: _open_run(recipe, work_dir, resume, command))
+    run["processes"] = distributed.world_size()
     console.print(f"[bold]{recipe.name}[/]: {len(splits.train)} training, {len(splits.val)} validation, "
-                  f"{len(splits.eval)} evaluation images; device {device()}")
+                  f"{len(splits.eval)} evaluation images; device {device()}"
+                  + (f", {distributed.world_size()} processes" if distributed.active() else ""))
     try:
         rows, files, final = _run_stages(recipe, run, teacher, student, splits, work_dir)
-        _retime(rows, files, splits.spec.tensor_shape(), recipe.metrics)
+        distributed.on_main(lambda: _retime(rows, files, splits.spec.tensor_shape(), recipe.metrics))
     except KeyboardInterrupt:
-        run["status"] = "interrupted"
-        _write_json(work_dir / RUN_FILE, run)
-        console.print(f"[yellow]interrupted; finished stages and the last finished epoch are kept in "
-                      f"{work_dir}. Continue with the same command plus --resume[/]")
+        if distributed.is_main():
+            run["status"] = "interrupted"
+            _write_json(work_dir / RUN_FILE, run)
+            console.print(f"[yellow]interrupted; finished stages and the last finished epoch are kept in "
+                          f"{work_dir}. Continue with the same command plus --resume[/]")
         raise
+    written = []
+    distributed.on_main(lambda: written.append(_finish(recipe, run, splits, rows, final, out, work_dir)))
+    return written[0] if written else None
+
+
+def _finish(recipe: Recipe, run: dict, splits, rows, final: Artefact, out: Path, work_dir: Path) -> ModelDir:
+    """The finished run's record, the model directory and the reports (rank 0 only)."""
     run["status"] = "finished"
     run["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     _write_json(work_dir / RUN_FILE, run)
@@ -196,53 +209,85 @@ def _measured_start(model: nn.Module, role: str, recipe: Recipe, splits, work_di
 
 def _run_stages(recipe: Recipe, run: dict, teacher: nn.Module, student: nn.Module | None, splits, work_dir: Path):
     ctx = Context(recipe, teacher, splits, _start_dir(work_dir, "teacher"), recipe.seed)
+    rows = distributed.on_main(lambda: _measured_starts(recipe, run, teacher, student, splits, work_dir))
+    files = [_start_dir(work_dir, role) / "model.onnx" for role, _ in rows]  # one per row, in row order
+    artefact = Artefact(copy.deepcopy(student if student is not None else teacher))
+    for index, stage in enumerate(recipe.stages, start=1):
+        stage_dir = work_dir / f"{index:02d}_{stage.name}"
+        label = f"{index:02d}_{stage.name}"
+        key = stage_key(recipe, index)
+        finished = distributed.on_main(_finished_stage, stage_dir, label, key, run)
+        if finished is not None:
+            model, metrics = finished
+            artefact = Artefact(model, onnx=stage_dir / "model.onnx" if stage.produces_onnx else None)
+            rows.append((label, metrics))
+            files.append(stage_dir / "model.onnx")
+            console.print(f"stage {label}: done in a previous run, loaded")
+            continue
+        console.rule(f"stage {index}/{len(recipe.stages)}: {stage.name}")
+        if distributed.is_main():
+            stage_dir.mkdir(exist_ok=True)
+        _seed(recipe.seed + index)
+        start = time.time()
+        # torch stages run on every rank (their training is split across them); ONNX stages read
+        # rank 0's files and train nothing, so the other ranks keep the torch model and wait
+        if distributed.is_main() or not stage.produces_onnx:
+            artefact = runner(stage.name)(stage, artefact, Context(recipe, teacher, splits, stage_dir, recipe.seed))
+        seconds = time.time() - start
+        onnx = artefact.onnx or stage_dir / "model.onnx"
+        metrics = distributed.on_main(_record_stage, recipe, run, artefact, onnx, ctx, splits, label, key,
+                                      seconds, work_dir)
+        # every rank continues from rank 0's model (pruning on several ranks could differ in the last bit)
+        artefact.model = distributed.broadcast(artefact.model)
+        rows.append((label, metrics))
+        files.append(onnx)
+    return rows, files, artefact
+
+
+def _measured_starts(recipe: Recipe, run: dict, teacher: nn.Module, student: nn.Module | None, splits,
+                     work_dir: Path) -> list[tuple[str, dict]]:
+    """The teacher's (and student's) report rows; also clears the directories of stages the recipe
+    no longer has."""
     rows = [_measured_start(teacher, "teacher", recipe, splits, work_dir)]
     if student is not None:
         rows.append(_measured_start(student, "student", recipe, splits, work_dir))
-    files = [_start_dir(work_dir, role) / "model.onnx" for role, _ in rows]  # one per row, in row order
-    start_dirs = {file.parent for file in files}
-    artefact = Artefact(copy.deepcopy(student if student is not None else teacher))
+    start_dirs = {_start_dir(work_dir, role) for role, _ in rows}
     expected = {f"{index:02d}_{stage.name}" for index, stage in enumerate(recipe.stages, start=1)}
     for stale in sorted(work_dir.glob("[0-9][0-9]_*")):
         if stale.name not in expected and stale not in start_dirs:  # the recipe's stage list changed
             shutil.rmtree(stale)
             run["stages"].pop(stale.name, None)
-    for index, stage in enumerate(recipe.stages, start=1):
-        stage_dir = work_dir / f"{index:02d}_{stage.name}"
-        label = f"{index:02d}_{stage.name}"
-        key = stage_key(recipe, index)
-        if (stage_dir / METRICS_FILE).is_file() and json.loads((stage_dir / METRICS_FILE).read_text()).get(
-                "stage_key") != key:
-            console.print(f"stage {label}: settings changed, running it again")
-            shutil.rmtree(stage_dir)
-            run["stages"].pop(label, None)
-        if (stage_dir / METRICS_FILE).is_file():
-            artefact = Artefact(torch.load(stage_dir / "model.pt", map_location="cpu", weights_only=False),
-                                onnx=stage_dir / "model.onnx" if stage.produces_onnx else None)
-            rows.append((label, json.loads((stage_dir / METRICS_FILE).read_text())))
-            files.append(stage_dir / "model.onnx")
-            console.print(f"stage {label}: done in a previous run, loaded")
-            continue
-        console.rule(f"stage {index}/{len(recipe.stages)}: {stage.name}")
-        stage_dir.mkdir(exist_ok=True)
-        _seed(recipe.seed + index)
-        start = time.time()
-        artefact = runner(stage.name)(stage, artefact, Context(recipe, teacher, splits, stage_dir, recipe.seed))
-        seconds = time.time() - start
-        torch.save(artefact.model, stage_dir / "model.pt")
-        onnx = artefact.onnx or stage_dir / "model.onnx"
-        if artefact.onnx is None:
-            artefact.info["max_abs_diff"] = _export(artefact.model, onnx, ctx, ExportOnnx().max_abs_diff)
-        metrics = {**_measure(recipe, artefact.model, onnx, splits),
-                   **artefact.info, "seconds": seconds, "stage_key": key}
-        _write_json(stage_dir / METRICS_FILE, metrics)
-        rows.append((label, metrics))
-        files.append(onnx)
-        run["stages"][label] = {"seconds": seconds, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        _write_json(work_dir / RUN_FILE, run)
-        console.print(f"stage {label}: {score_text(metrics)}, {metrics['params']:,} parameters, "
-                      f"{metrics['bytes']:,} bytes, {seconds:.0f} s")
-    return rows, files, artefact
+    return rows
+
+
+def _finished_stage(stage_dir: Path, label: str, key: str, run: dict) -> tuple[nn.Module, dict] | None:
+    """(model, metrics) of a stage finished with the same settings; a changed one's directory goes."""
+    metrics_file = stage_dir / METRICS_FILE
+    if metrics_file.is_file() and json.loads(metrics_file.read_text()).get("stage_key") != key:
+        console.print(f"stage {label}: settings changed, running it again")
+        shutil.rmtree(stage_dir)
+        run["stages"].pop(label, None)
+    if not metrics_file.is_file():
+        return None
+    return (torch.load(stage_dir / "model.pt", map_location="cpu", weights_only=False),
+            json.loads(metrics_file.read_text()))
+
+
+def _record_stage(recipe: Recipe, run: dict, artefact: Artefact, onnx: Path, ctx: Context, splits, label: str,
+                  key: str, seconds: float, work_dir: Path) -> dict:
+    """Save a finished stage's model, export and measure it, and write its metrics (rank 0 only)."""
+    stage_dir = work_dir / label
+    torch.save(artefact.model, stage_dir / "model.pt")
+    if artefact.onnx is None:
+        artefact.info["max_abs_diff"] = _export(artefact.model, onnx, ctx, ExportOnnx().max_abs_diff)
+    metrics = {**_measure(recipe, artefact.model, onnx, splits),
+               **artefact.info, "seconds": seconds, "stage_key": key}
+    _write_json(stage_dir / METRICS_FILE, metrics)
+    run["stages"][label] = {"seconds": seconds, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    _write_json(work_dir / RUN_FILE, run)
+    console.print(f"stage {label}: {score_text(metrics)}, {metrics['params']:,} parameters, "
+                  f"{metrics['bytes']:,} bytes, {seconds:.0f} s")
+    return metrics
 
 
 def _export(model: nn.Module, path: Path, ctx: Context, bound: float) -> float:

@@ -14,12 +14,14 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from robot_compress.compress import distributed
 from robot_compress.compress.data import Splits, augment, loader, normalize
 from robot_compress.compress.recipe import TrainConfig
 
 
 def device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """The GPU when there is one (each torchrun process its own), else the CPU."""
+    return distributed.device()
 
 
 def autocast(precision: str, dev: torch.device):
@@ -69,7 +71,10 @@ def accuracy(model: nn.Module, data, spec, batch_size: int = 500) -> float:
 
 def save_checkpoint(path: Path, epoch: int, modules: dict, extra: dict) -> None:
     """A run's state after `epoch`, written to a .tmp file and renamed, so an interrupt never
-    leaves half a checkpoint. `modules`: name -> object with state_dict() (or None)."""
+    leaves half a checkpoint. `modules`: name -> object with state_dict() (or None). Only rank 0
+    writes: under torchrun every rank holds the same state."""
+    if not distributed.is_main():
+        return
     state = {"epoch": epoch, **{k: (m.state_dict() if m is not None else None) for k, m in modules.items()}, **extra}
     torch.save(state, path.with_suffix(".tmp"))
     path.with_suffix(".tmp").replace(path)
@@ -77,10 +82,15 @@ def save_checkpoint(path: Path, epoch: int, modules: dict, extra: dict) -> None:
 
 def load_checkpoint(path: Path | None, dev: torch.device, modules: dict) -> dict | None:
     """The saved state of an interrupted run, with `modules` (name -> object with
-    load_state_dict(), or None) restored in place; None when there is no checkpoint."""
-    if path is None or not path.is_file():
+    load_state_dict(), or None) restored in place; None when there is no checkpoint. Under torchrun
+    rank 0 reads the file and sends it to the others, so only rank 0 needs the work directory."""
+    if path is None:
         return None
-    state = torch.load(path, map_location=dev, weights_only=False)
+    location = torch.device("cpu") if distributed.active() else dev  # load_state_dict moves it
+    state = distributed.on_main(lambda: torch.load(path, map_location=location, weights_only=False)
+                                if path.is_file() else None)
+    if state is None:
+        return None
     for key, module in modules.items():
         if module is not None:
             module.load_state_dict(state[key])
@@ -93,20 +103,23 @@ def train(model: nn.Module, config: TrainConfig, splits: Splits, teacher: nn.Mod
     """Train `model` for config.epochs; returns the best-validation model and per-epoch history.
 
     With `checkpoint`, state is saved after every epoch and picked up again if the file exists.
-    The teacher runs only when alpha > 0 or feature_weight > 0 (plain fine-tuning skips it)."""
+    The teacher runs only when alpha > 0 or feature_weight > 0 (plain fine-tuning skips it).
+    Under torchrun each rank trains on its slice of every global batch (compress/distributed.py)."""
     dev = device()
     model = model.to(dev)
     use_teacher = teacher is not None and (config.alpha > 0 or config.feature_weight > 0)
     teacher = teacher.to(dev).eval() if use_teacher else None
     taps = (FeatureTap(model), FeatureTap(teacher)) if use_teacher and config.feature_weight > 0 else None
     adapter = nn.Linear(taps[0].dim, taps[1].dim).to(dev) if taps else None
+    net = distributed.wrap(model, [adapter])
     trainable = [p for p in model.parameters() if p.requires_grad] + (list(adapter.parameters()) if adapter else [])
     optimizer = torch.optim.SGD(trainable, lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0,
                                 weight_decay=config.weight_decay)
     steps_per_epoch = -(-len(splits.train) // batch_size)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, config.epochs * steps_per_epoch))
     start, history = 0, []
-    best_acc, best_state = accuracy(model, splits.val, splits.spec), copy.deepcopy(model.state_dict())
+    best_acc = distributed.on_main(lambda: accuracy(model, splits.val, splits.spec))
+    best_state = copy.deepcopy(model.state_dict())
     modules = {"model": model, "optimizer": optimizer, "schedule": schedule, "adapter": adapter}
     if (state := load_checkpoint(checkpoint, dev, modules)) is not None:
         start, history, best_acc, best_state = state["epoch"], state["history"], state["best_acc"], state["best_state"]
@@ -118,13 +131,18 @@ def train(model: nn.Module, config: TrainConfig, splits: Splits, teacher: nn.Mod
         t0, total, seen = time.time(), 0.0, 0
         batches = tqdm(loader(splits.train, batch_size, shuffle=True, seed=seed * 1000 + epoch),
                        desc=f"{label} epoch {epoch + 1}/{config.epochs}", leave=False,
-                       mininterval=1 if sys.stderr.isatty() else 60, file=sys.stderr)
+                       mininterval=1 if sys.stderr.isatty() else 60, file=sys.stderr,
+                       disable=not distributed.is_main())
         for images, labels in batches:
             if augment_images:
-                images = augment(images, generator)
-            x, y = normalize(images, splits.spec).to(dev), labels.to(dev)
+                images = augment(images, generator)  # the whole global batch: the same draws on every rank
+            if len(labels) < distributed.world_size():  # a rank would get no image
+                continue
+            part = distributed.shard(len(labels))
+            weight = distributed.loss_weight(len(labels[part]), len(labels))
+            x, y = normalize(images[part], splits.spec).to(dev), labels[part].to(dev)
             with autocast(config.precision, dev):
-                logits = model(x).float()
+                logits = net(x).float()
                 if use_teacher:
                     with torch.no_grad():
                         teacher_logits = teacher(x).float()
@@ -135,12 +153,13 @@ def train(model: nn.Module, config: TrainConfig, splits: Splits, teacher: nn.Mod
                 else:
                     loss = F.cross_entropy(logits, y)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * weight if weight != 1 else loss).backward()
             optimizer.step()
             schedule.step()
             total, seen = total + loss.item() * len(y), seen + len(y)
             batches.set_postfix(loss=f"{total / seen:.3f}", refresh=False)
-        val = accuracy(model, splits.val, splits.spec)
+        total, seen = distributed.all_sum(total), distributed.all_sum(seen)
+        val = distributed.on_main(lambda: accuracy(model, splits.val, splits.spec))
         history.append({"epoch": epoch + 1, "loss": total / seen, "val_top1": val, "seconds": time.time() - t0})
         print(f"{label} epoch {epoch + 1}/{config.epochs}: loss {total / seen:.4f}, val top-1 {val:.2%}, "
               f"{time.time() - t0:.0f} s", flush=True)
@@ -153,4 +172,4 @@ def train(model: nn.Module, config: TrainConfig, splits: Splits, teacher: nn.Mod
         for tap in taps:
             tap.close()
     model.load_state_dict(best_state)
-    return model.cpu().eval(), history
+    return distributed.unwrap(model).cpu().eval(), history

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from robot_compress.compress import distributed
 from robot_compress.compress.detection.data import augmented_batch
 from robot_compress.compress.recipe import TrainConfig
 from robot_compress.compress.train import autocast, device, load_checkpoint, save_checkpoint
@@ -117,6 +118,7 @@ def train_detector(model: nn.Module, config: TrainConfig, splits, teacher: nn.Mo
     if config.feature_weight > 0:
         adapters = nn.ModuleList(nn.Conv2d(s, t, 1) for s, t in zip(neck_channels(model), neck_channels(teacher),
                                                                      strict=True)).to(dev)
+    net = distributed.wrap(model, [adapters], head_outputs)  # torchrun: DDP over each rank's slice
     trainable = [p for p in model.parameters() if p.requires_grad] + (list(adapters.parameters()) if adapters else [])
     optimizer = torch.optim.SGD(trainable, lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0,
                                 weight_decay=config.weight_decay)
@@ -124,7 +126,8 @@ def train_detector(model: nn.Module, config: TrainConfig, splits, teacher: nn.Mo
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, config.epochs * steps_per_epoch))
     val_images = splits.val.letterboxed(size)
     statistics_images = to_input(splits.train.letterboxed(size, RECALIBRATION_IMAGES), dev)
-    best_loss, best_state = validation_loss(model, teacher, val_images), copy.deepcopy(model.state_dict())
+    best_loss = distributed.on_main(lambda: validation_loss(model, teacher, val_images))
+    best_state = copy.deepcopy(model.state_dict())
     start, history = 0, []
     modules = {"model": model, "optimizer": optimizer, "schedule": schedule, "adapters": adapters}
     if (state := load_checkpoint(checkpoint, dev, modules)) is not None:
@@ -142,27 +145,35 @@ def train_detector(model: nn.Module, config: TrainConfig, splits, teacher: nn.Mo
             indices = order[step * batch_size:(step + 1) * batch_size]
             batch = augmented_batch(splits.train, indices, size, rng) if augment_images else \
                 splits.train.subset(indices).letterboxed(size)
-            x = to_input(batch, dev)
+            part = distributed.shard(len(batch))  # every rank drew the same global batch above
+            share = len(batch[part]) / len(batch)
+            x = to_input(batch[part], dev)
             with autocast(config.precision, dev):
                 with torch.no_grad():
                     t_feats, t_levels = head_outputs(teacher, x)
-                s_feats, s_levels = head_outputs(model, x)
+                s_feats, s_levels = net(x)
                 loss, parts = distill_loss([tuple(t.float() for t in lv) for lv in s_levels],
                                            [tuple(t.float() for t in lv) for lv in t_levels])
+                # torchrun: distill_loss divides by its slice's soft object count, the weight makes it the batch's
+                weight = distributed.normaliser_weight(sum(float(lv[1].float().sigmoid().sum()) for lv in t_levels))
+                weights = dict.fromkeys(parts, weight / distributed.world_size())
+                scaled = loss * weight
                 if adapters is not None:
                     feature = sum(F.mse_loss(a(s).float(), t.float()) for a, s, t in zip(adapters, s_feats, t_feats,
                                                                                         strict=True))
                     loss = loss + config.feature_weight * feature
-                    parts["feature"] = float(feature)
+                    scaled = scaled + config.feature_weight * feature * share * distributed.world_size()
+                    parts["feature"], weights["feature"] = float(feature), share
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            scaled.backward()
             optimizer.step()
             schedule.step()
-            total += float(loss)
+            total += float(scaled) / distributed.world_size()
             for key, value in parts.items():
-                parts_total[key] = parts_total.get(key, 0.0) + value
+                parts_total[key] = parts_total.get(key, 0.0) + value * weights[key]
+        total, parts_total = distributed.all_sum(total), {k: distributed.all_sum(v) for k, v in parts_total.items()}
         recalibrate_batchnorm(model, statistics_images)
-        val = validation_loss(model, teacher, val_images)
+        val = distributed.on_main(lambda: validation_loss(model, teacher, val_images))
         entry = {"epoch": epoch + 1, "loss": total / steps_per_epoch, "val_loss": val, "seconds": time.time() - t0,
                  **{f"loss_{k}": v / steps_per_epoch for k, v in parts_total.items()}}
         history.append(entry)
@@ -174,4 +185,4 @@ def train_detector(model: nn.Module, config: TrainConfig, splits, teacher: nn.Mo
             save_checkpoint(checkpoint, epoch + 1, modules,
                             {"history": history, "best_loss": best_loss, "best_state": best_state})
     model.load_state_dict(best_state)
-    return model.cpu().eval(), history
+    return distributed.unwrap(model).cpu().eval(), history
