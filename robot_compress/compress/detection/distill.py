@@ -8,7 +8,8 @@ number of objects, so empty backgrounds do not drown the objects):
   box:        L1 between the raw box outputs, weighted by the teacher's objectness;
   features:   optional MSE between the neck outputs (student through a 1x1 adapter per level,
               since pruning narrows them) and the teacher's, weighted by `feature_weight`.
-No labels are used, so every coco/train image counts, whatever its label status.
+No labels are used, so every coco/train image counts, whatever its label status. With `alpha`
+below 1 the stage mixes in YOLOX's label loss (compress/detection/objective.py).
 """
 
 from __future__ import annotations
@@ -23,7 +24,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robot_compress.compress.detection.data import augmented_batch
+from robot_compress.compress.detection.objective import (
+    check_labels,
+    training_batch,
+    training_loss,
+    uses_teacher,
+    validation_label_loss,
+)
 from robot_compress.compress.recipe import TrainConfig
 from robot_compress.compress.train import autocast, device, load_checkpoint, save_checkpoint
 
@@ -108,8 +115,10 @@ def validation_loss(model: nn.Module, teacher: nn.Module, images: np.ndarray, ba
 def train_detector(model: nn.Module, config: TrainConfig, splits, teacher: nn.Module, seed: int, batch_size: int,
                    augment_images: bool = True, checkpoint: Path | None = None,
                    label: str = "distill") -> tuple[nn.Module, list[dict]]:
-    """Distil `teacher` into `model` for config.epochs (SGD + cosine, as the classifier loop); keeps
-    the epoch with the lowest distillation loss on the held-out training images."""
+    """Train `model` for config.epochs (SGD + cosine, as the classifier loop) on alpha x distillation
+    from `teacher` + (1 - alpha) x the YOLOX label loss; keeps the epoch with the lowest
+    distillation loss on the held-out training images."""
+    check_labels(config, splits.train)
     dev = device()
     size = splits.spec.input_size[0]
     model, teacher = model.to(dev), teacher.to(dev).eval()
@@ -140,15 +149,14 @@ def train_detector(model: nn.Module, config: TrainConfig, splits, teacher: nn.Mo
         t0, total, parts_total = time.time(), 0.0, {}
         for step in range(steps_per_epoch):
             indices = order[step * batch_size:(step + 1) * batch_size]
-            batch = augmented_batch(splits.train, indices, size, rng) if augment_images else \
-                splits.train.subset(indices).letterboxed(size)
+            batch, targets = training_batch(splits.train, indices, size, rng, augment_images, config)
             x = to_input(batch, dev)
             with autocast(config.precision, dev):
                 with torch.no_grad():
-                    t_feats, t_levels = head_outputs(teacher, x)
+                    t_feats, t_levels = head_outputs(teacher, x) if uses_teacher(config) else (None, [])
                 s_feats, s_levels = head_outputs(model, x)
-                loss, parts = distill_loss([tuple(t.float() for t in lv) for lv in s_levels],
-                                           [tuple(t.float() for t in lv) for lv in t_levels])
+                loss, parts = training_loss(config, [tuple(t.float() for t in lv) for lv in s_levels],
+                                            [tuple(t.float() for t in lv) for lv in t_levels], targets)
                 if adapters is not None:
                     feature = sum(F.mse_loss(a(s).float(), t.float()) for a, s, t in zip(adapters, s_feats, t_feats,
                                                                                         strict=True))
@@ -163,11 +171,13 @@ def train_detector(model: nn.Module, config: TrainConfig, splits, teacher: nn.Mo
                 parts_total[key] = parts_total.get(key, 0.0) + value
         recalibrate_batchnorm(model, statistics_images)
         val = validation_loss(model, teacher, val_images)
-        entry = {"epoch": epoch + 1, "loss": total / steps_per_epoch, "val_loss": val, "seconds": time.time() - t0,
-                 **{f"loss_{k}": v / steps_per_epoch for k, v in parts_total.items()}}
+        val_label = validation_label_loss(model, splits.val, size)
+        entry = {"epoch": epoch + 1, "loss": total / steps_per_epoch, "val_loss": val, "val_label_loss": val_label,
+                 "seconds": time.time() - t0, **{f"loss_{k}": v / steps_per_epoch for k, v in parts_total.items()}}
         history.append(entry)
         print(f"{label} epoch {epoch + 1}/{config.epochs}: loss {entry['loss']:.4f}, val distillation loss "
-              f"{val:.4f}, {entry['seconds']:.0f} s", file=sys.stderr, flush=True)
+              f"{val:.4f}, val label loss {val_label if val_label is not None else float('nan'):.4f}, "
+              f"{entry['seconds']:.0f} s", file=sys.stderr, flush=True)
         if val <= best_loss:
             best_loss, best_state = val, copy.deepcopy(model.state_dict())
         if checkpoint is not None:
