@@ -186,3 +186,20 @@ def test_a_recipe_mixing_distillation_and_labels_runs_end_to_end(tmp_path, share
     assert {"loss_obj", "loss_cls", "loss_box", "loss_label_obj", "loss_label_cls", "loss_label_box"} <= set(history[0])
     assert history[0]["loss_label_box"] > 0 and np.isfinite(history[0]["loss"])
     assert history[0]["val_label_loss"] is None or np.isfinite(history[0]["val_label_loss"])
+
+
+def test_the_best_epoch_is_picked_by_the_held_out_label_loss_where_there_are_labels(shared_data):
+    from robot_compress.compress.detection.objective import held_out_losses
+    from robot_compress.compress.detection.yolox import yolox_nano_from_onnx
+
+    teacher = yolox_nano_from_onnx(shared_data / "weights" / "yolox_nano-e8af0749.onnx").eval()
+    val = load_detection_images(shared_data / "coco" / "train", SIZE, limit=3)
+    assert len(val.labelled) == 3
+    held = held_out_losses(teacher, teacher, val, val.letterboxed(SIZE), SIZE)
+    assert held["selected_by"] == "label" and held["val_selected"] == held["val_label_loss"] > 0
+    assert held["val_loss"] > 0  # the teacher against itself: the soft targets' own entropy
+    unlabelled = val.subset([0, 1, 2])
+    unlabelled.boxes = [None] * 3
+    held = held_out_losses(teacher, teacher, unlabelled, unlabelled.letterboxed(SIZE), SIZE)
+    assert held["selected_by"] == "distillation" and held["val_label_loss"] is None
+    assert held["val_selected"] == held["val_loss"]

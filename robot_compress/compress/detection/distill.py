@@ -8,7 +8,7 @@ number of objects, so empty backgrounds do not drown the objects):
   box:        L1 between the raw box outputs, weighted by the teacher's objectness;
   features:   optional MSE between the neck outputs (student through a 1x1 adapter per level,
               since pruning narrows them) and the teacher's, weighted by `feature_weight`.
-No labels are used, so every coco/train image counts, whatever its label status. With `alpha`
+The loss uses no labels, so every coco/train image counts, whatever its label status. With `alpha`
 below 1 the stage mixes in YOLOX's label loss (compress/detection/objective.py).
 """
 
@@ -26,10 +26,10 @@ from torch import nn
 
 from robot_compress.compress.detection.objective import (
     check_labels,
+    held_out_losses,
     training_batch,
     training_loss,
     uses_teacher,
-    validation_label_loss,
 )
 from robot_compress.compress.recipe import TrainConfig
 from robot_compress.compress.train import autocast, device, load_checkpoint, save_checkpoint
@@ -117,7 +117,7 @@ def train_detector(model: nn.Module, config: TrainConfig, splits, teacher: nn.Mo
                    label: str = "distill") -> tuple[nn.Module, list[dict]]:
     """Train `model` for config.epochs (SGD + cosine, as the classifier loop) on alpha x distillation
     from `teacher` + (1 - alpha) x the YOLOX label loss; keeps the epoch with the lowest
-    distillation loss on the held-out training images."""
+    held-out loss (objective.py says which)."""
     check_labels(config, splits.train)
     dev = device()
     size = splits.spec.input_size[0]
@@ -133,7 +133,8 @@ def train_detector(model: nn.Module, config: TrainConfig, splits, teacher: nn.Mo
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, config.epochs * steps_per_epoch))
     val_images = splits.val.letterboxed(size)
     statistics_images = to_input(splits.train.letterboxed(size, RECALIBRATION_IMAGES), dev)
-    best_loss, best_state = validation_loss(model, teacher, val_images), copy.deepcopy(model.state_dict())
+    held = held_out_losses(model, teacher, splits.val, val_images, size)
+    best_loss, best_state = held["val_selected"], copy.deepcopy(model.state_dict())
     start, history = 0, []
     modules = {"model": model, "optimizer": optimizer, "schedule": schedule, "adapters": adapters}
     if (state := load_checkpoint(checkpoint, dev, modules)) is not None:
@@ -141,7 +142,8 @@ def train_detector(model: nn.Module, config: TrainConfig, splits, teacher: nn.Mo
                                                  state["best_state"])
         print(f"{label}: resuming after epoch {start}/{config.epochs} (best val loss {best_loss:.4f})")
     print(f"{label}: {len(splits.train)} training images, {steps_per_epoch} steps of {batch_size} per epoch, "
-          f"val distillation loss before {best_loss:.4f}", flush=True)
+          f"held-out losses before: distillation {held['val_loss']:.4f}, label {held['val_label_loss']}; best "
+          f"epoch by the {held['selected_by']} loss", flush=True)
     for epoch in range(start, config.epochs):
         rng = np.random.default_rng(seed * 1000 + epoch)
         order = rng.permutation(len(splits.train))
@@ -166,18 +168,17 @@ def train_detector(model: nn.Module, config: TrainConfig, splits, teacher: nn.Mo
             loss.backward()
             optimizer.step()
             schedule.step()
-            total += float(loss)
+            total += float(loss.detach())
             for key, value in parts.items():
                 parts_total[key] = parts_total.get(key, 0.0) + value
         recalibrate_batchnorm(model, statistics_images)
-        val = validation_loss(model, teacher, val_images)
-        val_label = validation_label_loss(model, splits.val, size)
-        entry = {"epoch": epoch + 1, "loss": total / steps_per_epoch, "val_loss": val, "val_label_loss": val_label,
-                 "seconds": time.time() - t0, **{f"loss_{k}": v / steps_per_epoch for k, v in parts_total.items()}}
+        held = held_out_losses(model, teacher, splits.val, val_images, size)
+        val = held["val_selected"]
+        entry = {"epoch": epoch + 1, "loss": total / steps_per_epoch, **held, "seconds": time.time() - t0, **{f"loss_{k}": v / steps_per_epoch for k, v in parts_total.items()}}
         history.append(entry)
         print(f"{label} epoch {epoch + 1}/{config.epochs}: loss {entry['loss']:.4f}, val distillation loss "
-              f"{val:.4f}, val label loss {val_label if val_label is not None else float('nan'):.4f}, "
-              f"{entry['seconds']:.0f} s", file=sys.stderr, flush=True)
+              f"{held['val_loss']:.4f}, val label loss {held['val_label_loss']}, {entry['seconds']:.0f} s",
+              file=sys.stderr, flush=True)
         if val <= best_loss:
             best_loss, best_state = val, copy.deepcopy(model.state_dict())
         if checkpoint is not None:

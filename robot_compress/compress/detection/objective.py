@@ -1,11 +1,16 @@
 """What a detector training step minimises: alpha x distillation + (1 - alpha) x YOLOX label loss.
 
 alpha 1 is label-free distillation (every image counts); alpha 0 is plain fine-tuning on the
-labelled images (the teacher runs only for the held-out loss that picks the best epoch); between,
-both. The best epoch is picked by the held-out distillation loss for every alpha: it needs no
-labels (so every held-out image counts, and alpha 1 stays label-free), and a distillation-vs-labels
-comparison then picks both arms' epochs by the same rule. The held-out label loss is recorded
-beside it where held-out images have full labels.
+labelled images (the teacher runs only for the held-out distillation loss); between, both.
+
+The best epoch is picked, for every alpha, by the YOLOX loss on the fully labelled held-out
+training images (letterboxed, no augmentation), or by the held-out distillation loss when none of
+them is labelled. The label loss scores the detections against what mAP scores them against; the
+distillation loss scores closeness to the teacher, which label fine-tuning does not aim at (its
+held-out distillation loss can rise while its label loss falls, and would then hand back the
+untrained network). One rule for every alpha lets a distillation-vs-labels comparison pick both
+arms' epochs the same way. Distillation (alpha 1) still trains without labels; the held-out labels
+only choose among its epochs. Both held-out losses are recorded each epoch.
 """
 
 from __future__ import annotations
@@ -59,6 +64,17 @@ def training_loss(config, student_levels, teacher_levels, targets) -> tuple[torc
         loss = loss + (1 - config.alpha) * label
         parts.update({f"label_{k}": v for k, v in label_parts.items()})
     return loss, parts
+
+
+def held_out_losses(model: nn.Module, teacher: nn.Module, val: DetectionImages, val_images: np.ndarray,
+                    size: int) -> dict:
+    """The held-out distillation and label losses, and the one that picks the best epoch."""
+    from robot_compress.compress.detection.distill import validation_loss
+
+    distill = validation_loss(model, teacher, val_images)
+    label = validation_label_loss(model, val, size)
+    return {"val_loss": distill, "val_label_loss": label, "val_selected": distill if label is None else label,
+            "selected_by": "distillation" if label is None else "label"}
 
 
 @torch.no_grad()
