@@ -26,6 +26,7 @@ from torch import nn
 
 from robot_compress.compress.detection.objective import (
     check_labels,
+    describe,
     held_out_losses,
     training_batch,
     training_loss,
@@ -142,8 +143,7 @@ def train_detector(model: nn.Module, config: TrainConfig, splits, teacher: nn.Mo
                                                  state["best_state"])
         print(f"{label}: resuming after epoch {start}/{config.epochs} (best val loss {best_loss:.4f})")
     print(f"{label}: {len(splits.train)} training images, {steps_per_epoch} steps of {batch_size} per epoch, "
-          f"held-out losses before: distillation {held['val_loss']:.4f}, label {held['val_label_loss']}; best "
-          f"epoch by the {held['selected_by']} loss", flush=True)
+          f"held-out losses before: {describe(held)}; best epoch by the {held['selected_by']} loss", flush=True)
     for epoch in range(start, config.epochs):
         rng = np.random.default_rng(seed * 1000 + epoch)
         order = rng.permutation(len(splits.train))
@@ -176,8 +176,8 @@ def train_detector(model: nn.Module, config: TrainConfig, splits, teacher: nn.Mo
         val = held["val_selected"]
         entry = {"epoch": epoch + 1, "loss": total / steps_per_epoch, **held, "seconds": time.time() - t0, **{f"loss_{k}": v / steps_per_epoch for k, v in parts_total.items()}}
         history.append(entry)
-        print(f"{label} epoch {epoch + 1}/{config.epochs}: loss {entry['loss']:.4f}, val distillation loss "
-              f"{held['val_loss']:.4f}, val label loss {held['val_label_loss']}, {entry['seconds']:.0f} s",
+        print(f"{label} epoch {epoch + 1}/{config.epochs}: loss {entry['loss']:.4f}, held-out {describe(held)}, "
+              f"{entry['seconds']:.0f} s",
               file=sys.stderr, flush=True)
         if val <= best_loss:
             best_loss, best_state = val, copy.deepcopy(model.state_dict())

@@ -77,6 +77,11 @@ def held_out_losses(model: nn.Module, teacher: nn.Module, val: DetectionImages, 
             "selected_by": "distillation" if label is None else "label"}
 
 
+def describe(held: dict) -> str:
+    label = "n/a" if held["val_label_loss"] is None else f"{held['val_label_loss']:.4f}"
+    return f"distillation loss {held['val_loss']:.4f}, label loss {label}"
+
+
 @torch.no_grad()
 def validation_label_loss(model: nn.Module, val: DetectionImages, size: int, batch_size: int = 16) -> float | None:
     """Mean YOLOX loss on the fully labelled held-out images (letterboxed, eval mode); None without any."""
