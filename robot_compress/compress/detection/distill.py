@@ -174,7 +174,8 @@ def train_detector(model: nn.Module, config: TrainConfig, splits, teacher: nn.Mo
         recalibrate_batchnorm(model, statistics_images)
         held = held_out_losses(model, teacher, splits.val, val_images, size)
         val = held["val_selected"]
-        entry = {"epoch": epoch + 1, "loss": total / steps_per_epoch, **held, "seconds": time.time() - t0, **{f"loss_{k}": v / steps_per_epoch for k, v in parts_total.items()}}
+        entry = {"epoch": epoch + 1, "loss": total / steps_per_epoch, **held, "seconds": time.time() - t0,
+                 **{f"loss_{k}": v / steps_per_epoch for k, v in parts_total.items()}}
         history.append(entry)
         print(f"{label} epoch {epoch + 1}/{config.epochs}: loss {entry['loss']:.4f}, held-out {describe(held)}, "
               f"{entry['seconds']:.0f} s",
