@@ -275,6 +275,20 @@ ONNX_STAGES = ("export_onnx", "quantize_int8", "align_channels")
 AnyStage = Annotated[Union[tuple(STAGE_TYPES.values())], Field(discriminator="stage")]  # noqa: UP007
 
 
+def _check_detection_labels(where: str, alpha: float, data) -> None:
+    """A detector stage with a label loss needs fully labelled images among the training ones."""
+    from robot_compress.compress.detection.data import FULL_LABEL_STATUSES, coco_entries, usable_for_labels
+
+    if not (Path(data.train) / "instances.json").is_file():
+        return  # the folder check names it
+    entries = coco_entries(data.train)[:data.train_limit]
+    if not any(usable_for_labels(e.get("label_status")) for e in entries):
+        found = sorted({str(e.get("label_status")) for e in entries})
+        raise ValueError(f"{where}: {alpha} mixes in the YOLOX label loss, but data.train ({data.train}) has no "
+                         f"fully labelled image (label_status {list(FULL_LABEL_STATUSES)}; found {found}); "
+                         f"set alpha: 1.0 for label-free distillation")
+
+
 class Recipe(Schema):
     name: str = setting(description="the recipe's name (no '/')")
     seed: int = setting(0, "seeds data split, initialisation and training")
@@ -328,9 +342,11 @@ class Recipe(Schema):
             where = f"stages[{i}] ({stage.name})"
             if stage.name not in DETECTION_STAGES:
                 raise ValueError(f"{where}: not available for a detector; choose from {list(DETECTION_STAGES)}")
-            if getattr(stage, "epochs", 0) and (stage.alpha != 1.0 or stage.temperature != TrainConfig().temperature):
-                raise ValueError(f"{where}: a detector trains by label-free distillation only: set alpha: 1.0 (the "
-                                 f"YOLOX label loss is not available) and leave temperature unset")
+            if getattr(stage, "epochs", 0) and stage.temperature != TrainConfig().temperature:
+                raise ValueError(f"{where}: a detector's distillation has no temperature (it matches sigmoid "
+                                 f"outputs); leave temperature unset")
+            if getattr(stage, "epochs", 0) and stage.alpha < 1.0:
+                _check_detection_labels(f"{where}.alpha", stage.alpha, self.data)
             if stage.name == "quantize_int8" and stage.mode != "static":
                 raise ValueError(f"{where}: a detector is quantized static (QDQ) only; set mode: static")
         height, width = self.data.input_size

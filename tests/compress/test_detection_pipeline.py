@@ -96,7 +96,7 @@ def test_pruning_keeps_the_head_predictors_and_gives_a_dense_detector(shared_dat
 
 @pytest.mark.parametrize("change,message", [
     ({"stages": [{"stage": "prune_unstructured", "sparsity": 0.5}]}, "not available for a detector"),
-    ({"stages": [{"stage": "distill", "epochs": 1}]}, "label-free distillation only: set alpha: 1.0"),
+    ({"stages": [{"stage": "distill", "epochs": 1, "temperature": 2.0}]}, "leave temperature unset"),
     ({"stages": [{"stage": "quantize_int8", "mode": "dynamic"}]}, "needs an export_onnx stage before it"),
     ({"stages": [{"stage": "export_onnx"}, {"stage": "quantize_int8", "mode": "dynamic"}]}, "static"),
     ({"data": {"input_size": [150, 150]}}, "multiple of 32"),

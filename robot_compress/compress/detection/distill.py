@@ -8,7 +8,8 @@ number of objects, so empty backgrounds do not drown the objects):
   box:        L1 between the raw box outputs, weighted by the teacher's objectness;
   features:   optional MSE between the neck outputs (student through a 1x1 adapter per level,
               since pruning narrows them) and the teacher's, weighted by `feature_weight`.
-No labels are used, so every coco/train image counts, whatever its label status.
+The loss uses no labels, so every coco/train image counts, whatever its label status. With `alpha`
+below 1 the stage mixes in YOLOX's label loss (compress/detection/objective.py).
 """
 
 from __future__ import annotations
@@ -24,7 +25,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from robot_compress.compress import distributed
-from robot_compress.compress.detection.data import augmented_batch
+from robot_compress.compress.detection.objective import (
+    check_labels,
+    describe,
+    held_out_losses,
+    training_batch,
+    training_loss,
+    uses_teacher,
+)
 from robot_compress.compress.recipe import TrainConfig
 from robot_compress.compress.train import autocast, device, load_checkpoint, save_checkpoint
 
@@ -109,8 +117,10 @@ def validation_loss(model: nn.Module, teacher: nn.Module, images: np.ndarray, ba
 def train_detector(model: nn.Module, config: TrainConfig, splits, teacher: nn.Module, seed: int, batch_size: int,
                    augment_images: bool = True, checkpoint: Path | None = None,
                    label: str = "distill") -> tuple[nn.Module, list[dict]]:
-    """Distil `teacher` into `model` for config.epochs (SGD + cosine, as the classifier loop); keeps
-    the epoch with the lowest distillation loss on the held-out training images."""
+    """Train `model` for config.epochs (SGD + cosine, as the classifier loop) on alpha x distillation
+    from `teacher` + (1 - alpha) x the YOLOX label loss; keeps the epoch with the lowest
+    held-out loss (objective.py says which)."""
+    check_labels(config, splits.train)
     dev = device()
     size = splits.spec.input_size[0]
     model, teacher = model.to(dev), teacher.to(dev).eval()
@@ -126,8 +136,8 @@ def train_detector(model: nn.Module, config: TrainConfig, splits, teacher: nn.Mo
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, config.epochs * steps_per_epoch))
     val_images = splits.val.letterboxed(size)
     statistics_images = to_input(splits.train.letterboxed(size, RECALIBRATION_IMAGES), dev)
-    best_loss = distributed.on_main(lambda: validation_loss(model, teacher, val_images))
-    best_state = copy.deepcopy(model.state_dict())
+    held = distributed.on_main(lambda: held_out_losses(model, teacher, splits.val, val_images, size))
+    best_loss, best_state = held["val_selected"], copy.deepcopy(model.state_dict())
     start, history = 0, []
     modules = {"model": model, "optimizer": optimizer, "schedule": schedule, "adapters": adapters}
     if (state := load_checkpoint(checkpoint, dev, modules)) is not None:
@@ -135,7 +145,7 @@ def train_detector(model: nn.Module, config: TrainConfig, splits, teacher: nn.Mo
                                                  state["best_state"])
         print(f"{label}: resuming after epoch {start}/{config.epochs} (best val loss {best_loss:.4f})")
     print(f"{label}: {len(splits.train)} training images, {steps_per_epoch} steps of {batch_size} per epoch, "
-          f"val distillation loss before {best_loss:.4f}", flush=True)
+          f"held-out losses before: {describe(held)}; best epoch by the {held['selected_by']} loss", flush=True)
     for epoch in range(start, config.epochs):
         rng = np.random.default_rng(seed * 1000 + epoch)
         order = rng.permutation(len(splits.train))
@@ -143,19 +153,24 @@ def train_detector(model: nn.Module, config: TrainConfig, splits, teacher: nn.Mo
         t0, total, parts_total = time.time(), 0.0, {}
         for step in range(steps_per_epoch):
             indices = order[step * batch_size:(step + 1) * batch_size]
-            batch = augmented_batch(splits.train, indices, size, rng) if augment_images else \
-                splits.train.subset(indices).letterboxed(size)
+            batch, targets = training_batch(splits.train, indices, size, rng, augment_images, config)
             part = distributed.shard(len(batch))  # every rank drew the same global batch above
             share = len(batch[part]) / len(batch)
             x = to_input(batch[part], dev)
+            targets = None if targets is None else targets[part]
             with autocast(config.precision, dev):
                 with torch.no_grad():
-                    t_feats, t_levels = head_outputs(teacher, x)
+                    t_feats, t_levels = head_outputs(teacher, x) if uses_teacher(config) else (None, [])
                 s_feats, s_levels = net(x)
-                loss, parts = distill_loss([tuple(t.float() for t in lv) for lv in s_levels],
-                                           [tuple(t.float() for t in lv) for lv in t_levels])
-                # torchrun: distill_loss divides by its slice's soft object count, the weight makes it the batch's
-                weight = distributed.normaliser_weight(sum(float(lv[1].float().sigmoid().sum()) for lv in t_levels))
+                loss, parts = training_loss(config, [tuple(t.float() for t in lv) for lv in s_levels],
+                                            [tuple(t.float() for t in lv) for lv in t_levels], targets)
+                if config.alpha == 1.0:
+                    # torchrun: distill_loss divides by its slice's soft object count, the weight makes it the batch's
+                    weight = distributed.normaliser_weight(sum(float(lv[1].float().sigmoid().sum()) for lv in t_levels))
+                else:
+                    # the label loss divides by its slice's positives: under torchrun weighted by the slice's
+                    # share of images, an approximation of the global batch's normalisation
+                    weight = share * distributed.world_size()
                 weights = dict.fromkeys(parts, weight / distributed.world_size())
                 scaled = loss * weight
                 if adapters is not None:
@@ -168,17 +183,19 @@ def train_detector(model: nn.Module, config: TrainConfig, splits, teacher: nn.Mo
             scaled.backward()
             optimizer.step()
             schedule.step()
-            total += float(scaled) / distributed.world_size()
+            total += float(scaled.detach()) / distributed.world_size()
             for key, value in parts.items():
                 parts_total[key] = parts_total.get(key, 0.0) + value * weights[key]
         total, parts_total = distributed.all_sum(total), {k: distributed.all_sum(v) for k, v in parts_total.items()}
         recalibrate_batchnorm(model, statistics_images)
-        val = distributed.on_main(lambda: validation_loss(model, teacher, val_images))
-        entry = {"epoch": epoch + 1, "loss": total / steps_per_epoch, "val_loss": val, "seconds": time.time() - t0,
+        held = distributed.on_main(lambda: held_out_losses(model, teacher, splits.val, val_images, size))
+        val = held["val_selected"]
+        entry = {"epoch": epoch + 1, "loss": total / steps_per_epoch, **held, "seconds": time.time() - t0,
                  **{f"loss_{k}": v / steps_per_epoch for k, v in parts_total.items()}}
         history.append(entry)
-        print(f"{label} epoch {epoch + 1}/{config.epochs}: loss {entry['loss']:.4f}, val distillation loss "
-              f"{val:.4f}, {entry['seconds']:.0f} s", file=sys.stderr, flush=True)
+        print(f"{label} epoch {epoch + 1}/{config.epochs}: loss {entry['loss']:.4f}, held-out {describe(held)}, "
+              f"{entry['seconds']:.0f} s",
+              file=sys.stderr, flush=True)
         if val <= best_loss:
             best_loss, best_state = val, copy.deepcopy(model.state_dict())
         if checkpoint is not None:

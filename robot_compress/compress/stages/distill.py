@@ -17,7 +17,7 @@ def run(params: Distill, artefact: Artefact, ctx: Context) -> Artefact:
         model, history = train_detector(copy.deepcopy(artefact.model), params, ctx.splits, ctx.teacher, ctx.seed,
                                         ctx.recipe.data.batch_size, ctx.recipe.data.augment,
                                         checkpoint=ctx.stage_dir / "train_state.pt", label="distill")
-        return Artefact(model, info={"history": history, "best_val_loss": min([h["val_loss"] for h in history],
+        return Artefact(model, info={"history": history, "best_val_loss": min([h.get("val_selected", h["val_loss"]) for h in history],
                                                                                default=None)})
     model, history = train(copy.deepcopy(artefact.model), params, ctx.splits, ctx.teacher, ctx.seed,
                            ctx.recipe.data.batch_size, ctx.recipe.data.augment,
