@@ -42,6 +42,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="training images to calibrate INT8 activations on (default: coco/train images; "
                              "never the evaluation split)")
     parser.add_argument("--calibration-count", type=int, default=64, help="how many calibration images")
+    parser.add_argument("--qat-epochs", type=int, default=0,
+                        help="with --int8: epochs of quantization-aware fine-tuning (fake quantization where the "
+                             "INT8 graph quantizes, distilled from the FP32 network) before quantizing; 0: none")
+    parser.add_argument("--qat-lr", type=float, default=1e-4, help="Adam learning rate of that fine-tuning")
+    parser.add_argument("--qat-count", type=int, default=128,
+                        help="training images for that fine-tuning: the first N of --calibration-images in name "
+                             "order (the calibration images are among them)")
 
 
 def check_images(folder: Path, count: int, size: int) -> list:
@@ -114,6 +121,25 @@ def quantize(fp32_path: Path, int8_path: Path, check: list, args: argparse.Names
     return int8_path, {"how": how, "metrics": {"int8_top10_score_mean_abs_change": top_diff}}
 
 
+def fine_tune_for_int8(model, args: argparse.Namespace):
+    """Quantization-aware fine-tuning (`compress/detection/qat.py`): the float network that the
+    INT8 quantization of the next step rounds least away from `model`'s answers."""
+    import torch
+
+    from robot_compress.compress.detection.data import load_image_folder
+    from robot_compress.compress.detection.qat import qat_finetune
+
+    torch.set_num_threads(1)
+    train = load_image_folder(args.calibration_images, args.size, args.qat_count)
+    start = time.perf_counter()
+    tuned, history = qat_finetune(model, train, args.size, args.qat_epochs, lr=args.qat_lr,
+                                  calibration=args.calibration_count)
+    print(f"quantization-aware fine-tuning: {args.qat_epochs} epochs on {len(train)} images of "
+          f"{args.calibration_images}, lr {args.qat_lr:g}, {time.perf_counter() - start:.0f} s; "
+          f"distillation loss {history[0]['loss']:.4f} -> {history[-1]['loss']:.4f}")
+    return tuned, history
+
+
 def run(args: argparse.Namespace) -> int:
     import platform
     import tempfile
@@ -148,6 +174,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: --calibration-images {args.calibration_images} is the evaluation split; calibrate on "
               f"training images (coco/train)", file=sys.stderr)
         return 2
+    if args.qat_epochs < 0 or args.qat_count < 1 or not args.qat_lr > 0:
+        print("error: --qat-epochs must be >= 0, --qat-count >= 1 and --qat-lr > 0", file=sys.stderr)
+        return 2
+    if args.qat_epochs and not args.int8:
+        print("error: --qat-epochs fine-tunes for the INT8 graph; add --int8", file=sys.stderr)
+        return 2
     if not args.weights.is_file():
         print(f"error: weights file {args.weights} does not exist", file=sys.stderr)
         return 2
@@ -171,6 +203,9 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
 
+    qat_history = None
+    if args.qat_epochs:
+        model, qat_history = fine_tune_for_int8(model, args)
     settings = NmsSettings(args.nms_score_threshold, args.iou_threshold, args.max_det)
     with tempfile.TemporaryDirectory() as tmp:
         onnx_tmp = export_detector(model, Path(tmp) / "model.onnx", args.size, settings)
@@ -221,6 +256,10 @@ def run(args: argparse.Namespace) -> int:
                             "cast, decode and NMS inside the graph"},
         )
         if quantization:
+            if qat_history:
+                quantization["how"]["fine_tuning"] = (
+                    f"quantization-aware: {args.qat_epochs} epochs, Adam lr {args.qat_lr:g}, distilled from the "
+                    f"FP32 network on the first {args.qat_count} images of {args.calibration_images} (augmented)")
             manifest.created["quantization"] = quantization["how"]
             manifest.metrics.update(quantization["metrics"])
         model_dir = write_model_dir(args.out, manifest, onnx_tmp)
