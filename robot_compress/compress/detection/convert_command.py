@@ -45,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--qat-epochs", type=int, default=0,
                         help="with --int8: epochs of quantization-aware fine-tuning (fake quantization where the "
                              "INT8 graph quantizes, distilled from the FP32 network) before quantizing; 0: none")
-    parser.add_argument("--qat-lr", type=float, default=1e-4, help="Adam learning rate of that fine-tuning")
+    parser.add_argument("--qat-lr", type=float, default=1e-4, help="SGD (momentum 0.9) learning rate of that fine-tuning")
     parser.add_argument("--qat-count", type=int, default=128,
                         help="training images for that fine-tuning: the first N of --calibration-images in name "
                              "order (the calibration images are among them)")
@@ -258,7 +258,7 @@ def run(args: argparse.Namespace) -> int:
         if quantization:
             if qat_history:
                 quantization["how"]["fine_tuning"] = (
-                    f"quantization-aware: {args.qat_epochs} epochs, Adam lr {args.qat_lr:g}, distilled from the "
+                    f"quantization-aware: {args.qat_epochs} epochs, SGD lr {args.qat_lr:g}, distilled from the "
                     f"FP32 network on the first {args.qat_count} images of {args.calibration_images} (augmented)")
             manifest.created["quantization"] = quantization["how"]
             manifest.metrics.update(quantization["metrics"])
