@@ -81,3 +81,4 @@ def test_qat_needs_int8(tmp_path, capsys):
     code = main(["convert-detector", "--size", "320", "--out", str(tmp_path / "x"), "--qat-epochs", "2"])
     assert code == 2
     assert "add --int8" in capsys.readouterr().err
+    assert main(["convert-detector", "--size", "320", "--out", str(tmp_path / "y"), "--bias-correction"]) == 2

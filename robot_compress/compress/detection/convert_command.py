@@ -42,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="training images to calibrate INT8 activations on (default: coco/train images; "
                              "never the evaluation split)")
     parser.add_argument("--calibration-count", type=int, default=64, help="how many calibration images")
+    parser.add_argument("--bias-correction", action="store_true",
+                        help="with --int8: correct each quantized convolution's bias for its weights' int8 "
+                             "rounding (mean input measured on the --qat-count training images) before quantizing")
     parser.add_argument("--qat-epochs", type=int, default=0,
                         help="with --int8: epochs of quantization-aware fine-tuning (fake quantization where the "
                              "INT8 graph quantizes, distilled from the FP32 network) before quantizing; 0: none")
@@ -122,8 +125,8 @@ def quantize(fp32_path: Path, int8_path: Path, check: list, args: argparse.Names
 
 
 def fine_tune_for_int8(model, args: argparse.Namespace):
-    """Quantization-aware fine-tuning (`compress/detection/qat.py`): the float network that the
-    INT8 quantization of the next step rounds least away from `model`'s answers."""
+    """Bias correction and/or quantization-aware fine-tuning (`compress/detection/qat.py`): a float
+    network that the INT8 quantization of the next step rounds less far from `model`'s answers."""
     import torch
 
     from robot_compress.compress.detection.data import load_image_folder
@@ -133,10 +136,11 @@ def fine_tune_for_int8(model, args: argparse.Namespace):
     train = load_image_folder(args.calibration_images, args.size, args.qat_count)
     start = time.perf_counter()
     tuned, history = qat_finetune(model, train, args.size, args.qat_epochs, lr=args.qat_lr,
-                                  calibration=args.calibration_count)
-    print(f"quantization-aware fine-tuning: {args.qat_epochs} epochs on {len(train)} images of "
-          f"{args.calibration_images}, lr {args.qat_lr:g}, {time.perf_counter() - start:.0f} s; "
-          f"distillation loss {history[0]['loss']:.4f} -> {history[-1]['loss']:.4f}")
+                                  calibration=args.calibration_count, bias_correction=args.bias_correction)
+    print(f"{'bias correction' if args.bias_correction else 'no bias correction'}, quantization-aware "
+          f"fine-tuning {args.qat_epochs} epochs, on {len(train)} images of {args.calibration_images} in "
+          f"{time.perf_counter() - start:.0f} s"
+          + (f"; distillation loss {history[0]['loss']:.4f} -> {history[-1]['loss']:.4f}" if history else ""))
     return tuned, history
 
 
@@ -177,8 +181,8 @@ def run(args: argparse.Namespace) -> int:
     if args.qat_epochs < 0 or args.qat_count < 1 or not args.qat_lr > 0:
         print("error: --qat-epochs must be >= 0, --qat-count >= 1 and --qat-lr > 0", file=sys.stderr)
         return 2
-    if args.qat_epochs and not args.int8:
-        print("error: --qat-epochs fine-tunes for the INT8 graph; add --int8", file=sys.stderr)
+    if (args.qat_epochs or args.bias_correction) and not args.int8:
+        print("error: --qat-epochs and --bias-correction prepare the INT8 graph; add --int8", file=sys.stderr)
         return 2
     if not args.weights.is_file():
         print(f"error: weights file {args.weights} does not exist", file=sys.stderr)
@@ -203,9 +207,10 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
 
-    qat_history = None
-    if args.qat_epochs:
-        model, qat_history = fine_tune_for_int8(model, args)
+    prepared = False
+    if args.qat_epochs or args.bias_correction:
+        model, _ = fine_tune_for_int8(model, args)
+        prepared = True
     settings = NmsSettings(args.nms_score_threshold, args.iou_threshold, args.max_det)
     with tempfile.TemporaryDirectory() as tmp:
         onnx_tmp = export_detector(model, Path(tmp) / "model.onnx", args.size, settings)
@@ -256,10 +261,12 @@ def run(args: argparse.Namespace) -> int:
                             "cast, decode and NMS inside the graph"},
         )
         if quantization:
-            if qat_history:
-                quantization["how"]["fine_tuning"] = (
-                    f"quantization-aware: {args.qat_epochs} epochs, SGD lr {args.qat_lr:g}, distilled from the "
-                    f"FP32 network on the first {args.qat_count} images of {args.calibration_images} (augmented)")
+            if prepared:
+                quantization["how"]["before_quantizing"] = (
+                    ("bias correction of the weights' int8 rounding, " if args.bias_correction else "")
+                    + (f"quantization-aware fine-tuning {args.qat_epochs} epochs (SGD lr {args.qat_lr:g}, distilled "
+                       f"from the FP32 network), " if args.qat_epochs else "")
+                    + f"on the first {args.qat_count} images of {args.calibration_images}")
             manifest.created["quantization"] = quantization["how"]
             manifest.metrics.update(quantization["metrics"])
         model_dir = write_model_dir(args.out, manifest, onnx_tmp)
