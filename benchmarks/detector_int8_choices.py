@@ -6,9 +6,10 @@ Selection images: the coco/train images whose labels are official and complete (
 official_full, 182). Calibration and fine-tuning images: the first 128 coco/train images in name
 order (none of them official_full; the script checks). For each variant: mAP50-95 / mAP50 with
 ONNX Runtime's fused INT8 kernels and unfused (the graph as its ONNX definition says), beside the
-FP32 network's. With --qat-epochs, the quantization-aware fine-tuned network (`compress/detection/
-qat.py`) is scored too, as FP32 and as INT8 with the shipped quantization settings, with its
-distillation loss against the FP32 network on the selection images before and after. Prints a
+FP32 network's. With --bias-correction and/or --qat-epochs, the bias-corrected or the
+quantization-aware fine-tuned network (`compress/detection/qat.py`) is scored too, as FP32 and as
+INT8 with the shipped quantization settings, with the fake-quantized network's distillation loss
+against the FP32 network on the selection images along the way. Prints a
 table and writes JSON.
 """
 
@@ -80,7 +81,9 @@ def main() -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
-    parser.add_argument("--qat-epochs", type=int, default=0)
+    parser.add_argument("--bias-correction", action="store_true",
+                        help="also score the bias-corrected network (convert-detector --bias-correction)")
+    parser.add_argument("--qat-epochs", type=int, default=0, help="also score QAT (without bias correction)")
     parser.add_argument("--qat-lr", type=float, default=1e-4)
     parser.add_argument("--out", type=Path, default=REPO / "runs/detector_int8_choices.json")
     args = parser.parse_args()
@@ -111,18 +114,19 @@ def main() -> int:
             start = time.perf_counter()
             int8 = quantize_detector(fp32, Path(tmp) / f"{name}.onnx", calibration[count], **options)
             add(name, int8, calibration_images=count, seconds=time.perf_counter() - start)
-        if args.qat_epochs:
+        runs = ([(0, True, "bias correction")] if args.bias_correction else []) + \
+            ([(args.qat_epochs, False, f"qat {args.qat_epochs} epochs lr {args.qat_lr:g}")] if args.qat_epochs else [])
+        for epochs, bias_correction, label in runs:
             held_out = np.stack([letterbox(image, SIZE)[0] for image in images])
             train = load_image_folder(TRAIN / "images", SIZE, TRAIN_COUNT)
             start = time.perf_counter()
-            tuned, history = qat_finetune(teacher, train, SIZE, args.qat_epochs, lr=args.qat_lr,
-                                          calibration=CALIBRATION_COUNT, held_out=held_out)
+            tuned, history = qat_finetune(teacher, train, SIZE, epochs, lr=args.qat_lr, calibration=CALIBRATION_COUNT,
+                                          held_out=held_out, bias_correction=bias_correction)
             seconds = time.perf_counter() - start
-            label = f"qat {args.qat_epochs} epochs lr {args.qat_lr:g}"
-            tuned_fp32 = export_detector(tuned, Path(tmp) / "qat_fp32.onnx", SIZE, settings)
+            tuned_fp32 = export_detector(tuned, Path(tmp) / f"{label}_fp32.onnx", SIZE, settings)
             add(f"{label}, FP32", tuned_fp32, int8=False,
                 distillation_loss_vs_fp32=held_out_loss(tuned, teacher, held_out))
-            add(f"{label}, INT8", quantize_detector(tuned_fp32, Path(tmp) / "qat_int8.onnx",
+            add(f"{label}, INT8", quantize_detector(tuned_fp32, Path(tmp) / f"{label}.onnx",
                                                     calibration[CALIBRATION_COUNT]),
                 seconds=seconds, history=history)
     print(f"\n{len(selection)} held-out coco/train images, {cpu_name()}, {time.strftime('%Y-%m-%d')}")

@@ -13,6 +13,7 @@ from robot_compress.compress.detection.data import load_image_folder
 from robot_compress.compress.detection.qat import (
     WEIGHT_QMAX,
     WeightQuant,
+    correct_biases,
     held_out_loss,
     observe_ranges,
     prepare_qat,
@@ -67,10 +68,22 @@ def test_fake_quantized_network_moves_the_answers_and_strips_back_to_float(teach
     assert stem.conv.bias is not None and isinstance(stem.bn, torch.nn.Identity)
 
 
+def test_bias_correction_brings_the_fake_quantized_network_closer_to_fp32(teacher, train_images):
+    images = train_images.letterboxed(SIZE)
+    model = prepare_qat(teacher)
+    observe_ranges(model, images)
+    before = held_out_loss(model, teacher, images)
+    biases = {name: p.clone() for name, p in model.named_parameters() if name.endswith("bias")}
+    correct_biases(model, images)
+    changed = [name for name, p in model.named_parameters() if name in biases and not torch.equal(p, biases[name])]
+    assert len(changed) > 50
+    assert held_out_loss(model, teacher, images) < before
+
+
 def test_fine_tuning_lowers_the_fake_quantized_networks_distillation_loss(teacher, train_images):
     held_out = train_images.letterboxed(SIZE)
     tuned, history = qat_finetune(teacher, train_images, SIZE, epochs=2, lr=1e-4, batch_size=4, calibration=8,
-                                  held_out=held_out)
+                                  held_out=held_out, bias_correction=False)
     assert [h["epoch"] for h in history] == [0, 1, 2]
     assert history[-1]["held_out_loss"] < history[0]["held_out_loss"]
     # the returned float network still answers like the teacher (a small fine-tuning step)
