@@ -83,7 +83,8 @@ def main() -> int:
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--bias-correction", action="store_true",
                         help="also score the bias-corrected network (convert-detector --bias-correction)")
-    parser.add_argument("--qat-epochs", type=int, default=0, help="also score QAT (without bias correction)")
+    parser.add_argument("--qat-epochs", type=int, default=0,
+                        help="also score QAT (after bias correction if --bias-correction is given)")
     parser.add_argument("--qat-lr", type=float, default=1e-4)
     parser.add_argument("--out", type=Path, default=REPO / "runs/detector_int8_choices.json")
     args = parser.parse_args()
@@ -114,8 +115,9 @@ def main() -> int:
             start = time.perf_counter()
             int8 = quantize_detector(fp32, Path(tmp) / f"{name}.onnx", calibration[count], **options)
             add(name, int8, calibration_images=count, seconds=time.perf_counter() - start)
-        runs = ([(0, True, "bias correction")] if args.bias_correction else []) + \
-            ([(args.qat_epochs, False, f"qat {args.qat_epochs} epochs lr {args.qat_lr:g}")] if args.qat_epochs else [])
+        qat_label = f"{'bias correction + ' if args.bias_correction else ''}qat {args.qat_epochs} epochs lr {args.qat_lr:g}"
+        runs = ([(0, True, "bias correction")] if args.bias_correction and not args.qat_epochs else []) + \
+            ([(args.qat_epochs, args.bias_correction, qat_label)] if args.qat_epochs else [])
         for epochs, bias_correction, label in runs:
             held_out = np.stack([letterbox(image, SIZE)[0] for image in images])
             train = load_image_folder(TRAIN / "images", SIZE, TRAIN_COUNT)
