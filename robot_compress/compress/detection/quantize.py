@@ -15,6 +15,9 @@ ranges are the 99.99th percentile over the calibration images. Kept in float32, 
     by several pixels and costs mAP at the strict IoU thresholds; they are 9 small 1x1 convs;
   - the head's final sigmoid / concat and everything after (decode, NMS, top-k): box arithmetic
     in pixels and score comparisons, a few cheap elementwise ops on [N, cells] tensors.
+Other calibration methods, percentiles, more images and a float dark4 were no better on those
+held-out images (`benchmarks/detector_int8_choices.py`); what helped was changing the float
+network before quantizing it (`qat.correct_biases`, `convert-detector --bias-correction`).
 """
 
 from __future__ import annotations
