@@ -1,7 +1,7 @@
-"""Quantization-aware fine-tuning of the torch YOLOX before ONNX Runtime's static INT8.
+"""The torch YOLOX made ready for ONNX Runtime's static INT8: bias correction and
+quantization-aware fine-tuning, on a fake-quantized copy of the network.
 
-The fake quantization sits where `quantize.py`'s QDQ graph quantizes, so that the float weights
-learn to live with its rounding:
+The fake quantization sits where `quantize.py`'s QDQ graph quantizes:
   - weights of every convolution in the quantized body: int8 per output channel, symmetric, in
     the 7-bit range [-64, 64] (`reduce_range`, scale max|w| / 64), with batch norm folded in
     first, as the exported graph has it;
@@ -9,10 +9,12 @@ learn to live with its rounding:
     quantized convolution's output, its SiLU's sigmoid and product, each residual sum and
     concatenation inside the quantized body, and the dark3 output where the body starts.
 The stem, dark2 and dark3 and the class/box/objectness predictors stay float, as in the QDQ
-graph (the predictors still train, the first stages do not). Activation ranges are the 99.99th percentile over calibration images (as the QDQ
-calibration), set before training and again after it; weights' scales follow the weights.
+graph (the predictors still train, the first stages do not). Activation ranges are the 99.99th
+percentile over the calibration images, set once before training; ONNX Runtime calibrates its
+own ranges on the result. Weights' scales follow the weights.
 
-Training: the network learns the FP32 teacher's raw head (`distill.distill_loss`) on augmented
+Bias correction (`correct_biases`) takes back the mean output shift that weight rounding causes.
+Fine-tuning: the network learns the FP32 teacher's raw head (`distill.distill_loss`) on augmented
 training images, eval-mode (the batch norms are folded, so no statistics move), SGD at a small
 learning rate. The result is an ordinary float YOLOX (folded convs with biases) that
 `convert-detector` exports and quantizes as usual.
@@ -267,8 +269,7 @@ def qat_finetune(teacher: YOLOX, train, size: int, epochs: int, lr: float = 1e-4
     trainable = trainable_parameters(model)
     # SGD with momentum: on a fixed batch of 8 coco/train images, lr 1e-4 lowers the loss step by
     # step (3.9 -> 3.6 in 5 steps), 1e-3 overshoots (3.9 -> 6.4 after one).
-    optimizer = torch.optim.SGD(trainable, lr=lr, momentum=0.9,
-                                nesterov=True)
+    optimizer = torch.optim.SGD(trainable, lr=lr, momentum=0.9, nesterov=True)
     steps = max(1, len(train) // batch_size)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs * steps))
     history = []
