@@ -95,3 +95,18 @@ def test_qat_needs_int8(tmp_path, capsys):
     assert code == 2
     assert "add --int8" in capsys.readouterr().err
     assert main(["convert-detector", "--size", "320", "--out", str(tmp_path / "y"), "--bias-correction"]) == 2
+
+
+def test_convert_detector_with_bias_correction_keeps_7_bit_weights(weights, shared_data, tmp_path):
+    from robot_compress.compress.stages.quantize_int8 import largest_int8_weight
+    from robot_compress.runtime.model_contract import ModelDir
+
+    train = shared_data / "coco" / "train" / "images"
+    out = tmp_path / "robot_bc"
+    code = main(["convert-detector", "--size", "320", "--weights", str(weights), "--out", str(out), "--int8",
+                 "--bias-correction", "--check-images", str(train), "--check-count", "4",
+                 "--calibration-images", str(train), "--calibration-count", "8", "--qat-count", "8"])
+    assert code == 0
+    model = ModelDir.load(out)
+    assert "bias correction" in model.manifest.created["quantization"]["before_quantizing"]
+    assert largest_int8_weight(model.onnx_path) <= 64
