@@ -7,7 +7,9 @@ and every box the graph returns (its NMS floor is the usual 0.001), beside the p
 latency of one letterboxed frame (batch 1) with 1 and 2 threads, all models measured round-robin
 in one run so their ratios survive a busy machine. Where the --raw-head file's input
 size matches a model's, the same images also go through that raw head + the numpy decode and NMS
-reference, to show the in-graph decode gives the same mAP. Prints a table and writes JSON.
+reference, to show the in-graph decode gives the same mAP. With --unfused, INT8 models are scored
+a second time without the fused integer kernels (which differ by CPU kind). Prints a table and
+writes JSON.
 """
 
 from __future__ import annotations
@@ -49,6 +51,12 @@ def latencies_ms(models: list[Path], image: np.ndarray, threads: int, runs: int)
             for t in times]
 
 
+def is_quantized(onnx_path: Path) -> bool:
+    import onnx
+
+    return any(node.op_type == "QuantizeLinear" for node in onnx.load(str(onnx_path)).graph.node)
+
+
 def raw_head_runner(raw_path: Path, model_dir_backend, threads: int):
     """bgr image -> detections via the raw head ONNX and the numpy decode + NMS reference."""
     session = make_session(raw_path, threads=threads)
@@ -74,6 +82,9 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads for the mAP pass")
     parser.add_argument("--runs", type=int, default=50, help="timed runs per latency figure")
     parser.add_argument("--limit", type=int, help="only the first N images (smoke runs)")
+    parser.add_argument("--unfused", action="store_true",
+                        help="also score INT8 (QDQ) models without ONNX Runtime's fused integer kernels: the graph "
+                             "as its ONNX definition says, the same on every CPU kind")
     parser.add_argument("--out", type=Path, default=REPO / "runs/detection_accuracy.json")
     args = parser.parse_args()
 
@@ -92,6 +103,11 @@ def main() -> int:
         row = {"model": path.name, "size": size, "images": score.images, "map50_95": score.map50_95,
                "map50": score.map50, "published_map50_95": manifest.source.get("published_map50_95"),
                "seconds": score.seconds}
+        if args.unfused and is_quantized(backend.model.onnx_path):
+            backend.session = make_session(backend.model.onnx_path, threads=args.threads, fused=False)
+            unfused = evaluate_folder(args.data, lambda img, b=backend: detect(b, [img], score_threshold=0.0)[0],
+                                      ids, args.limit)
+            row["map50_95_unfused"], row["map50_unfused"] = unfused.map50_95, unfused.map50
         if raw_size == size:
             reference = evaluate_folder(args.data, raw_head_runner(args.raw_head, backend, args.threads), ids,
                                         args.limit)
@@ -107,12 +123,13 @@ def main() -> int:
     cpu = cpu_name()
     table = Table(title=f"detection on {args.data.name} ({rows[0]['images']} images), {cpu}, "
                         f"{time.strftime('%Y-%m-%d')}")
-    for column in ("model", "size", "mAP50-95", "mAP50", "published", "numpy decode mAP50-95",
+    for column in ("model", "size", "mAP50-95", "mAP50", "unfused mAP50-95", "published", "numpy decode mAP50-95",
                    "1 thread ms", "2 threads ms", "bytes in/out"):
         table.add_column(column, justify="right")
     for r in rows:
         published = r["published_map50_95"]
-        table.add_row(r["model"], str(r["size"]), f"{r['map50_95']:.1f}", f"{r['map50']:.1f}",
+        table.add_row(r["model"], str(r["size"]), f"{r['map50_95']:.2f}", f"{r['map50']:.2f}",
+                      f"{r['map50_95_unfused']:.2f}" if "map50_95_unfused" in r else "-",
                       "-" if not published else f"{published['value']} @{published['input_size']}",
                       f"{r['numpy_decode_map50_95']:.2f} (graph {r['map50_95']:.2f})"
                       if "numpy_decode_map50_95" in r else "-",

@@ -42,6 +42,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="training images to calibrate INT8 activations on (default: coco/train images; "
                              "never the evaluation split)")
     parser.add_argument("--calibration-count", type=int, default=64, help="how many calibration images")
+    parser.add_argument("--bias-correction", action="store_true",
+                        help="with --int8: correct each quantized convolution's bias for its weights' int8 "
+                             "rounding (mean input measured on the --qat-count training images) before quantizing")
+    parser.add_argument("--qat-epochs", type=int, default=0,
+                        help="with --int8: epochs of quantization-aware fine-tuning (fake quantization where the "
+                             "INT8 graph quantizes, distilled from the FP32 network) before quantizing; 0: none")
+    parser.add_argument("--qat-lr", type=float, default=1e-4, help="SGD (momentum 0.9) learning rate of that fine-tuning")
+    parser.add_argument("--qat-count", type=int, default=128,
+                        help="training images for that fine-tuning: the first N of --calibration-images in name "
+                             "order (the calibration images are among them)")
 
 
 def check_images(folder: Path, count: int, size: int) -> list:
@@ -114,6 +124,26 @@ def quantize(fp32_path: Path, int8_path: Path, check: list, args: argparse.Names
     return int8_path, {"how": how, "metrics": {"int8_top10_score_mean_abs_change": top_diff}}
 
 
+def fine_tune_for_int8(model, args: argparse.Namespace):
+    """Bias correction and/or quantization-aware fine-tuning (`compress/detection/qat.py`): a float
+    network that the INT8 quantization of the next step rounds less far from `model`'s answers."""
+    import torch
+
+    from robot_compress.compress.detection.data import load_image_folder
+    from robot_compress.compress.detection.qat import qat_finetune
+
+    torch.set_num_threads(1)
+    train = load_image_folder(args.calibration_images, args.size, args.qat_count)
+    start = time.perf_counter()
+    tuned, history = qat_finetune(model, train, args.size, args.qat_epochs, lr=args.qat_lr,
+                                  calibration=args.calibration_count, bias_correction=args.bias_correction)
+    print(f"{'bias correction' if args.bias_correction else 'no bias correction'}, quantization-aware "
+          f"fine-tuning {args.qat_epochs} epochs, on {len(train)} images of {args.calibration_images} in "
+          f"{time.perf_counter() - start:.0f} s"
+          + (f"; distillation loss {history[0]['loss']:.4f} -> {history[-1]['loss']:.4f}" if history else ""))
+    return tuned, history
+
+
 def run(args: argparse.Namespace) -> int:
     import platform
     import tempfile
@@ -148,6 +178,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: --calibration-images {args.calibration_images} is the evaluation split; calibrate on "
               f"training images (coco/train)", file=sys.stderr)
         return 2
+    if args.qat_epochs < 0 or args.qat_count < 1 or not args.qat_lr > 0:
+        print("error: --qat-epochs must be >= 0, --qat-count >= 1 and --qat-lr > 0", file=sys.stderr)
+        return 2
+    if (args.qat_epochs or args.bias_correction) and not args.int8:
+        print("error: --qat-epochs and --bias-correction prepare the INT8 graph; add --int8", file=sys.stderr)
+        return 2
     if not args.weights.is_file():
         print(f"error: weights file {args.weights} does not exist", file=sys.stderr)
         return 2
@@ -171,6 +207,10 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
 
+    prepared = False
+    if args.qat_epochs or args.bias_correction:
+        model, _ = fine_tune_for_int8(model, args)
+        prepared = True
     settings = NmsSettings(args.nms_score_threshold, args.iou_threshold, args.max_det)
     with tempfile.TemporaryDirectory() as tmp:
         onnx_tmp = export_detector(model, Path(tmp) / "model.onnx", args.size, settings)
@@ -221,6 +261,12 @@ def run(args: argparse.Namespace) -> int:
                             "cast, decode and NMS inside the graph"},
         )
         if quantization:
+            if prepared:
+                quantization["how"]["before_quantizing"] = (
+                    ("bias correction of the weights' int8 rounding, " if args.bias_correction else "")
+                    + (f"quantization-aware fine-tuning {args.qat_epochs} epochs (SGD lr {args.qat_lr:g}, distilled "
+                       f"from the FP32 network), " if args.qat_epochs else "")
+                    + f"on the first {args.qat_count} images of {args.calibration_images}")
             manifest.created["quantization"] = quantization["how"]
             manifest.metrics.update(quantization["metrics"])
         model_dir = write_model_dir(args.out, manifest, onnx_tmp)

@@ -143,16 +143,38 @@ def load_detection_images(folder: str | Path, side: int, limit: int | None = Non
         if image is None:
             raise ValueError(f"{path} is missing or not an image")
         height, width = image.shape[:2]
-        ratio = side / max(height, width)
-        if ratio < 1:
-            image = cv2.resize(image, (max(1, round(width * ratio)), max(1, round(height * ratio))),
-                               interpolation=cv2.INTER_AREA)
+        image = _fit(image, side)
         images.append(image)
         own = labels.get(entry["id"])
         boxes.append(None if own is None else _scaled(own, image.shape[1] / width, image.shape[0] / height))
     if not images:
         raise ValueError(f"{folder} has no images")
     return DetectionImages(folder, entries, images, boxes)
+
+
+def load_image_folder(folder: str | Path, side: int, limit: int | None = None) -> DetectionImages:
+    """The first `limit` .jpg/.png images of a plain folder in name order (no annotations needed),
+    each resized so its long side is at most `side`."""
+    folder = Path(folder)
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[:limit] \
+        if folder.is_dir() else []
+    if not paths:
+        raise ValueError(f"no .jpg/.png images in {folder}")
+    images = []
+    for path in paths:
+        image = cv2.imread(str(path))
+        if image is None:
+            raise ValueError(f"{path} is not a readable image")
+        images.append(_fit(image, side))
+    return DetectionImages(folder, [{"file_name": p.name} for p in paths], images)
+
+
+def _fit(image: np.ndarray, side: int) -> np.ndarray:
+    ratio = side / max(image.shape[:2])
+    if ratio < 1:
+        image = cv2.resize(image, (max(1, round(image.shape[1] * ratio)), max(1, round(image.shape[0] * ratio))),
+                           interpolation=cv2.INTER_AREA)
+    return image
 
 
 @dataclass(frozen=True)

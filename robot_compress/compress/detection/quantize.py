@@ -15,6 +15,9 @@ ranges are the 99.99th percentile over the calibration images. Kept in float32, 
     by several pixels and costs mAP at the strict IoU thresholds; they are 9 small 1x1 convs;
   - the head's final sigmoid / concat and everything after (decode, NMS, top-k): box arithmetic
     in pixels and score comparisons, a few cheap elementwise ops on [N, cells] tensors.
+Other calibration methods, percentiles, more images and a float dark4 were no better on those
+held-out images (`benchmarks/detector_int8_choices.py`); what helped was changing the float
+network before quantizing it (`qat.correct_biases`, `convert-detector --bias-correction`).
 """
 
 from __future__ import annotations
@@ -33,13 +36,13 @@ FLOAT_PREFIXES = ("/model/head/cls_preds", "/model/head/reg_preds", "/model/head
 CALIBRATION_PERCENTILE = 99.99
 
 
-def float_nodes(model) -> list[str]:
+def float_nodes(model, prefixes: tuple[str, ...] = FLOAT_PREFIXES) -> list[str]:
     """Names of the nodes that stay float32 (see the module docstring)."""
     keep = []
     for node in model.graph.node:
         name = node.name
         head_tail = name.startswith("/model/head/") and name.count("/") == 3  # e.g. /model/head/Concat
-        if not name.startswith(BODY_PREFIX) or head_tail or name.startswith(FLOAT_PREFIXES):
+        if not name.startswith(BODY_PREFIX) or head_tail or name.startswith(prefixes):
             keep.append(name)
     return keep
 
@@ -57,8 +60,15 @@ class _Calibration:
 
 
 def quantize_detector(source: str | Path, output: str | Path, calibration: np.ndarray,
-                      input_name: str = "images", reduce_range: bool = True) -> Path:
-    """Write the INT8 QDQ version of a detection graph. `calibration`: [N, S, S, 3] uint8, training images."""
+                      input_name: str = "images", reduce_range: bool = True, method: str = "Percentile",
+                      percentile: float = CALIBRATION_PERCENTILE, symmetric_ranges: bool | None = None,
+                      float_prefixes: tuple[str, ...] = FLOAT_PREFIXES) -> Path:
+    """Write the INT8 QDQ version of a detection graph. `calibration`: [N, S, S, 3] uint8, training images.
+
+    The defaults are the shipped choice; `method` (ONNX Runtime's MinMax, Percentile, Entropy),
+    `percentile`, `symmetric_ranges` (None: the calibrator's default; the percentile calibrator's
+    is a range from |x|, clipped to the observed min/max) and `float_prefixes` exist to compare alternatives on held-out images
+    (`benchmarks/detector_int8_choices.py`)."""
     import onnx
     from onnxruntime import quantization as q
 
@@ -75,11 +85,14 @@ def quantize_detector(source: str | Path, output: str | Path, calibration: np.nd
         prepared = Path(tmp) / "prepared.onnx"
         q.quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
         unshare_biases(prepared)
-        excluded = float_nodes(onnx.load(str(prepared)))
+        excluded = float_nodes(onnx.load(str(prepared)), float_prefixes)
+        options = {} if symmetric_ranges is None else {"CalibTensorRangeSymmetric": symmetric_ranges}
+        if method == "Percentile":
+            options["CalibPercentile"] = percentile
         with contextlib.redirect_stdout(io.StringIO()):  # the percentile calibrator prints its progress
             q.quantize_static(str(prepared), str(output), Reader(calibration, input_name),
                               quant_format=q.QuantFormat.QDQ, per_channel=True, reduce_range=reduce_range,
                               activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
-                              calibrate_method=q.CalibrationMethod.Percentile, nodes_to_exclude=excluded,
-                              extra_options={"CalibPercentile": CALIBRATION_PERCENTILE})
+                              calibrate_method=getattr(q.CalibrationMethod, method), nodes_to_exclude=excluded,
+                              extra_options=options)
     return output

@@ -1,0 +1,147 @@
+"""INT8 choices for the 320 robot detector, scored on held-out coco/train images (never val_dev).
+
+    .venv/bin/python benchmarks/detector_int8_choices.py --variants shipped minmax p99.9 --qat-epochs 4
+
+Selection images: the coco/train images whose labels are official and complete (`label_status`
+official_full, 182). Calibration and fine-tuning images: the first 128 coco/train images in name
+order (none of them official_full; the script checks). For each variant: mAP50-95 / mAP50 with
+ONNX Runtime's fused INT8 kernels and unfused (the graph as its ONNX definition says), beside the
+FP32 network's. With --bias-correction and/or --qat-epochs, the bias-corrected or the
+quantization-aware fine-tuned network (`compress/detection/qat.py`) is scored too, as FP32 and as
+INT8 with the shipped quantization settings, with the fake-quantized network's distillation loss
+against the FP32 network on the selection images along the way. Prints a
+table and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from robot_compress.compress.detection.coco_eval import coco_map
+from robot_compress.compress.detection.quantize import FLOAT_PREFIXES
+from robot_compress.runtime.cpu_info import cpu_name
+from robot_compress.runtime.detection import letterbox, to_detections
+from robot_compress.runtime.detection_contract import COCO80_CATEGORY_IDS, COCO80_NAMES
+from robot_compress.runtime.local_backend import make_session
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN = REPO.parent / "shared/data/coco/train"
+WEIGHTS = REPO.parent / "shared/data/weights/yolox_nano-e8af0749.onnx"
+SIZE = 320
+TRAIN_COUNT = 128
+CALIBRATION_COUNT = 64
+DARK4 = "/model/backbone/backbone/dark4/"
+VARIANTS = {  # name -> quantize_detector keyword arguments
+    "shipped": {},
+    "minmax": {"method": "MinMax"},
+    "minmax_128": {"method": "MinMax", "count": 128},
+    "p99.999": {"percentile": 99.999},
+    "p99.9": {"percentile": 99.9},
+    "asymmetric": {"symmetric_ranges": False},
+    "dark4_float": {"float_prefixes": FLOAT_PREFIXES + (DARK4,)},
+}
+
+
+def split() -> tuple[list[dict], list[Path]]:
+    """(selection entries, training image paths); ValueError if they overlap."""
+    entries = json.loads((TRAIN / "instances.json").read_text())["images"]
+    selection = [e for e in entries if e.get("label_status") == "official_full"]
+    training = sorted(p for p in (TRAIN / "images").iterdir() if p.suffix.lower() == ".jpg")[:TRAIN_COUNT]
+    if {e["file_name"] for e in selection} & {p.name for p in training}:
+        raise ValueError("selection and training images overlap")
+    return selection, training
+
+
+def score(onnx_path: Path, selection: list[dict], images: list[np.ndarray], fused: bool = True) -> tuple[float, float]:
+    session = make_session(onnx_path, threads=2, fused=fused)
+    found = {}
+    for entry, image in zip(selection, images, strict=True):
+        tensor, box = letterbox(image, SIZE)
+        found[entry["id"]] = to_detections(session.run(None, {"images": tensor[None]})[0][0], box,
+                                           list(COCO80_NAMES), 0.0)
+    return coco_map(TRAIN / "instances.json", found, list(COCO80_CATEGORY_IDS))
+
+
+def main() -> int:
+    import torch
+
+    from robot_compress.compress.detection.data import load_image_folder
+    from robot_compress.compress.detection.export import NmsSettings, export_detector
+    from robot_compress.compress.detection.qat import held_out_loss, qat_finetune
+    from robot_compress.compress.detection.quantize import quantize_detector
+    from robot_compress.compress.detection.yolox import yolox_nano_from_onnx
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--bias-correction", action="store_true",
+                        help="also score the bias-corrected network (convert-detector --bias-correction)")
+    parser.add_argument("--qat-epochs", type=int, default=0,
+                        help="also score QAT (after bias correction if --bias-correction is given)")
+    parser.add_argument("--qat-lr", type=float, default=1e-4)
+    parser.add_argument("--out", type=Path, default=REPO / "runs/detector_int8_choices.json")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+
+    selection, training = split()
+    images = [cv2.imread(str(TRAIN / "images" / e["file_name"])) for e in selection]
+    calibration = {n: np.stack([letterbox(cv2.imread(str(p)), SIZE)[0] for p in training[:n]])
+                   for n in (CALIBRATION_COUNT, TRAIN_COUNT)}
+    teacher = yolox_nano_from_onnx(WEIGHTS)
+    settings = NmsSettings(0.001, 0.65, 100)
+    rows = []
+
+    def add(name, onnx_path, int8=True, **extra):
+        fused = score(onnx_path, selection, images)
+        row = {"variant": name, "map50_95": fused[0], "map50": fused[1], **extra}
+        if int8:
+            row["map50_95_unfused"], row["map50_unfused"] = score(onnx_path, selection, images, fused=False)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = export_detector(teacher, Path(tmp) / "fp32.onnx", SIZE, settings)
+        add("fp32", fp32, int8=False)
+        for name in args.variants:
+            options = dict(VARIANTS[name])
+            count = options.pop("count", CALIBRATION_COUNT)
+            start = time.perf_counter()
+            int8 = quantize_detector(fp32, Path(tmp) / f"{name}.onnx", calibration[count], **options)
+            add(name, int8, calibration_images=count, seconds=time.perf_counter() - start)
+        qat_label = f"{'bias correction + ' if args.bias_correction else ''}qat {args.qat_epochs} epochs lr {args.qat_lr:g}"
+        runs = ([(0, True, "bias correction")] if args.bias_correction and not args.qat_epochs else []) + \
+            ([(args.qat_epochs, args.bias_correction, qat_label)] if args.qat_epochs else [])
+        for epochs, bias_correction, label in runs:
+            held_out = np.stack([letterbox(image, SIZE)[0] for image in images])
+            train = load_image_folder(TRAIN / "images", SIZE, TRAIN_COUNT)
+            start = time.perf_counter()
+            tuned, history = qat_finetune(teacher, train, SIZE, epochs, lr=args.qat_lr, calibration=CALIBRATION_COUNT,
+                                          held_out=held_out, bias_correction=bias_correction)
+            seconds = time.perf_counter() - start
+            tuned_fp32 = export_detector(tuned, Path(tmp) / f"{label}_fp32.onnx", SIZE, settings)
+            add(f"{label}, FP32", tuned_fp32, int8=False,
+                distillation_loss_vs_fp32=held_out_loss(tuned, teacher, held_out))
+            add(f"{label}, INT8", quantize_detector(tuned_fp32, Path(tmp) / f"{label}.onnx",
+                                                    calibration[CALIBRATION_COUNT]),
+                seconds=seconds, history=history)
+    print(f"\n{len(selection)} held-out coco/train images, {cpu_name()}, {time.strftime('%Y-%m-%d')}")
+    print(f"{'variant':42s} {'mAP50-95 fused':>15s} {'unfused':>8s} {'mAP50':>6s}")
+    for r in rows:
+        unfused = f"{r['map50_95_unfused']:.2f}" if "map50_95_unfused" in r else "-"
+        print(f"{r['variant']:42s} {r['map50_95']:15.2f} {unfused:>8s} {r['map50']:6.2f}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"cpu": cpu_name(), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                    "selection_images": len(selection), "rows": rows}, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
