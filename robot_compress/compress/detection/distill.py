@@ -1,15 +1,8 @@
-"""Detection distillation: the student learns the teacher's raw head at the same (augmented) input.
-
-Per grid cell the teacher gives an objectness probability, 80 class probabilities and a box
-(x, y offsets and log w, h). The loss, normalised by the teacher's total objectness (the soft
-number of objects, so empty backgrounds do not drown the objects):
-  objectness: BCE(student logit, teacher probability) over every cell;
-  classes:    BCE(student logits, teacher probabilities), weighted by the teacher's objectness;
-  box:        L1 between the raw box outputs, weighted by the teacher's objectness;
-  features:   optional MSE between the neck outputs (student through a 1x1 adapter per level,
-              since pruning narrows them) and the teacher's, weighted by `feature_weight`.
-The loss uses no labels, so every coco/train image counts, whatever its label status. With `alpha`
-below 1 the stage mixes in YOLOX's label loss (compress/detection/objective.py).
+"""Detection distillation training: the student learns the teacher's raw head at the same
+(augmented) input, with the loss of compress/detection/distill_loss.py; optional feature
+imitation: MSE between the neck outputs (student through a 1x1 adapter per level, since pruning
+narrows them) and the teacher's, weighted by `feature_weight`. With `alpha` below 1 the stage
+mixes in YOLOX's label loss (compress/detection/objective.py).
 """
 
 from __future__ import annotations
@@ -25,6 +18,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from robot_compress.compress import distributed
+from robot_compress.compress.detection.distill_loss import (  # noqa: F401  (benchmarks and tests import them from here)
+    BOX_WEIGHT,
+    distill_loss,
+    head_outputs,
+    to_input,
+    validation_loss,
+)
 from robot_compress.compress.detection.objective import (
     check_labels,
     describe,
@@ -37,34 +37,6 @@ from robot_compress.compress.recipe import TrainConfig
 from robot_compress.compress.train import autocast, device, load_checkpoint, save_checkpoint
 
 RECALIBRATION_IMAGES = 96  # letterboxed training images that set the batch-norm statistics
-BOX_WEIGHT = 5.0  # YOLOX weighs its box loss 5x; the raw offsets are O(1) like the BCE terms
-
-
-def to_input(batch: np.ndarray, dev: torch.device) -> torch.Tensor:
-    """uint8 NHWC BGR -> float32 NCHW 0-255, what the exported graph's cast does."""
-    return torch.from_numpy(batch).to(dev).permute(0, 3, 1, 2).float()
-
-
-def head_outputs(model: nn.Module, x: torch.Tensor):
-    """(neck features, per-level (box, objectness logit, class logits)) of a YOLOX."""
-    feats = model.backbone(x)
-    return feats, model.head.forward_levels(feats)
-
-
-def distill_loss(student, teacher) -> tuple[torch.Tensor, dict[str, float]]:
-    """`student`/`teacher`: per-level (box [N,4,H,W], obj logit [N,1,H,W], cls logits [N,C,H,W])."""
-    obj_loss = cls_loss = box_loss = 0.0
-    weight_sum = 0.0
-    for (s_box, s_obj, s_cls), (t_box, t_obj, t_cls) in zip(student, teacher, strict=True):
-        t_obj_p = t_obj.sigmoid()
-        obj_loss = obj_loss + F.binary_cross_entropy_with_logits(s_obj, t_obj_p, reduction="sum")
-        cls_loss = cls_loss + (F.binary_cross_entropy_with_logits(s_cls, t_cls.sigmoid(), reduction="none")
-                               * t_obj_p).sum()
-        box_loss = box_loss + ((s_box - t_box).abs() * t_obj_p).sum()
-        weight_sum = weight_sum + t_obj_p.sum()
-    norm = torch.clamp(weight_sum, min=1.0)
-    parts = {"obj": obj_loss / norm, "cls": cls_loss / norm, "box": BOX_WEIGHT * box_loss / norm}
-    return sum(parts.values()), {k: float(v.detach()) for k, v in parts.items()}
 
 
 def neck_channels(model: nn.Module, size: int = 64) -> list[int]:
@@ -99,19 +71,6 @@ def recalibrate_batchnorm(model: nn.Module, images: torch.Tensor, batch: int = 1
         for norm, momentum in zip(norms, momenta, strict=True):
             norm.momentum = momentum
         model.eval()
-
-
-@torch.no_grad()
-def validation_loss(model: nn.Module, teacher: nn.Module, images: np.ndarray, batch_size: int = 16) -> float:
-    """Mean distillation loss (no feature term) on letterboxed held-out training images, eval mode."""
-    model.eval()
-    dev = next(model.parameters()).device
-    total = 0.0
-    for start in range(0, len(images), batch_size):
-        x = to_input(images[start:start + batch_size], dev)
-        loss, _ = distill_loss(head_outputs(model, x)[1], head_outputs(teacher, x)[1])
-        total += float(loss) * len(x)
-    return total / len(images)
 
 
 def train_detector(model: nn.Module, config: TrainConfig, splits, teacher: nn.Module, seed: int, batch_size: int,

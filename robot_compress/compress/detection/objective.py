@@ -53,7 +53,7 @@ def training_batch(train: DetectionImages, indices, size: int, rng: np.random.Ge
 
 def training_loss(config, student_levels, teacher_levels, targets) -> tuple[torch.Tensor, dict[str, float]]:
     """The stage's loss and its parts (`label_*` for the YOLOX terms)."""
-    from robot_compress.compress.detection.distill import distill_loss
+    from robot_compress.compress.detection.distill_loss import distill_loss
 
     loss, parts = 0.0, {}
     if config.alpha > 0:
@@ -69,7 +69,7 @@ def training_loss(config, student_levels, teacher_levels, targets) -> tuple[torc
 def held_out_losses(model: nn.Module, teacher: nn.Module, val: DetectionImages, val_images: np.ndarray,
                     size: int) -> dict:
     """The held-out distillation and label losses, and the one that picks the best epoch."""
-    from robot_compress.compress.detection.distill import validation_loss
+    from robot_compress.compress.detection.distill_loss import validation_loss
 
     distill = validation_loss(model, teacher, val_images)
     label = validation_label_loss(model, val, size)
@@ -85,7 +85,7 @@ def describe(held: dict) -> str:
 @torch.no_grad()
 def validation_label_loss(model: nn.Module, val: DetectionImages, size: int, batch_size: int = 16) -> float | None:
     """Mean YOLOX loss on the fully labelled held-out images (letterboxed, eval mode); None without any."""
-    from robot_compress.compress.detection.distill import head_outputs, to_input
+    from robot_compress.compress.detection.distill_loss import head_outputs, to_input
 
     labelled = val.labelled
     if len(labelled) == 0:
