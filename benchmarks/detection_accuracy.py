@@ -9,14 +9,17 @@ in one run so their ratios survive a busy machine. Where the --raw-head file's i
 size matches a model's, the same images also go through that raw head + the numpy decode and NMS
 reference, to show the in-graph decode gives the same mAP. With --unfused, INT8 models are scored
 a second time without the fused integer kernels (which differ by CPU kind). Prints a table and
-writes JSON.
+writes JSON; with --record, also writes each model's figures into its manifest's `metrics` (the
+shipped models' figures come from this).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -86,6 +89,8 @@ def main() -> int:
                         help="also score INT8 (QDQ) models without ONNX Runtime's fused integer kernels: the graph "
                              "as its ONNX definition says, the same on every CPU kind")
     parser.add_argument("--out", type=Path, default=REPO / "runs/detection_accuracy.json")
+    parser.add_argument("--record", action="store_true",
+                        help="write each model's mAP, latency and wire bytes into its manifest.json metrics")
     args = parser.parse_args()
 
     raw_size = None
@@ -140,7 +145,33 @@ def main() -> int:
     args.out.write_text(json.dumps({"cpu": cpu, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                     "data": str(args.data), "rows": rows}, indent=2) + "\n")
     print(f"wrote {args.out}")
+    if args.record:
+        for path, row in zip(args.models, rows, strict=True):
+            record(path, row, cpu, args)
     return 0
+
+
+def record(model_dir: Path, row: dict, cpu: str, args) -> None:
+    """The measured figures into manifest.json's metrics; the ONNX file and its sha256 stay as they are."""
+    import onnxruntime
+
+    path = model_dir / "manifest.json"
+    manifest = json.loads(path.read_text())
+    metrics = manifest.setdefault("metrics", {})
+    metrics.update({
+        "map50_95": round(row["map50_95"], 2), "map50": round(row["map50"], 2),
+        "map_eval_data": f"coco/{args.data.name} ({row['images']} images), pycocotools, every box the graph returns",
+        "map_measured": {"command": "python benchmarks/detection_accuracy.py " + shlex.join(sys.argv[1:]),
+                         "cpu": cpu, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                         "onnxruntime": onnxruntime.__version__,
+                         "backend": f"LocalBackend (ONNX Runtime, fused kernels), {args.threads} threads"},
+        "latency_ms_1t_median": round(row["latency_ms_1t"]["median"], 1),
+        "latency_ms_2t_median": round(row["latency_ms_2t"]["median"], 1),
+        "wire_bytes_in": row["wire_bytes_in"], "wire_bytes_out": row["wire_bytes_out"]})
+    if "map50_95_unfused" in row:
+        metrics["map50_95_unfused_reference"] = round(row["map50_95_unfused"], 2)
+    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    print(f"recorded in {path}")
 
 
 if __name__ == "__main__":

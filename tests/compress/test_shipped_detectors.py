@@ -36,7 +36,7 @@ def test_shipped_detector_says_how_it_was_made(name):
     assert manifest.task == "detection"
     size = manifest.preprocessing.input_size[0]
     assert manifest.created["command"] == (f"robot-compress convert-detector --size {size}"
-                                           f"{' --int8' if name == ROBOT else ''} --out models/{name}")
+                                           f"{' --int8 --bias-correction' if name == ROBOT else ''} --out models/{name}")
     assert manifest.created["cpu"] and manifest.created["time"].startswith("20")
     assert "val_dev" in manifest.metrics["map_eval_data"]
     assert manifest.metrics["map_measured"]["command"].startswith("python benchmarks/detection_accuracy.py")
