@@ -67,20 +67,10 @@ def detection_contact_sheet(coco: Path, records: list[dict], out: Path, per_back
                 continue
             found = [Detection(*(v / frame["scale"] for v in d["box"]), d["score"], d["class_id"], d["label"])
                      for d in result["detections"] if d["score"] > score_threshold]
-            image = cv2.resize(draw_detections(photo, found), tile, interpolation=cv2.INTER_AREA)
-            band = np.full((22, tile[0], 3), 30, np.uint8)
-            cv2.putText(band, f"{backend}: {len(found)} boxes, {result['latency_ms']:.0f} ms", (4, 15),
-                        cv2.FONT_HERSHEY_SIMPLEX, 0.45, (80, 220, 80) if backend == "edge" else (60, 200, 230), 1,
-                        cv2.LINE_AA)
-            tiles.append(np.vstack([image, band]))
-        if tiles:
-            tiles += [np.zeros_like(tiles[0])] * (per_backend - len(tiles))
-            rows.append(np.hstack(tiles))
-    if not rows:
-        return None
-    out.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(out), np.vstack(rows))
-    return out
+            tiles.append(_tile(draw_detections(photo, found), f"{backend}: {len(found)} boxes, "
+                               f"{result['latency_ms']:.0f} ms", backend, tile))
+        rows.append(tiles)
+    return _write_sheet(rows, per_backend, out)
 
 
 def sim_detection_contact_sheet(snapshots: Path, records: list[dict], out: Path, per_backend: int = 4,
@@ -111,17 +101,26 @@ def sim_detection_contact_sheet(snapshots: Path, records: list[dict], out: Path,
                 continue
             found = [Detection(*d["box"], d["score"], d["class_id"], d["label"])
                      for d in result["detections"] if d["score"] > score_threshold]
-            image = cv2.resize(draw_detections(image, found), tile, interpolation=cv2.INTER_AREA)
-            band = np.full((22, tile[0], 3), 30, np.uint8)
-            cv2.putText(band, f"{backend}: {len(found)} boxes (truth {boxes}), {result['latency_ms']:.0f} ms", (4, 15),
-                        cv2.FONT_HERSHEY_SIMPLEX, 0.45, (80, 220, 80) if backend == "edge" else (60, 200, 230), 1,
-                        cv2.LINE_AA)
-            tiles.append(np.vstack([image, band]))
-        if tiles:
-            tiles += [np.zeros_like(tiles[0])] * (per_backend - len(tiles))
-            rows.append(np.hstack(tiles))
+            tiles.append(_tile(draw_detections(image, found), f"{backend}: {len(found)} boxes (truth {boxes}), "
+                               f"{result['latency_ms']:.0f} ms", backend, tile))
+        rows.append(tiles)
+    return _write_sheet(rows, per_backend, out)
+
+
+def _tile(image: np.ndarray, caption: str, backend: str, tile: tuple[int, int]) -> np.ndarray:
+    """The annotated frame at tile size over a caption band coloured by backend."""
+    image = cv2.resize(image, tile, interpolation=cv2.INTER_AREA)
+    band = np.full((22, tile[0], 3), 30, np.uint8)
+    cv2.putText(band, caption, (4, 15), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
+                (80, 220, 80) if backend == "edge" else (60, 200, 230), 1, cv2.LINE_AA)
+    return np.vstack([image, band])
+
+
+def _write_sheet(rows: list[list[np.ndarray]], per_backend: int, out: Path) -> Path | None:
+    """One row per backend (short rows padded with black tiles); None when no backend has a tile."""
+    rows = [tiles + [np.zeros_like(tiles[0])] * (per_backend - len(tiles)) for tiles in rows if tiles]
     if not rows:
         return None
     out.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(out), np.vstack(rows))
+    cv2.imwrite(str(out), np.vstack([np.hstack(tiles) for tiles in rows]))
     return out
