@@ -35,8 +35,10 @@ KINDS = {"export_onnx": "FP32", "quantize_int8": "INT8"}
 
 
 def artefacts(work_dirs: list[Path]) -> list[dict]:
-    """The teacher once, then each run's one-shot cut (mAP only), FP32 export and INT8 model."""
+    """The teacher once, then each run's one-shot cut (mAP only; once per distinct cut), FP32 export
+    and INT8 model."""
     rows: list[dict] = []
+    cuts: set[tuple[int, float]] = set()
     for work_dir in work_dirs:
         run = json.loads((work_dir / "run.json").read_text())
         stages = sorted(d for d in work_dir.glob("[0-9][0-9]_*") if (d / "metrics.json").is_file())
@@ -49,7 +51,10 @@ def artefacts(work_dirs: list[Path]) -> list[dict]:
             kind = stage.name[3:]
             metrics = json.loads((stage / "metrics.json").read_text())
             if kind == "prune_structured":
-                rows.append({"label": f"{run['recipe_name']}: one-shot cut", "onnx": None, "metrics": metrics})
+                cut = (metrics["params"], round(metrics["map50_95"], 3))
+                if cut not in cuts:  # runs that differ only after the cut share one row
+                    cuts.add(cut)
+                    rows.append({"label": f"{run['recipe_name']}: one-shot cut", "onnx": None, "metrics": metrics})
             elif kind in KINDS:
                 rows.append({"label": f"{run['recipe_name']} ({epochs.get('distill')} epochs), {KINDS[kind]}",
                              "onnx": str(stage / "model.onnx"), "metrics": metrics, "command": run["command"]})
