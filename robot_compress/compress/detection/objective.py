@@ -20,6 +20,12 @@ import torch
 from torch import nn
 
 from robot_compress.compress.detection.data import DetectionImages, augmented_batch
+from robot_compress.compress.detection.distill_loss import (
+    distill_loss,
+    head_outputs,
+    to_input,
+    validation_loss,
+)
 from robot_compress.compress.detection.yolox_loss import yolox_loss
 
 
@@ -53,8 +59,6 @@ def training_batch(train: DetectionImages, indices, size: int, rng: np.random.Ge
 
 def training_loss(config, student_levels, teacher_levels, targets) -> tuple[torch.Tensor, dict[str, float]]:
     """The stage's loss and its parts (`label_*` for the YOLOX terms)."""
-    from robot_compress.compress.detection.distill_loss import distill_loss
-
     loss, parts = 0.0, {}
     if config.alpha > 0:
         distill, parts = distill_loss(student_levels, teacher_levels)
@@ -69,8 +73,6 @@ def training_loss(config, student_levels, teacher_levels, targets) -> tuple[torc
 def held_out_losses(model: nn.Module, teacher: nn.Module, val: DetectionImages, val_images: np.ndarray,
                     size: int) -> dict:
     """The held-out distillation and label losses, and the one that picks the best epoch."""
-    from robot_compress.compress.detection.distill_loss import validation_loss
-
     distill = validation_loss(model, teacher, val_images)
     label = validation_label_loss(model, val, size)
     return {"val_loss": distill, "val_label_loss": label, "val_selected": distill if label is None else label,
@@ -85,8 +87,6 @@ def describe(held: dict) -> str:
 @torch.no_grad()
 def validation_label_loss(model: nn.Module, val: DetectionImages, size: int, batch_size: int = 16) -> float | None:
     """Mean YOLOX loss on the fully labelled held-out images (letterboxed, eval mode); None without any."""
-    from robot_compress.compress.detection.distill_loss import head_outputs, to_input
-
     labelled = val.labelled
     if len(labelled) == 0:
         return None
