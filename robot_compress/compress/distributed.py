@@ -74,8 +74,29 @@ def start() -> None:
                                f"{os.environ['MASTER_PORT']}): {exc}; {launch}") from exc
 
 
+# How long a rank waits at the end for the others before tearing the group down anyway: a rank
+# that failed outside a collective never arrives, and its error must not turn into a hang.
+STOP_TIMEOUT = datetime.timedelta(seconds=60)
+
+
 def stop() -> None:
-    if dist.is_available() and dist.is_initialized():
+    """Leave the process group: meet the other ranks first, then destroy it.
+
+    Without the meeting, the first rank to finish can tear gloo down while a peer's transport thread
+    still talks to it, and the process aborts at exit ("terminate called without an active
+    exception") after its work is done. The meeting is best effort: a missing peer only costs the wait.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    try:
+        if active():
+            if backend() == "gloo":
+                dist.monitored_barrier(timeout=STOP_TIMEOUT)
+            else:
+                dist.barrier()
+    except Exception:  # noqa: BLE001 - a peer that failed; its own error is what the user reads
+        pass
+    finally:
         dist.destroy_process_group()
 
 
