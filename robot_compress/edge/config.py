@@ -1,8 +1,10 @@
-"""The edge server's settings, each checked against its accepted range before anything starts.
+"""The edge server's settings: one schema (runtime/schema.py) that declares each setting's default,
+description and accepted range, gives the command line its options and checks the values given.
 
-An error names the setting and its command-line flag, the value given and the values accepted.
-TLS files and the token are checked here too, so that a garbage certificate is reported as such
-and never as a port that cannot be bound, and an empty token never turns authentication off.
+An error names the setting's field path, how it was given (its command-line flag, or where the
+token came from), the value and the values accepted. TLS files and the token are checked here
+too, so that a garbage certificate is reported as such and never as a port that cannot be bound,
+and an empty token never turns authentication off.
 """
 
 from __future__ import annotations
@@ -12,8 +14,13 @@ import os
 import ssl
 import string
 import time
-from dataclasses import dataclass, fields
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationInfo, field_validator
+
+from robot_compress.runtime.schema import Schema, field_range, setting, validate
 
 log = logging.getLogger("robot_compress.edge")
 
@@ -28,95 +35,101 @@ class ConfigError(ValueError):
     """A setting outside its accepted values, or an unusable token or TLS file."""
 
 
-@dataclass(frozen=True)
-class TlsFiles:
+class TlsFiles(Schema):
     """PEM files: the server's certificate and key, and optionally a CA that client certificates
     must chain to (mutual TLS)."""
 
-    cert: Path
-    key: Path
-    client_ca: Path | None = None
+    cert: Path = setting(description="server certificate (PEM); enables TLS with --tls-key")
+    key: Path = setting(description="server private key (PEM)")
+    client_ca: Path | None = setting(None, "CA (PEM) that client certificates must chain to (mTLS)")
 
 
-# field -> (flag, lowest, highest); None: no bound on that side. Inclusive unless noted in `check`.
-RANGES: dict[str, tuple[str, float, float]] = {
-    "port": ("--port", 0, 65535),
-    "threads": ("--threads", 1, 256),
-    "max_concurrent_rpcs": ("--max-concurrent-rpcs", 1, 100_000),
-    "max_message_mb": ("--max-message-mb", 0.001, MAX_MESSAGE_MB),
-    "default_queue_size": ("--default-queue-size", 1, 1_000_000),
-    "grace_s": ("--grace-s", 0.0, 3600.0),
-    "receive_timeout_s": ("--receive-timeout-s", 0.01, 3600.0),
-    "max_streams_per_connection": ("--max-streams-per-connection", 1, 100_000),
-    "max_open_calls": ("--max-open-calls", 1, 1_000_000),
-}
-INTEGERS = {"port", "threads", "max_concurrent_rpcs", "default_queue_size", "max_streams_per_connection",
-            "max_open_calls"}
+class ServerConfig(Schema):
+    repository: Path = setting(description="Triton-layout repository: "
+                               "<name>/{config.pbtxt,manifest.json,<version>/model.onnx}")
+    host: str = setting("0.0.0.0", "address to listen on")
+    port: int = setting(8001, "gRPC port; 0: any free port (8001 is Triton's)", 0, 65535)
+    threads: int = setting(1, "ONNX Runtime intra-op threads per model", 1, 256)
+    max_concurrent_rpcs: int = setting(64, "inference calls answered at once, counted from the arrival of their "
+                                       "request message; more get RESOURCE_EXHAUSTED", 1, 100_000)
+    max_message_mb: float = setting(16.0, "largest request accepted, in MiB", 0.001, MAX_MESSAGE_MB)
+    default_queue_size: int = setting(64, "queue bound for models whose config.pbtxt sets no max_queue_size",
+                                      1, 1_000_000)
+    adaptive_delay: bool = setting(True, "wait for more requests only when recent concurrency suggests more are "
+                                   "coming (see edge.batcher); false: always max_queue_delay, as Triton")
+    token: str | None = setting(None, "bearer token every call must carry (None: no authentication)")
+    tls: TlsFiles | None = setting(None, "TLS files (None: plaintext)")
+    grace_s: float = setting(5.0, "on SIGTERM or SIGINT, how long in-flight requests may finish; a second "
+                             "signal cuts it short", 0.0, 3600.0)
+    receive_timeout_s: float = setting(10.0, "a call must deliver its request message within this time after "
+                                       "its headers, or it ends with DEADLINE_EXCEEDED", 0.01, 3600.0)
+    max_streams_per_connection: int = setting(100, "calls one client connection may have open at once (HTTP/2 "
+                                              "streams; more wait at the client)", 1, 100_000)
+    # A bound on memory across connections: every call open, also those still receiving their message.
+    max_open_calls: int = setting(4096, "calls open at once over all connections, also those still receiving "
+                                  "their message; beyond it RESOURCE_EXHAUSTED before anything is read",
+                                  1, 1_000_000)
 
+    @field_validator("token")
+    @classmethod
+    def _usable_token(cls, token: str | None) -> str | None:
+        if token is not None and (problem := token_problem(token)):
+            raise ValueError(problem)
+        return token
 
-@dataclass(frozen=True)
-class ServerConfig:
-    repository: Path
-    host: str = "0.0.0.0"
-    port: int = 8001  # 0: any free port (see EdgeServer.port)
-    threads: int = 1  # ONNX Runtime intra-op threads per model
-    max_concurrent_rpcs: int = 64  # inference calls being answered at once; more get RESOURCE_EXHAUSTED
-    max_message_mb: float = 16.0
-    default_queue_size: int = 64  # for models whose config.pbtxt leaves max_queue_size at 0
-    adaptive_delay: bool = True  # see edge.batcher; False waits max_queue_delay exactly as Triton
-    token: str | None = None
-    tls: TlsFiles | None = None
-    grace_s: float = 5.0  # SIGTERM: how long in-flight requests may take to finish
-    receive_timeout_s: float = 10.0  # from a call's headers to its whole request message
-    max_streams_per_connection: int = 100  # HTTP/2 streams one client connection may have open
-    # All calls open at once, also those still receiving their message: bounds memory across
-    # connections. Beyond it gRPC answers RESOURCE_EXHAUSTED before reading anything.
-    max_open_calls: int = 4096
-
-    def __post_init__(self):
-        for item in fields(self):
-            if item.name not in RANGES:
-                continue
-            flag, low, high = RANGES[item.name]
-            value = getattr(self, item.name)
-            integer = item.name in INTEGERS
-            if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)) \
-                    or not low <= value <= high:
-                kind = "an integer" if integer else "a number"
-                raise ConfigError(f"{item.name} ({flag}) must be {kind} in {low:g}..{high:g}, got {value!r}")
-        if self.max_open_calls < self.max_concurrent_rpcs:
-            raise ConfigError(f"max_open_calls (--max-open-calls) {self.max_open_calls} must be at least "
-                              f"max_concurrent_rpcs (--max-concurrent-rpcs) {self.max_concurrent_rpcs}")
-        if self.token is not None:
-            check_token(self.token, "token")
+    @field_validator("max_open_calls")
+    @classmethod
+    def _room_for_concurrent_rpcs(cls, value: int, info: ValidationInfo) -> int:
+        concurrent = info.data.get("max_concurrent_rpcs")
+        if concurrent is not None and value < concurrent:
+            raise ValueError(f"must be at least max_concurrent_rpcs ({FLAGS['max_concurrent_rpcs']}) "
+                             f"{concurrent}, got {value}")
+        return value
 
     @property
     def max_message_bytes(self) -> int:
         return int(self.max_message_mb * MiB)
 
 
-def check_token(token: str, source: str) -> str:
-    """A usable bearer token: non-empty, printable ASCII without spaces (gRPC metadata)."""
+# The settings with a range: each is the option named after it (max_open_calls: --max-open-calls).
+NUMERIC = tuple(name for name, info in ServerConfig.model_fields.items() if field_range(info))
+# How each setting is given, shown beside its field path in errors (the token: a file or $TOKEN_ENV).
+FLAGS: dict[str, str] = {
+    "repository": "--model-repository", "host": "--host", "adaptive_delay": "--strict-queue-delay",
+    "token": f"--token-file or ${TOKEN_ENV}", "tls": "--tls-cert, --tls-key, --tls-client-ca",
+    **{f"tls.{name}": "--tls-" + name.replace("_", "-") for name in TlsFiles.model_fields},
+    **{name: "--" + name.replace("_", "-") for name in NUMERIC},
+}
+
+
+def server_config(values: Mapping[str, Any], names: Mapping[str, str] | None = None) -> ServerConfig:
+    """The settings `values` gives (defaults for the rest), checked; ConfigError naming the field,
+    how it was given (`names` over FLAGS) and what it accepts otherwise."""
+    return validate(ServerConfig, dict(values), "settings", ConfigError, {**FLAGS, **(names or {})})
+
+
+def token_problem(token: str) -> str | None:
+    """Why `token` cannot be a bearer token (gRPC metadata: non-empty printable ASCII without
+    spaces), or None. The message never quotes the token itself."""
     if not token:
-        raise ConfigError(f"{source} is empty or only whitespace: refusing to start without "
-                          f"authentication the operator asked for")
+        return "is empty or only whitespace: refusing to start without authentication the operator asked for"
     bad = sorted(set(token) - TOKEN_CHARACTERS)
     if bad:
-        raise ConfigError(f"{source} contains characters a gRPC metadata value cannot carry or that "
-                          f"are ambiguous in a token: {''.join(bad)!r} (use printable ASCII without spaces)")
-    return token
+        return (f"contains characters a gRPC metadata value cannot carry or that are ambiguous in a token: "
+                f"{''.join(bad)!r}; it must be printable ASCII without spaces")
+    return None
 
 
-def read_token(token_file: Path | None, environ: dict[str, str] | None = None) -> str | None:
-    """The token from --token-file, else from $ROBOT_COMPRESS_EDGE_TOKEN; None if neither is given.
-    Surrounding whitespace (a trailing newline) is dropped; a file or variable that is given but
-    empty is an error, never 'no authentication'."""
+def read_token(token_file: Path | None, environ: Mapping[str, str] | None = None) -> tuple[str | None, str | None]:
+    """The token from --token-file, else from $ROBOT_COMPRESS_EDGE_TOKEN, and where it came from
+    (for errors); (None, None) if neither is given. Surrounding whitespace (a trailing newline) is
+    dropped; ServerConfig refuses a token that is then empty, never taking it as 'no authentication'."""
     environ = os.environ if environ is None else environ
     if token_file is not None:
-        return check_token(token_file.read_text().strip(), f"--token-file {token_file}")
+        return token_file.read_text().strip(), f"--token-file {token_file}"
     if TOKEN_ENV in environ:
-        return check_token(environ[TOKEN_ENV].strip(), f"${TOKEN_ENV}")
-    return None
+        return environ[TOKEN_ENV].strip(), f"${TOKEN_ENV}"
+    return None, None
 
 
 def check_tls(tls: TlsFiles) -> None:

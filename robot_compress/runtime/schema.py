@@ -23,7 +23,9 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import PurePath
 from types import UnionType
 from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
@@ -114,32 +116,44 @@ class Schema(BaseModel):
         return value
 
 
-def validate(model: type[S], data: Any, where: str, error: type[Exception] = ValueError) -> S:
-    """`data` (parsed YAML/JSON, or ROS parameter values) as a `model`; `error` naming `where`,
-    the field path and what it accepts otherwise."""
+def validate(model: type[S], data: Any, where: str, error: type[Exception] = ValueError,
+             names: Mapping[str, str] | None = None) -> S:
+    """`data` (parsed YAML/JSON, ROS parameter values, command-line options) as a `model`; `error`
+    naming `where`, the field path and what it accepts otherwise. `names` maps a field path to how
+    the user gives that field (a command-line flag, an environment variable), shown beside it."""
     try:
-        text = json.dumps(data, allow_nan=True)
+        text = json.dumps(data, allow_nan=True, default=_path_text)
     except (TypeError, ValueError, RecursionError) as exc:
         raise error(f"{where}: {exc}") from exc
-    return validate_json(model, text, where, error)
+    return validate_json(model, text, where, error, names)
 
 
-def validate_json(model: type[S], text: str | bytes, where: str, error: type[Exception] = ValueError) -> S:
+def _path_text(value: Any) -> str:
+    """A file path is given as its text (pydantic reads it back as a Path field's value)."""
+    if isinstance(value, PurePath):
+        return str(value)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def validate_json(model: type[S], text: str | bytes, where: str, error: type[Exception] = ValueError,
+                  names: Mapping[str, str] | None = None) -> S:
     try:
         return model.model_validate_json(text)
     except ValidationError as exc:
-        raise error(f"{where}: {describe(exc, model)}") from None
+        raise error(f"{where}: {describe(exc, model, names)}") from None
 
 
-def describe(exc: ValidationError, model: type[BaseModel]) -> str:
-    """pydantic's errors as `field 'a.b[0]' must be ...` lines (the first three, and a count)."""
+def describe(exc: ValidationError, model: type[BaseModel], names: Mapping[str, str] | None = None) -> str:
+    """pydantic's errors as `field 'a.b[0]' must be ...` lines (the first three, and a count);
+    a path in `names` is followed by its name there: `field 'port' (--port) must be ...`."""
+    names = names or {}
     errors = exc.errors(include_url=False)
     unknown: dict[tuple, list[str]] = {}
     for e in errors:
         if e["type"] == "extra_forbidden":
             unknown.setdefault(tuple(e["loc"][:-1]), []).append(str(e["loc"][-1]))
-    lines = [_unknown(model, loc, keys) for loc, keys in unknown.items()]
-    lines += [_one(e, model) for e in errors if e["type"] != "extra_forbidden"]
+    lines = [_unknown(model, loc, keys, names) for loc, keys in unknown.items()]
+    lines += [_one(e, model, names) for e in errors if e["type"] != "extra_forbidden"]
     more = f" (and {len(lines) - 3} more)" if len(lines) > 3 else ""
     return "; ".join(lines[:3]) + more
 
@@ -149,9 +163,15 @@ _KINDS = {"int": "int", "float": "float", "string": "str", "bool": "bool", "list
 _JSON_TYPES = {dict: "dict", list: "list", str: "str", int: "int", float: "float", bool: "bool", type(None): "null"}
 
 
-def _unknown(model: type[BaseModel], loc: tuple, keys: list[str]) -> str:
-    path, known = _walk(model, loc)
-    where = f"field '{path}'" if loc else "top level"
+def _field(model: type[BaseModel], loc: tuple, names: Mapping[str, str]) -> str:
+    """`field 'a.b'`, with the name the user gives it where `names` has one."""
+    path = _walk(model, loc)[0]
+    return f"field '{path}'" + (f" ({names[path]})" if path in names else "")
+
+
+def _unknown(model: type[BaseModel], loc: tuple, keys: list[str], names: Mapping[str, str]) -> str:
+    known = _walk(model, loc)[1]
+    where = _field(model, loc, names) if loc else "top level"
     allowed = f"; allowed: {sorted(known.model_fields)}" if known else ""
     return f"{where}: unknown key(s) {sorted(keys)}{allowed}"
 
@@ -192,12 +212,12 @@ def _members(hint: Any) -> list[Any]:
     return [hint]
 
 
-def _one(e: dict[str, Any], model: type[BaseModel]) -> str:
+def _one(e: dict[str, Any], model: type[BaseModel], names: Mapping[str, str]) -> str:
     kind, loc, value, ctx = e["type"], tuple(e["loc"]), e.get("input"), e.get("ctx") or {}
-    field = f"field '{_walk(model, loc)[0]}'" if loc else "top level"
+    field = _field(model, loc, names) if loc else "top level"
     got = f"{_JSON_TYPES.get(type(value), type(value).__name__)} {value!r:.60}"
     if kind == "missing" and loc and isinstance(loc[-1], int):
-        return f"field '{_walk(model, loc[:-1])[0]}' has too few items (no item [{loc[-1]}])"
+        return f"{_field(model, loc[:-1], names)} has too few items (no item [{loc[-1]}])"
     if kind == "missing":
         return f"missing {field}"
     if kind == "json_invalid":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Literal, Union
 
 import pytest
@@ -65,3 +66,27 @@ def test_range_of_a_field_and_its_notation():
     assert field_range(Whole.model_fields["sides"]) == Range(1, 100)
     assert str(Range(0, 1, low_open=True, high_open=True)) == "(0, 1)" and str(Range(0.5, None)) == "[0.5, inf)"
     assert 1 in Range(0, 1) and 1 not in Range(0, 1, high_open=True) and float("nan") not in Range(0, 1)
+
+
+class Located(Schema):
+    place: Path = setting(description="a file")
+    whole: Whole | None = None
+
+
+def test_names_show_how_the_user_gives_a_field_beside_its_path():
+    names = {"whole.sides": "--sides", "whole": "--whole-file", "place": "$PLACE"}
+    with pytest.raises(ValueError) as info:
+        validate(Located, {"place": "p", "whole": {"name": "x", "sides": [1, 500], "colour": 1}}, "cli", names=names)
+    assert str(info.value) == ("cli: field 'whole' (--whole-file): unknown key(s) ['colour']; allowed: "
+                               "['items', 'name', 'sides']; field 'whole.sides' (--sides) must have every item "
+                               "in [1, 100], got [1, 500]")
+    with pytest.raises(ValueError, match=r"^cli: missing field 'place' \(\$PLACE\)$"):
+        validate(Located, {}, "cli", names=names)
+    with pytest.raises(ValueError, match=r"^cli: field 'whole.name' must be str"):  # a path not in names
+        validate_json(Located, '{"place": "p", "whole": {"name": 1}}', "cli", names=names)
+
+
+def test_a_path_object_is_given_as_its_text():
+    assert validate(Located, {"place": Path("a/b")}, "w").place == Path("a/b")
+    with pytest.raises(ValueError, match="^w: Object of type set is not JSON serializable"):
+        validate(Located, {"place": {1}}, "w")
