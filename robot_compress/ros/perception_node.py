@@ -21,8 +21,6 @@ import time
 import traceback
 
 import numpy as np
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
@@ -32,6 +30,7 @@ from std_srvs.srv import SetBool
 from robot_compress.ros import messages
 from robot_compress.ros.image_conversion import array_to_image, compressed_to_array, image_to_array
 from robot_compress.ros.parameters import declare
+from robot_compress.ros.run_node import run_node
 from robot_compress.ros.transport_monitor import TransportMonitor
 from robot_compress.runtime.backend import BackendError
 from robot_compress.runtime.classification import predictions
@@ -271,22 +270,7 @@ class PerceptionNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = PerceptionNode()
-        rclpy.spin(node)
-    except (ConfigError, RobotCompressError) as exc:
-        print(f"{NODE_NAME}: error: {exc}", file=sys.stderr)
-        return 2
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.close()
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(PerceptionNode, NODE_NAME, (ConfigError, RobotCompressError), args, close=PerceptionNode.close)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ from std_msgs.msg import String
 
 from robot_compress.ros.image_conversion import array_to_image
 from robot_compress.ros.parameters import declare
-from robot_compress.ros.run_node import run_until_done
+from robot_compress.ros.run_node import run_node, spin_until_done
 from robot_compress.runtime.datasets import load_labelled_images
 from robot_compress.runtime.schema import Schema, setting, validate
 from robot_compress.runtime.transport_loss import with_sequence
@@ -206,7 +206,7 @@ class SimCamera(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    return run_until_done(SimCamera, "sim_camera", (ValueError, FileNotFoundError), args)
+    return run_node(SimCamera, "sim_camera", (ValueError, FileNotFoundError), args, spin=spin_until_done)
 
 
 if __name__ == "__main__":

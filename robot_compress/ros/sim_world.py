@@ -28,7 +28,7 @@ from std_msgs.msg import String
 
 from robot_compress.ros.image_conversion import array_to_image
 from robot_compress.ros.parameters import declare
-from robot_compress.ros.run_node import run_until_done
+from robot_compress.ros.run_node import run_node, spin_until_done
 from robot_compress.runtime.schema import Schema, setting, validate
 from robot_compress.sim.assets import AssetError
 from robot_compress.sim.boards import load_cifar_pictures, load_coco_pictures
@@ -212,7 +212,8 @@ class SimWorld(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    return run_until_done(SimWorld, "sim_world", (ValueError, AssetError, RenderingUnavailable), args)
+    return run_node(SimWorld, "sim_world", (ValueError, AssetError, RenderingUnavailable), args,
+                    spin=spin_until_done)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """perception_node as a process: bad camera input never crashes it, bad parameters stop it with a
-clear error, and it never loads torch."""
+clear error, SIGINT stops it cleanly, and it never loads torch."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import time
 
@@ -167,3 +168,13 @@ def test_max_image_pixels_parameter_refuses_larger_frames(processes, listener):
     assert [stamp_key(r["stamp"]) for r in results] == [(2, 0)]
     processes.stop(node)
     assert "3072 pixels is over the limit of 3000" in processes.output(node)
+
+
+def test_sigint_stops_the_node_cleanly_with_its_final_tally(processes):
+    node = processes.start_spec(node_spec(""))
+    # the start-up line ends the constructor (~/backend is published before it)
+    wait_until(lambda: "] [perception_node]: local model" in processes.output(node), 20, "the node to be up",
+               interval_s=0.1)
+    assert processes.stop(node, signal.SIGINT) == 0, processes.output(node)
+    log = processes.output(node)
+    assert "stopped: frames_in 0, frames_out 0" in log and "Traceback" not in log, log
