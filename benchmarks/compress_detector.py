@@ -15,6 +15,7 @@ markdown table, writes runs/compress_detector.json and docs/detection_pareto.png
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from robot_compress.compress.metrics import interleaved_samples_ms
 from robot_compress.compress.report import pareto_plot
 from robot_compress.runtime.cpu_info import cpu_name
 from robot_compress.runtime.detection import letterbox
@@ -70,20 +72,9 @@ def retime(rows: list[dict], threads: int, rounds: int, runs: int) -> None:
     timed = [r for r in rows if r["onnx"]]
     sessions = [make_session(r["onnx"], threads=threads) for r in timed]
     photo = cv2.imread(str(PHOTO))
-    inputs = []
-    for session in sessions:
-        size = session.get_inputs()[0].shape[1]
-        inputs.append({session.get_inputs()[0].name: letterbox(photo, size)[0][None]})
-    for session, feed in zip(sessions, inputs, strict=True):
-        for _ in range(5):
-            session.run(None, feed)
-    samples: list[list[float]] = [[] for _ in timed]
-    for _ in range(rounds):
-        for session, feed, times in zip(sessions, inputs, samples, strict=True):
-            for _ in range(runs):
-                start = time.perf_counter()
-                session.run(None, feed)
-                times.append((time.perf_counter() - start) * 1000)
+    feed = [{s.get_inputs()[0].name: letterbox(photo, s.get_inputs()[0].shape[1])[0][None]} for s in sessions]
+    samples = interleaved_samples_ms([functools.partial(s.run, None) for s in sessions], feed=feed,
+                                     rounds=rounds, runs=runs, warmup=5)
     for row, times in zip(timed, samples, strict=True):
         row["p50_ms"] = float(np.median(times))
 

@@ -29,6 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 from robot_compress.compress.detection.coco_eval import coco_images, evaluate_folder
+from robot_compress.compress.metrics import interleaved_samples_ms
 from robot_compress.runtime.cpu_info import cpu_name
 from robot_compress.runtime.detection import decode_raw, detect, letterbox, nms, to_detections
 from robot_compress.runtime.local_backend import LocalBackend, make_session
@@ -44,12 +45,7 @@ def latencies_ms(models: list[Path], image: np.ndarray, threads: int, runs: int)
     tensors = [letterbox(image, b.manifest.preprocessing.input_size[0])[0][None] for b in backends]
     for backend in backends:
         backend.warm_up()
-    times: list[list[float]] = [[] for _ in backends]
-    for _ in range(runs):
-        for backend, tensor, out in zip(backends, tensors, times, strict=True):
-            start = time.perf_counter()
-            backend.infer(tensor)
-            out.append(1000 * (time.perf_counter() - start))
+    times = interleaved_samples_ms([b.infer for b in backends], feed=tensors, rounds=runs, runs=1)
     return [{"median": statistics.median(t), "p90": sorted(t)[int(0.9 * (len(t) - 1))], "min": min(t)}
             for t in times]
 

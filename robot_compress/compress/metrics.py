@@ -4,14 +4,14 @@ CPU latency at batch 1 for each thread count."""
 
 from __future__ import annotations
 
+import functools
 import gzip
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
-import torch
-from torch import nn
 
 from robot_compress.compress.recipe import MetricsConfig
 from robot_compress.runtime.datasets import LabelledImages
@@ -19,6 +19,11 @@ from robot_compress.runtime.evaluate import top1_accuracy
 from robot_compress.runtime.latency_stats import percentile
 from robot_compress.runtime.local_backend import make_session
 from robot_compress.runtime.model_contract import Preprocessing
+
+if TYPE_CHECKING:
+    from torch import nn
+
+T = TypeVar("T")
 
 
 class OnnxFileBackend:
@@ -36,6 +41,8 @@ class OnnxFileBackend:
 
 def count_params(model: nn.Module) -> tuple[int, int]:
     """(total, non-zero) parameters, frozen ones included."""
+    import torch
+
     total = sum(p.numel() for p in model.parameters())
     nonzero = sum(int(torch.count_nonzero(p)) for p in model.parameters())
     return total, nonzero
@@ -43,6 +50,7 @@ def count_params(model: nn.Module) -> tuple[int, int]:
 
 def count_macs(model: nn.Module, input_size: tuple[int, int]) -> int | None:
     """Multiply-accumulates of one image (torch-pruning's counter); None for TorchScript models."""
+    import torch
     import torch_pruning as tp
 
     try:
@@ -67,22 +75,31 @@ def _random_input(session, input_shape: tuple[int, ...]) -> np.ndarray:
 
 def interleaved_latency_ms(paths: list[Path], input_shape: tuple[int, ...], threads: int, warmup: int, runs: int,
                            rounds: int = 10) -> list[dict[str, float]]:
-    """p50/p95 per file, the files taking turns for `rounds` rounds of runs/rounds calls each, so
-    all of them see the same machine load (a busy machine slows each one alike)."""
+    """p50/p95 per file, the files taking turns for `rounds` rounds of runs/rounds calls each
+    (see `interleaved_samples_ms`)."""
     sessions = [make_session(path, threads=threads) for path in paths]
-    names = [session.get_inputs()[0].name for session in sessions]
-    inputs = [_random_input(session, input_shape) for session in sessions]
-    for session, name, x in zip(sessions, names, inputs, strict=True):
-        for _ in range(warmup):
-            session.run(None, {name: x})
-    samples: list[list[float]] = [[] for _ in paths]
-    for _ in range(rounds):
-        for session, name, x, times in zip(sessions, names, inputs, samples, strict=True):
-            for _ in range(max(1, runs // rounds)):
-                start = time.perf_counter()
-                session.run(None, {name: x})
-                times.append((time.perf_counter() - start) * 1e3)
+    feed = [{session.get_inputs()[0].name: _random_input(session, input_shape)} for session in sessions]
+    samples = interleaved_samples_ms([functools.partial(session.run, None) for session in sessions], feed=feed,
+                                     rounds=rounds, runs=max(1, runs // rounds), warmup=warmup)
     return [{"p50": percentile(times, 50), "p95": percentile(times, 95)} for times in samples]
+
+
+def interleaved_samples_ms(calls: Sequence[Callable[[T], object]], *, feed: Sequence[T], rounds: int, runs: int,
+                           warmup: int = 0) -> list[list[float]]:
+    """Wall times in ms of `calls[i](feed[i])`, one list per call: after `warmup` untimed calls of
+    each, `rounds` rounds in which each call runs `runs` times in turn, so that all of them see the
+    same machine load (a busy machine slows each one alike, and the ratios between them hold)."""
+    for call, item in zip(calls, feed, strict=True):
+        for _ in range(warmup):
+            call(item)
+    samples: list[list[float]] = [[] for _ in calls]
+    for _ in range(rounds):
+        for call, item, times in zip(calls, feed, samples, strict=True):
+            for _ in range(runs):
+                start = time.perf_counter()
+                call(item)
+                times.append((time.perf_counter() - start) * 1e3)
+    return samples
 
 
 def measure(model: nn.Module, onnx_path: Path, eval_data: LabelledImages, spec: Preprocessing,
