@@ -212,50 +212,56 @@ class PerceptionNode(Node):
                                         f"{traceback.format_exc()}", throttle_duration_sec=FRAME_ERROR_LOG_PERIOD_S)
 
     def _process(self, msg, convert, received_at: float) -> None:
-        if self.detecting:
-            self._process_detection(msg, convert, received_at)
+        """One frame: the model's input from the message, then the task's own path to its result."""
+        model_input = self._model_input(msg, convert)
+        if model_input is None:
             return
+        (self._detect if self.detecting else self._classify)(msg.header, model_input, received_at)
+        self._count("frames_out")
+
+    def _model_input(self, msg, convert) -> np.ndarray | None:
+        """What the router takes for this frame: a classifier's preprocessed batch, or a detector's
+        camera image as a BGR batch of one (each backend letterboxes it at its own model's size).
+        None for a frame that is bad input (counted, and logged throttled)."""
         try:
             image, encoding = convert(msg)
-            batch = preprocess(image, encoding, self.manifest.preprocessing)
+            if self.detecting:
+                return np.ascontiguousarray(to_model_channels(image, encoding, "BGR"))[None]
+            return preprocess(image, encoding, self.manifest.preprocessing)
         except RobotCompressError as exc:
             self._count("bad_input")
             self.get_logger().warning(f"bad frame skipped: {exc}", throttle_duration_sec=BAD_INPUT_LOG_PERIOD_S)
-            return
-        result = self.router.classify(batch, stamp=msg.header)
+            return None
+
+    def _classify(self, header, batch: np.ndarray, received_at: float) -> None:
+        """Route the batch, publish its top-k labels (none when no backend answered)."""
+        result = self.router.classify(batch, stamp=header)
         prediction = None
         if result.logits is not None:
             (prediction,) = predictions(result.logits, self.manifest.labels, k=self.config.node.top_k)
-        self.result_pub.publish(messages.classification_message(result, msg.header, prediction, received_at))
+        self.result_pub.publish(messages.classification_message(result, header, prediction, received_at))
         if self.route_pub is not None:
-            self.route_pub.publish(messages.json_message(messages.result_record(result, msg.header, prediction,
+            self.route_pub.publish(messages.json_message(messages.result_record(result, header, prediction,
                                                                                 received_at)))
-        self._count("frames_out")
 
-    def _process_detection(self, msg, convert, received_at: float) -> None:
-        try:
-            image, encoding = convert(msg)
-            bgr = np.ascontiguousarray(to_model_channels(image, encoding, "BGR"))
-        except RobotCompressError as exc:
-            self._count("bad_input")
-            self.get_logger().warning(f"bad frame skipped: {exc}", throttle_duration_sec=BAD_INPUT_LOG_PERIOD_S)
-            return
-        result = self.router.classify(bgr[None], stamp=msg.header)
+    def _detect(self, header, bgr: np.ndarray, received_at: float) -> None:
+        """Route the image, publish its boxes above the threshold and in `class_filter` (none when no
+        backend answered), and the annotated image while someone subscribes to it."""
+        result = self.router.classify(bgr, stamp=header)
         detections = None
         if result.logits is not None:
             node_cfg = self.config.node
             threshold = node_cfg.score_threshold or self.manifest.detection.score_threshold
             detections = rows_to_detections(result.logits[0], self.manifest.labels, threshold,
                                             node_cfg.max_detections, self._classes)
-        self.result_pub.publish(messages.detections_message(result, msg.header, detections, received_at))
+        self.result_pub.publish(messages.detections_message(result, header, detections, received_at))
         if self.route_pub is not None:
-            self.route_pub.publish(messages.json_message(messages.detection_record(result, msg.header, detections,
+            self.route_pub.publish(messages.json_message(messages.detection_record(result, header, detections,
                                                                                    received_at)))
         if self.annotated_pub is not None and self.annotated_pub.get_subscription_count() > 0:
-            annotated = array_to_image(draw_detections(bgr, detections or []), "bgr8")
-            annotated.header = msg.header
+            annotated = array_to_image(draw_detections(bgr[0], detections or []), "bgr8")
+            annotated.header = header
             self.annotated_pub.publish(annotated)
-        self._count("frames_out")
 
     def close(self) -> None:
         """Stops the inference thread after its current frame (frames still queued are dropped and
