@@ -1,11 +1,12 @@
 """One validation layer for every configuration the package reads: recipes, model manifests, the
-perception node's and sim_camera's parameters.
+perception node's and simulated cameras' parameters, the edge server's settings.
 
 Each is a pydantic model (subclass of `Schema`) whose fields are declared once with `setting()`:
 default, description and accepted range. The same declaration validates the input, gives the ROS
-parameter descriptors (ros/parameters.py) and the `robot-compress compress --help` reference, so
-the three cannot drift apart. `validate()` turns pydantic's errors into one message per problem
-that names the file, the field path and what the field accepts.
+parameter descriptors (ros/parameters.py), the `robot-compress compress --help` reference and the
+`edge-serve` options (edge/command.py), so they cannot drift apart. `validate()` turns pydantic's
+errors into one message per problem that names the file, the field path (with the flag or
+variable that gave it, from `names`) and what the field accepts.
 
 Input is validated in pydantic's strict JSON mode: a bool is not a number, "3" is not an int, an
 int is a float, a list is a tuple. Parsing JSON text with `validate_json()` caps nesting depth in
