@@ -45,6 +45,8 @@ class TlsFiles(Schema):
 
 
 class ServerConfig(Schema):
+    """What the edge server runs with; `edge-serve`'s options are made from these fields."""
+
     repository: Path = setting(description="Triton-layout repository: "
                                "<name>/{config.pbtxt,manifest.json,<version>/model.onnx}")
     host: str = setting("0.0.0.0", "address to listen on")
