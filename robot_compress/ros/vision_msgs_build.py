@@ -1,45 +1,43 @@
 """Build the vision_msgs messages (interfaces/vision_msgs) where the ROS install has none.
 
 The pip ROS wheels have no vision_msgs, so without this the node falls back to std_msgs/String
-JSON. `make venv` runs `python -m robot_compress.ros.vision_msgs_build`: it generates and compiles
-the Fast DDS C/C++ type support and Python bindings with the wheels' rosidl generators and CMake into
-`build/vision_msgs/install`, then writes a .pth file into the venv so every Python of that venv
-(the tests, `robot-compress up`, the node processes they start) imports `vision_msgs`. The
-libraries find each other through their RUNPATH ($ORIGIN), and the Python bindings call the Fast DDS
-type support directly, so no LD_LIBRARY_PATH is needed.
+JSON. `make venv` runs `python -m robot_compress.ros.vision_msgs_build`: CMake, with the rosidl
+generators of the venv's ROS wheels, compiles the C/C++ type supports and the Python bindings in
+`build/vision_msgs/cmake` and installs them into the venv the way a ROS wheel is installed
+(lib/*.so, lib/pythonX.Y/site-packages/vision_msgs, share/vision_msgs). Every Python of the venv,
+and every process it starts, then imports `vision_msgs`: the wheels' bootstrap puts <venv>/lib on
+LD_LIBRARY_PATH, where rosidl looks up a message's type support libraries at run time.
 
 Re-running is fast: nothing is rebuilt while the sources, this file and the toolchain are unchanged.
-Without a toolchain (cmake, a C/C++ compiler, the rosidl/ament_cmake wheels) it says what is
-missing and exits 0: the product keeps working on the JSON messages. A compile that fails with the
-toolchain present exits 1, since that is a bug to fix. `build/vision_msgs/status.json` keeps the
-outcome for `robot-compress doctor`.
+Without a toolchain (cmake, a C/C++ compiler, the rosidl/ament_cmake wheels) it says what is missing
+and exits 0: the product keeps working on the JSON messages. A compile that fails with the toolchain
+present exits 1, since that is a bug to fix. `build/vision_msgs/status.json` keeps the outcome for
+`robot-compress doctor`.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
 import subprocess
 import sys
-import sysconfig
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 SOURCE = REPO / "interfaces" / "vision_msgs"
 OUT = REPO / "build" / "vision_msgs"
-INSTALL = OUT / "install"
 STATUS = OUT / "status.json"
-PTH_NAME = "robot_compress_vision_msgs.pth"
 # What the CMake configure step finds through the venv prefix (the ros-jazzy-* build wheels).
 NEEDED_CMAKE_PACKAGES = ("ament_cmake", "rosidl_default_generators", "std_msgs", "geometry_msgs")
 
 
-def python_dir(prefix: Path = INSTALL) -> Path:
-    """Where the install puts the `vision_msgs` Python package."""
+def python_dir(prefix: Path) -> Path:
+    """Where an install into `prefix` puts the `vision_msgs` Python package."""
     return prefix / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
 
 
@@ -68,12 +66,12 @@ def missing_toolchain(prefix: Path) -> list[str]:
     return missing
 
 
-def fingerprint(prefix: Path) -> str:
-    """Changes whenever a rebuild is needed: the message sources, this file, Python, the prefix."""
+def fingerprint(prefix: Path, into: Path) -> str:
+    """Changes whenever a rebuild is needed: the message sources, this file, Python, the prefixes."""
     digest = hashlib.sha256()
     for path in sorted(p for p in [*SOURCE.rglob("*"), Path(__file__)] if p.is_file()):
         digest.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes())
-    digest.update(f"{sys.version}\0{prefix.resolve()}\0{INSTALL.resolve()}".encode())
+    digest.update(f"{sys.version}\0{prefix}\0{into}".encode())
     return digest.hexdigest()
 
 
@@ -88,11 +86,11 @@ def _run(command: list[str], log, env: dict[str, str]) -> None:
     subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env, check=True)
 
 
-def build(prefix: Path, jobs: int) -> float:
-    """Configure, compile and install into INSTALL; the seconds it took. Raises CalledProcessError."""
+def build(prefix: Path, into: Path, jobs: int) -> float:
+    """Configure, compile and install into `into`; the seconds it took. Raises CalledProcessError."""
     cmake_dir = OUT / "cmake"
+    shutil.rmtree(cmake_dir, ignore_errors=True)  # a fresh configure: no stale CMake cache
     OUT.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(INSTALL, ignore_errors=True)
     env = dict(os.environ)
     # ament_cmake finds the rosidl type supports through the ament index of the venv prefix.
     env["AMENT_PREFIX_PATH"] = os.pathsep.join(p for p in (str(prefix), env.get("AMENT_PREFIX_PATH")) if p)
@@ -100,59 +98,66 @@ def build(prefix: Path, jobs: int) -> float:
     started = time.monotonic()
     with open(OUT / "build.log", "w") as log:
         _run(["cmake", "-S", str(SOURCE), "-B", str(cmake_dir), f"-DCMAKE_PREFIX_PATH={prefix}",
-              f"-DCMAKE_INSTALL_PREFIX={INSTALL}", f"-DPython3_EXECUTABLE={sys.executable}",
+              f"-DCMAKE_INSTALL_PREFIX={into}", f"-DPython3_EXECUTABLE={sys.executable}",
               "-DCMAKE_BUILD_TYPE=Release", "-DBUILD_TESTING=OFF",
               # The Python extensions sit in lib/pythonX.Y/site-packages/vision_msgs, the libraries in lib.
-              "-DCMAKE_INSTALL_RPATH=$ORIGIN;$ORIGIN/../../..", "-DCMAKE_INSTALL_RPATH_USE_LINK_PATH=ON",
-              # One type support each, called directly: with several, rosidl dispatches at run time by
-              # searching LD_LIBRARY_PATH for the library, which build/ is not on. Fast DDS is the RMW
-              # the rclpy wheels ship.
-              "-DSTATIC_ROSIDL_TYPESUPPORT_C=rosidl_typesupport_fastrtps_c",
-              "-DSTATIC_ROSIDL_TYPESUPPORT_CPP=rosidl_typesupport_fastrtps_cpp"],
+              # The Python extensions sit in lib/pythonX.Y/site-packages/vision_msgs, the libraries in lib.
+              "-DCMAKE_INSTALL_RPATH=$ORIGIN;$ORIGIN/../../..", "-DCMAKE_INSTALL_RPATH_USE_LINK_PATH=ON"],
              log, env)
         _run(["cmake", "--build", str(cmake_dir), "--parallel", str(jobs)], log, env)
         _run(["cmake", "--install", str(cmake_dir)], log, env)
     return time.monotonic() - started
 
 
-def write_pth(site_packages: Path) -> Path:
-    """Put the built package on the venv's sys.path for every Python started from it."""
-    path = site_packages / PTH_NAME
-    path.write_text(f"{python_dir()}\n")
-    return path
-
-
-def import_check() -> str | None:
-    """Import the built messages in a fresh Python; the error text, or None when they work."""
+def import_check(into: Path) -> str | None:
+    """Use the installed messages in a fresh Python (a publisher of each, which needs every type
+    support library); the error text, or None when they work."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(python_dir()), env.get("PYTHONPATH")) if p)
-    code = ("from vision_msgs.msg import Detection2DArray, Classification\n"
-            "from rclpy.serialization import serialize_message\n"
-            "serialize_message(Detection2DArray()); serialize_message(Classification())\n")
+    for name, path in (("PYTHONPATH", python_dir(into)), ("LD_LIBRARY_PATH", into / "lib")):
+        env[name] = os.pathsep.join(p for p in (str(path), env.get(name)) if p)
+    env["ROS_AUTOMATIC_DISCOVERY_RANGE"], env["ROS_DOMAIN_ID"] = "LOCALHOST", str(100 + os.getpid() % 100)
+    code = ("import rclpy\n"
+            "from vision_msgs.msg import Classification, Detection2DArray\n"
+            "rclpy.init()\n"
+            "node = rclpy.create_node('vision_msgs_build_check')\n"
+            "node.create_publisher(Detection2DArray, 'detections', 1)\n"
+            "node.create_subscription(Classification, 'classification', print, 1)\n"
+            "node.destroy_node()\n"
+            "rclpy.shutdown()\n")
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     return None if done.returncode == 0 else (done.stderr.strip().splitlines() or ["no output"])[-1]
+
+
+def provided_elsewhere(into: Path) -> str | None:
+    """Where a vision_msgs this build did not install comes from (a sourced ROS install), or None."""
+    spec = importlib.util.find_spec("vision_msgs")
+    if spec is None or not spec.origin:
+        return None
+    origin = Path(spec.origin).resolve()
+    return None if origin.is_relative_to(python_dir(into).resolve()) else str(origin.parent)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--prefix", type=Path, default=Path(sys.prefix),
                         help="the ROS prefix with the rosidl/ament_cmake CMake configs (default: this venv)")
-    parser.add_argument("--no-pth", action="store_true",
-                        help="do not write the .pth file into this venv (put build/vision_msgs/install/lib/"
-                             "pythonX.Y/site-packages on PYTHONPATH yourself)")
+    parser.add_argument("--into", type=Path, default=Path(sys.prefix),
+                        help="install prefix (default: this venv; another one needs <into>/lib on LD_LIBRARY_PATH "
+                             "and <into>/lib/pythonX.Y/site-packages on PYTHONPATH)")
     parser.add_argument("--force", action="store_true", help="rebuild even when up to date")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel compile jobs")
     args = parser.parse_args(argv)
-    site_packages = Path(sysconfig.get_paths()["purelib"])
-    prefix = args.prefix.resolve()
+    prefix, into = args.prefix.resolve(), args.into.resolve()
 
-    stamp = fingerprint(prefix)
+    elsewhere = provided_elsewhere(into)
+    if elsewhere and not args.force:
+        print(f"vision_msgs: already provided by {elsewhere}; not building")
+        return 0
+    stamp = fingerprint(prefix, into)
     status = read_status()
     if not args.force and status and status.get("ok") and status.get("fingerprint") == stamp \
-            and (python_dir() / "vision_msgs" / "msg").is_dir():
-        if not args.no_pth:
-            write_pth(site_packages)
-        print(f"vision_msgs: up to date in {INSTALL.relative_to(REPO)}")
+            and (python_dir(into) / "vision_msgs" / "msg").is_dir():
+        print(f"vision_msgs: up to date in {into}")
         return 0
 
     missing = missing_toolchain(prefix)
@@ -162,9 +167,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vision_msgs: {reason}. The node publishes std_msgs/String JSON instead.", file=sys.stderr)
         return 0
 
-    print(f"vision_msgs: building {SOURCE.relative_to(REPO)} into {INSTALL.relative_to(REPO)} ...", flush=True)
+    print(f"vision_msgs: building {SOURCE.relative_to(REPO)} in {OUT.relative_to(REPO)}, installing into {into} ...",
+          flush=True)
     try:
-        seconds = build(prefix, args.jobs)
+        seconds = build(prefix, into, args.jobs)
     except subprocess.CalledProcessError as exc:
         log = OUT / "build.log"
         tail = "".join(log.read_text().splitlines(keepends=True)[-40:])
@@ -172,15 +178,14 @@ def main(argv: list[str] | None = None) -> int:
         _write_status(False, reason)
         print(f"{tail}\nvision_msgs: {reason}", file=sys.stderr)
         return 1
-    error = import_check()
+    error = import_check(into)
     if error:
-        reason = f"built, but `from vision_msgs.msg import ...` fails: {error}"
+        reason = f"built, but a vision_msgs publisher fails: {error}"
         _write_status(False, reason)
         print(f"vision_msgs: {reason}", file=sys.stderr)
         return 1
-    _write_status(True, "built", fingerprint=stamp, build_s=round(seconds, 1), python_path=str(python_dir()))
-    where = "" if args.no_pth else f"; {write_pth(site_packages)} puts it on this venv's path"
-    print(f"vision_msgs: built in {seconds:.0f} s{where}")
+    _write_status(True, "built", fingerprint=stamp, build_s=round(seconds, 1), into=str(into))
+    print(f"vision_msgs: built and installed in {seconds:.0f} s")
     return 0
 
 
