@@ -108,9 +108,10 @@ class SimWorld(Node):
         self.done = False
         self._start_at: float | None = None
         self.timer = self.create_timer(1.0 / p["rate_hz"], self._tick)
+        truth = (f"vision_msgs/Detection2DArray, JSON on {WORLD_TRUTH_JSON_TOPIC}" if HAVE_VISION_MSGS
+                 else "JSON")
         self.get_logger().info(f"sim_world: {p['width']}x{p['height']} at {p['rate_hz']:g} Hz, {len(self.sim.boards)} "
-                               f"boards, ground truth as " + ("vision_msgs/Detection2DArray and JSON on "
-                               f"{WORLD_TRUTH_JSON_TOPIC}" if HAVE_VISION_MSGS else "JSON"))
+                               f"boards, ground truth as {truth}")
 
     def _on_cmd_vel(self, msg: Twist) -> None:
         try:
