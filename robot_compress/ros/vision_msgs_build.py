@@ -69,8 +69,9 @@ def missing_toolchain(prefix: Path) -> list[str]:
 def fingerprint(prefix: Path, into: Path) -> str:
     """Changes whenever a rebuild is needed: the message sources, this file, Python, the prefixes."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in [*SOURCE.rglob("*"), Path(__file__)] if p.is_file()):
-        digest.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes())
+    for path in sorted(p for p in SOURCE.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(SOURCE)).encode() + b"\0" + path.read_bytes())
+    digest.update(Path(__file__).read_bytes())
     digest.update(f"{sys.version}\0{prefix}\0{into}".encode())
     return digest.hexdigest()
 
@@ -167,8 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vision_msgs: {reason}. The node publishes std_msgs/String JSON instead.", file=sys.stderr)
         return 0
 
-    print(f"vision_msgs: building {SOURCE.relative_to(REPO)} in {OUT.relative_to(REPO)}, installing into {into} ...",
-          flush=True)
+    print(f"vision_msgs: building {SOURCE} in {OUT}, installing into {into} ...", flush=True)
     try:
         seconds = build(prefix, into, args.jobs)
     except subprocess.CalledProcessError as exc:
