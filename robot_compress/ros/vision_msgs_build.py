@@ -59,9 +59,7 @@ def missing_toolchain(prefix: Path) -> list[str]:
     for package in NEEDED_CMAKE_PACKAGES:
         if not (prefix / "share" / package / "cmake").is_dir():
             missing.append(f"{package} CMake config under {prefix}/share (pip install -e '.[msgbuild]')")
-    try:
-        import catkin_pkg  # noqa: F401  (ament_cmake parses package.xml with it)
-    except ImportError:
+    if importlib.util.find_spec("catkin_pkg") is None:  # ament_cmake parses package.xml with it
         missing.append("the catkin_pkg Python package (pip install -e '.[msgbuild]')")
     return missing
 
@@ -101,7 +99,6 @@ def build(prefix: Path, into: Path, jobs: int) -> float:
         _run(["cmake", "-S", str(SOURCE), "-B", str(cmake_dir), f"-DCMAKE_PREFIX_PATH={prefix}",
               f"-DCMAKE_INSTALL_PREFIX={into}", f"-DPython3_EXECUTABLE={sys.executable}",
               "-DCMAKE_BUILD_TYPE=Release", "-DBUILD_TESTING=OFF",
-              # The Python extensions sit in lib/pythonX.Y/site-packages/vision_msgs, the libraries in lib.
               # The Python extensions sit in lib/pythonX.Y/site-packages/vision_msgs, the libraries in lib.
               "-DCMAKE_INSTALL_RPATH=$ORIGIN;$ORIGIN/../../..", "-DCMAKE_INSTALL_RPATH_USE_LINK_PATH=ON"],
              log, env)
