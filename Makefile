@@ -9,14 +9,17 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: venv test lint demo clean
 
-$(STAMP): setup.py $(CONSTRAINTS)
+$(STAMP): setup.py $(CONSTRAINTS) robot_compress/ros/vision_msgs_build.py $(wildcard interfaces/vision_msgs/*.* interfaces/vision_msgs/msg/*)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# torch first and pinned: an unpinned torch would pull several GB of CUDA packages.
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -c $(CONSTRAINTS) -e '.[compress,ros,dev,sim]'
+	$(BIN)/pip install -q -c $(CONSTRAINTS) -e '.[compress,ros,dev,sim,msgbuild]'
 	# The tests' real Triton: only its bundled tritonserver is used; its metadata's numpy<2 pin would
 	# block the install, so no dependencies (tests/triton/conftest.py).
 	$(BIN)/pip install -q --no-deps -c $(CONSTRAINTS) nvidia-pytriton
+	# vision_msgs (no wheel on the registry), compiled into build/vision_msgs and put on the venv's path
+	# with a .pth file; without cmake or a compiler it says so and the nodes publish JSON instead.
+	$(BIN)/python -m robot_compress.ros.vision_msgs_build
 	touch $@
 
 venv: $(STAMP)

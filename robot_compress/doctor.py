@@ -35,6 +35,17 @@ def _import_check(part: str, module: str, needed_for: str, required: bool = Fals
     return Check(part, True, getattr(mod, "__version__", "installed"), needed_for, required)
 
 
+def vision_msgs_hint() -> str:
+    """Why vision_msgs is missing: the last `make venv` build's reason, in a source checkout."""
+    from robot_compress.ros.vision_msgs_build import read_status
+
+    status = read_status()
+    why = f"build/vision_msgs: {status['reason']}; " if status and not status.get("ok") else ""
+    return (f"optional: results go out as std_msgs/String JSON instead; {why}install ros-jazzy-vision-msgs, "
+            f"or build it with `python -m robot_compress.ros.vision_msgs_build` (needs cmake, a C/C++ compiler "
+            f"and pip install -e '.[msgbuild]')")
+
+
 def check_onnxruntime() -> Check:
     try:
         import onnxruntime as ort
@@ -151,8 +162,8 @@ def run_checks(with_ros: bool = True) -> list[Check]:
     if with_ros:
         checks.append(check_rclpy())
     checks += [
-        _import_check("vision_msgs", "vision_msgs.msg", "vision_msgs/Classification output",
-                      missing_hint="optional: results go out as std_msgs/String JSON instead"),
+        _import_check("vision_msgs", "vision_msgs.msg", "typed ~/classification, ~/detections, sim/ground_truth",
+                      missing_hint=vision_msgs_hint()),
         _import_check("cv_bridge", "cv_bridge", "image conversion",
                       missing_hint="optional: the node's own numpy conversion is used instead"),
         _import_check("launch", "launch", "ros2 launch", missing_hint="optional: use `robot-compress up` instead"),

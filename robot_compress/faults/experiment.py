@@ -327,6 +327,9 @@ class ScenarioRun:
         frames = round(scenario.duration_s * cfg.rate_hz)
         width, height = cfg.image_size
         if cfg.world == "turtlebot3":
+            # Imported here: the rest of this process needs no ROS.
+            from robot_compress.ros.messages import WORLD_TRUTH_JSON_TOPIC
+
             # Same topics as sim_camera's, so the node and the recorder need no change.
             camera = self._spawn("robot", "sim_world", [
                 sys.executable, "-m", "robot_compress.ros.sim_world", "--ros-args", "-r", "__node:=sim_world",
@@ -334,7 +337,7 @@ class ScenarioRun:
                 *_ros_param("rate_hz", float(cfg.rate_hz)), *_ros_param("count", frames), *_ros_param("width", width),
                 *_ros_param("height", height), *_ros_param("wait_for_subscribers", 2),
                 *_ros_param("snapshot_dir", str(self.dir / "snapshots")),
-                "-r", "camera/image_raw:=image", "-r", "sim/ground_truth:=sim_camera/ground_truth"])
+                "-r", "camera/image_raw:=image", "-r", f"{WORLD_TRUTH_JSON_TOPIC}:=sim_camera/ground_truth"])
         else:
             camera = self._spawn("robot", "sim_camera", [
                 str(BIN / "sim_camera"), "--ros-args", *_ros_param("source", str(cfg.source)),

@@ -5,6 +5,8 @@
 router state). With vision_msgs, the routing facts of each frame go to `~/route` as that JSON.
 Detection models publish `~/detections` the same way: `vision_msgs/Detection2DArray`, else the
 JSON with a `detections` list (box x1, y1, x2, y2 in the camera image's pixels, score, class).
+Where the ROS install has no vision_msgs (the pip wheels), `make venv` builds it into build/
+(robot_compress.ros.vision_msgs_build).
 """
 
 from __future__ import annotations
@@ -40,6 +42,10 @@ DETECTION_TYPE = Detection2DArray if HAVE_VISION_MSGS else String
 # typed where vision_msgs is installed, and the JSON then goes to ~/route.
 RESULT_JSON_TOPIC = "route" if HAVE_VISION_MSGS else "classification"
 DETECTION_JSON_TOPIC = "route" if HAVE_VISION_MSGS else "detections"  # the same for a detection model
+# sim_world's ground truth: `sim/ground_truth` is typed where vision_msgs is installed, and the JSON
+# (with the pose, the picture's label in cifar10 mode, ...) then goes to `sim/ground_truth_json`.
+WORLD_TRUTH_TOPIC = "sim/ground_truth"
+WORLD_TRUTH_JSON_TOPIC = "sim/ground_truth_json" if HAVE_VISION_MSGS else WORLD_TRUTH_TOPIC
 
 
 def result_record(result: RouteResult, header, prediction: Prediction | None,

@@ -4,7 +4,7 @@ process, the benchmarks and the tests.
 `subscribe` hands every message to `sink(kind, fields)` as plain data, in the receiving thread:
   result       the node's result JSON (~/classification or ~/detections, or ~/route where vision_msgs
                types those)
-  truth        sim_camera's ~/ground_truth JSON
+  truth        sim_camera's ~/ground_truth JSON (or sim_world's, from `truth_topic`)
   image        {"stamp": {...}} of every image on `image_topic` (only when one is given)
   backend      {"backend": "edge"|"local"} (latched)
   event        the node's ~/events JSON: {"t": <when the router changed state>, "previous", "state", ...}
@@ -35,8 +35,9 @@ EVENTS = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE, durability
 
 
 def subscribe(node, sink: Sink, perception_node: str = "perception_node", camera: str = "sim_camera",
-              image_topic: str | None = None) -> None:
-    """Subscribe `node` to the perception stack's outputs; each message goes to `sink`."""
+              image_topic: str | None = None, truth_topic: str | None = None) -> None:
+    """Subscribe `node` to the perception stack's outputs; each message goes to `sink`. The ground
+    truth JSON is read from `truth_topic` (default: sim_camera's `/<camera>/ground_truth`)."""
 
     def json_to(kind: str) -> Callable:
         return lambda msg: sink(kind, json.loads(msg.data))
@@ -48,7 +49,7 @@ def subscribe(node, sink: Sink, perception_node: str = "perception_node", camera
 
     for topic in dict.fromkeys((RESULT_JSON_TOPIC, DETECTION_JSON_TOPIC)):  # classifier's and detector's
         node.create_subscription(String, f"/{perception_node}/{topic}", json_to("result"), RELIABLE)
-    node.create_subscription(String, f"/{camera}/ground_truth", json_to("truth"), RELIABLE)
+    node.create_subscription(String, truth_topic or f"/{camera}/ground_truth", json_to("truth"), RELIABLE)
     node.create_subscription(String, f"/{perception_node}/backend", lambda m: sink("backend", {"backend": m.data}),
                              LATCHED)
     node.create_subscription(String, f"/{perception_node}/events", json_to("event"), EVENTS)

@@ -2,7 +2,7 @@
 
 Publishes `camera/image_raw` (rgb8) and `camera/camera_info` at `rate_hz`, the frame's ground truth on
 `sim/ground_truth` (vision_msgs/Detection2DArray where installed, else std_msgs/String JSON with the
-image's stamp), `odom` (nav_msgs/Odometry) and, where tf2_msgs is installed, TF odom -> base_footprint.
+image's stamp; with vision_msgs the JSON goes to `sim/ground_truth_json`), `odom` (nav_msgs/Odometry) and, where tf2_msgs is installed, TF odom -> base_footprint.
 Follows `cmd_vel` (geometry_msgs/Twist); without a command for `cmd_timeout_s` it drives the scripted
 patrol past the picture boards. Simulated time advances by 1/rate_hz per published frame.
 With `mode:=cifar10` the robot stands before one board that fills most of the view and shows the
@@ -27,6 +27,7 @@ from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import String
 
 from robot_compress.ros.image_conversion import array_to_image
+from robot_compress.ros.messages import HAVE_VISION_MSGS, WORLD_TRUTH_JSON_TOPIC, WORLD_TRUTH_TOPIC
 from robot_compress.ros.parameters import declare
 from robot_compress.ros.run_node import run_node, spin_until_done
 from robot_compress.runtime.schema import Schema, setting, validate
@@ -36,10 +37,8 @@ from robot_compress.sim.rendering import RenderingUnavailable
 from robot_compress.sim.scene import SceneSpec, board_filling_view, ring_of_boards
 from robot_compress.sim.simulation import DEFAULT_PICTURES, Frame, Simulation, write_snapshot
 
-try:  # a full ROS install has these; the pip wheels used here do not
+if HAVE_VISION_MSGS:
     from vision_msgs.msg import Detection2D, Detection2DArray, ObjectHypothesisWithPose
-except ImportError:
-    Detection2DArray = None
 try:
     from geometry_msgs.msg import TransformStamped
     from tf2_msgs.msg import TFMessage
@@ -99,8 +98,8 @@ class SimWorld(Node):
         self.sim = Simulation(spec, boards, occlusion=p["occlusion"], min_visible=p["min_visible"])
         self.image_pub = self.create_publisher(Image, "camera/image_raw", qos_profile_sensor_data)
         self.info_pub = self.create_publisher(CameraInfo, "camera/camera_info", qos_profile_sensor_data)
-        truth_type = Detection2DArray or String
-        self.truth_pub = self.create_publisher(truth_type, "sim/ground_truth", 100)
+        self.truth_pub = self.create_publisher(Detection2DArray, WORLD_TRUTH_TOPIC, 100) if HAVE_VISION_MSGS else None
+        self.truth_json_pub = self.create_publisher(String, WORLD_TRUTH_JSON_TOPIC, 100)
         self.odom_pub = self.create_publisher(Odometry, "odom", 50)
         self.tf_pub = self.create_publisher(TFMessage, "/tf", 100) if TFMessage is not None else None
         self.create_subscription(Twist, "cmd_vel", self._on_cmd_vel, 10)
@@ -109,8 +108,10 @@ class SimWorld(Node):
         self.done = False
         self._start_at: float | None = None
         self.timer = self.create_timer(1.0 / p["rate_hz"], self._tick)
+        truth = (f"vision_msgs/Detection2DArray, JSON on {WORLD_TRUTH_JSON_TOPIC}" if HAVE_VISION_MSGS
+                 else "JSON")
         self.get_logger().info(f"sim_world: {p['width']}x{p['height']} at {p['rate_hz']:g} Hz, {len(self.sim.boards)} "
-                               f"boards, ground truth as {truth_type.__name__}")
+                               f"boards, ground truth as {truth}")
 
     def _on_cmd_vel(self, msg: Twist) -> None:
         try:
@@ -149,7 +150,9 @@ class SimWorld(Node):
         image.header.stamp, image.header.frame_id = stamp, self.p["frame_id"]
         self.image_pub.publish(image)
         self.info_pub.publish(self._camera_info(stamp))
-        self.truth_pub.publish(self._truth(frame, stamp))
+        self.truth_json_pub.publish(self._truth_json(frame, stamp))
+        if self.truth_pub is not None:
+            self.truth_pub.publish(self._truth(frame, stamp))
         self._publish_odometry(frame, stamp)
         if self.p["snapshot_dir"] and self.published % self.p["snapshot_every"] == 0:
             write_snapshot(Path(self.p["snapshot_dir"]) / f"{stamp.sec}_{stamp.nanosec:09d}.png", frame)
@@ -165,15 +168,18 @@ class SimWorld(Node):
         info.p = [fx, 0.0, cx, 0.0, 0.0, fy, cy, 0.0, 0.0, 0.0, 1.0, 0.0]
         return info
 
+    def _truth_json(self, frame: Frame, stamp) -> String:
+        pose = frame.pose
+        return String(data=json.dumps({
+            "stamp": {"sec": stamp.sec, "nanosec": stamp.nanosec}, "frame_id": self.p["frame_id"],
+            "width": self.p["width"], "height": self.p["height"], "sim_time_s": round(frame.time_s, 4),
+            "pose": {"x": pose.x, "y": pose.y, "yaw": pose.yaw}, "index": self.published,
+            "class_id": frame.class_id, "label": frame.label,
+            "boxes": [box.as_dict() for box in frame.boxes]}))
+
     def _truth(self, frame: Frame, stamp):
-        if Detection2DArray is None:
-            pose = frame.pose
-            return String(data=json.dumps({
-                "stamp": {"sec": stamp.sec, "nanosec": stamp.nanosec}, "frame_id": self.p["frame_id"],
-                "width": self.p["width"], "height": self.p["height"], "sim_time_s": round(frame.time_s, 4),
-                "pose": {"x": pose.x, "y": pose.y, "yaw": pose.yaw}, "index": self.published,
-                "class_id": frame.class_id, "label": frame.label,
-                "boxes": [box.as_dict() for box in frame.boxes]}))
+        """The boxes as vision_msgs/Detection2DArray: centre and size in pixels, the COCO label as
+        class_id with score 1, `<board>/<image_id>` as id."""
         array = Detection2DArray()
         array.header.stamp, array.header.frame_id = stamp, self.p["frame_id"]
         for box in frame.boxes:

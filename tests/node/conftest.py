@@ -48,18 +48,21 @@ class Processes:
         self.log_dir = log_dir
         self.children: list[tuple[str, subprocess.Popen, Path]] = []
 
-    def start(self, name: str, command: list[str], dds_profile: bool = True) -> subprocess.Popen:
-        """`dds_profile=False`: Fast DDS' default settings, as a third-party camera driver has them."""
+    def start(self, name: str, command: list[str], dds_profile: bool = True,
+              env: dict[str, str] | None = None) -> subprocess.Popen:
+        """`dds_profile=False`: Fast DDS' default settings, as a third-party camera driver has them;
+        `env`: variables to add or replace."""
         log = self.log_dir / f"{name}-{len(self.children)}.log"
         base = {k: v for k, v in os.environ.items() if dds_profile or k != "FASTRTPS_DEFAULT_PROFILES_FILE"}
         env = {**base, **(dds_environment() if dds_profile else {}), "PYTHONUNBUFFERED": "1",
-               "RCUTILS_COLORIZED_OUTPUT": "0"}
+               "RCUTILS_COLORIZED_OUTPUT": "0", **(env or {})}
         child = supervisor.start(command, log, env=env, cwd=REPO)
         self.children.append((name, child, log))
         return child
 
-    def start_spec(self, spec: ProcessSpec, dds_profile: bool = True) -> subprocess.Popen:
-        return self.start(spec.name, spec.command(), dds_profile)
+    def start_spec(self, spec: ProcessSpec, dds_profile: bool = True,
+                   env: dict[str, str] | None = None) -> subprocess.Popen:
+        return self.start(spec.name, spec.command(), dds_profile, env)
 
     @staticmethod
     def stop(child: subprocess.Popen, sig: int = signal.SIGINT, timeout: float = 10.0) -> int:
@@ -91,6 +94,32 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     setattr(item, f"rep_{report.when}", report)
+
+
+def without_vision_msgs() -> dict[str, str]:
+    """Environment for a child that must not find vision_msgs, as on a ROS install without it: a
+    `vision_msgs` package that fails to import comes first on its PYTHONPATH."""
+    path = [str(Path(__file__).parent / "without_vision_msgs"), os.environ.get("PYTHONPATH", "")]
+    return {"PYTHONPATH": os.pathsep.join(p for p in path if p)}
+
+
+@pytest.fixture
+def vision_msgs():
+    """The typed-message tests need vision_msgs here, as `make venv` builds it. They are skipped only
+    where this machine cannot build it (no cmake or compiler); with the toolchain present a missing
+    or failed build fails them."""
+    import sys
+
+    from robot_compress.ros import messages
+    from robot_compress.ros.vision_msgs_build import missing_toolchain, read_status
+
+    if messages.HAVE_VISION_MSGS:
+        return messages
+    missing = missing_toolchain(Path(sys.prefix))
+    if missing:
+        pytest.skip(f"vision_msgs cannot be built on this machine: {'; '.join(missing)}")
+    pytest.fail(f"vision_msgs is not importable though its toolchain is here: run `python -m "
+                f"robot_compress.ros.vision_msgs_build` (last build: {read_status()})")
 
 
 def node_spec(edge_url: str = "", **parameters) -> ProcessSpec:

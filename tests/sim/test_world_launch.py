@@ -35,13 +35,14 @@ class Scores:
     """sim_world's ground truth and the node's results, joined by image stamp."""
 
     def __init__(self):
+        from robot_compress.ros.messages import WORLD_TRUTH_JSON_TOPIC
         from robot_compress.ros.result_recorder import BackgroundNode, subscribe
 
         self.lock = threading.Lock()
         self.truth: dict = {}
         self.results: list[dict] = []
         self._ros = BackgroundNode("world_scores")
-        subscribe(self._ros.node, self._on, camera="sim")  # sim_world's truth is on /sim/ground_truth
+        subscribe(self._ros.node, self._on, truth_topic=f"/{WORLD_TRUTH_JSON_TOPIC}")
         self._ros.start()
 
     def _on(self, kind: str, fields: dict) -> None:
