@@ -17,8 +17,8 @@ $(STAMP): setup.py $(CONSTRAINTS) robot_compress/ros/vision_msgs_build.py $(wild
 	# The tests' real Triton: only its bundled tritonserver is used; its metadata's numpy<2 pin would
 	# block the install, so no dependencies (tests/triton/conftest.py).
 	$(BIN)/pip install -q --no-deps -c $(CONSTRAINTS) nvidia-pytriton
-	# vision_msgs (no wheel on the registry), compiled into build/vision_msgs and put on the venv's path
-	# with a .pth file; without cmake or a compiler it says so and the nodes publish JSON instead.
+	# vision_msgs (no wheel on the registry): compiled in build/vision_msgs and installed into the venv
+	# like a ROS wheel; without cmake or a compiler it says so and the nodes publish JSON instead.
 	$(BIN)/python -m robot_compress.ros.vision_msgs_build
 	touch $@
 
