@@ -39,7 +39,10 @@ SIZE = 320
 TRAIN_COUNT = 128
 CALIBRATION_COUNT = 64
 DARK4 = "/model/backbone/backbone/dark4/"
-VARIANTS = {  # name -> quantize_detector keyword arguments
+ROUNDING_ITERATIONS = 300
+W8 = {"reduce_range": False}  # full 8-bit weights, int8 [-127, 127] (u8s8 kernels)
+U8 = {"reduce_range": False, "weight_type": "QUInt8"}  # the same steps as uint8 around 127 (u8u8 kernels)
+VARIANTS = {  # name -> quantize_detector keyword arguments; "prepare": the float network quantized
     "shipped": {},
     "minmax": {"method": "MinMax"},
     "minmax_128": {"method": "MinMax", "count": 128},
@@ -47,7 +50,17 @@ VARIANTS = {  # name -> quantize_detector keyword arguments
     "p99.9": {"percentile": 99.9},
     "asymmetric": {"symmetric_ranges": False},
     "dark4_float": {"float_prefixes": FLOAT_PREFIXES + (DARK4,)},
+    # prepared: bias correction (7-bit or 8-bit weights, matching the quantization)
+    "bc": {"prepare": ("bias", 64)},
+    "bc_w8": {"prepare": ("bias", 127), **W8},
+    "bc_u8": {"prepare": ("bias", 127), **U8},
+    "ada": {"prepare": ("adaround", 64)},
+    "ada_w8": {"prepare": ("adaround", 127), **W8},
+    "ada_u8": {"prepare": ("adaround", 127), **U8},
+    "w8": dict(W8),
+    "u8": dict(U8),
 }
+PLAIN = [name for name, options in VARIANTS.items() if "prepare" not in options and name not in ("w8", "u8")]
 
 
 def split() -> tuple[list[dict], list[Path]]:
@@ -70,6 +83,25 @@ def score(onnx_path: Path, selection: list[dict], images: list[np.ndarray], fuse
     return coco_map(TRAIN / "instances.json", found, list(COCO80_CATEGORY_IDS))
 
 
+def prepare(teacher, key: tuple, path: Path, settings) -> tuple[Path, float]:
+    """The float network a prepared variant quantizes, exported, and the seconds it took."""
+    from robot_compress.compress.detection.data import load_image_folder
+    from robot_compress.compress.detection.export import export_detector
+    from robot_compress.compress.detection.qat import qat_finetune
+
+    kind, qmax = key
+    train = load_image_folder(TRAIN / "images", SIZE, TRAIN_COUNT)
+    start = time.perf_counter()
+    if kind == "bias":
+        tuned, _ = qat_finetune(teacher, train, SIZE, 0, calibration=CALIBRATION_COUNT, weight_qmax=qmax)
+    elif kind == "adaround":
+        tuned, _ = qat_finetune(teacher, train, SIZE, 0, calibration=CALIBRATION_COUNT, weight_qmax=qmax,
+                                rounding_iterations=ROUNDING_ITERATIONS)
+    else:
+        raise ValueError(f"unknown preparation {kind}")
+    return export_detector(tuned, path, SIZE, settings), time.perf_counter() - start
+
+
 def main() -> int:
     import torch
 
@@ -80,7 +112,7 @@ def main() -> int:
     from robot_compress.compress.detection.yolox import yolox_nano_from_onnx
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--variants", nargs="*", default=PLAIN, choices=list(VARIANTS))
     parser.add_argument("--bias-correction", action="store_true",
                         help="also score the bias-corrected network (convert-detector --bias-correction)")
     parser.add_argument("--qat-epochs", type=int, default=0,
@@ -109,12 +141,18 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = export_detector(teacher, Path(tmp) / "fp32.onnx", SIZE, settings)
         add("fp32", fp32, int8=False)
+        prepared = {None: (fp32, 0.0)}
         for name in args.variants:
             options = dict(VARIANTS[name])
             count = options.pop("count", CALIBRATION_COUNT)
+            key = options.pop("prepare", None)
             start = time.perf_counter()
-            int8 = quantize_detector(fp32, Path(tmp) / f"{name}.onnx", calibration[count], **options)
-            add(name, int8, calibration_images=count, seconds=time.perf_counter() - start)
+            if key not in prepared:
+                prepared[key] = prepare(teacher, key, Path(tmp) / f"{'_'.join(map(str, key))}_fp32.onnx", settings)
+                add(f"{name} float network", prepared[key][0], int8=False)
+            source, prepare_seconds = prepared[key]
+            int8 = quantize_detector(source, Path(tmp) / f"{name}.onnx", calibration[count], **options)
+            add(name, int8, calibration_images=count, seconds=time.perf_counter() - start + prepare_seconds)
         qat_label = f"{'bias correction + ' if args.bias_correction else ''}qat {args.qat_epochs} epochs lr {args.qat_lr:g}"
         runs = ([(0, True, "bias correction")] if args.bias_correction and not args.qat_epochs else []) + \
             ([(args.qat_epochs, args.bias_correction, qat_label)] if args.qat_epochs else [])
