@@ -6,12 +6,15 @@ error: the errors of a channel's weights add up over its inputs. AdaRound choose
 floor or ceil of w / scale so that the convolution's output on calibration images stays close to
 the FP32 network's: a soft rounding h(V) in [0, 1] per weight, trained by Adam on the output MSE
 plus a term that pushes every h to 0 or 1, then rounded hard. The inputs come from the
-fake-quantized network (activations quantized as ONNX Runtime will; the blocks before the layer's
-own part of the network (dark4, dark5, neck, head) already rounded: a part's inputs are
-captured in one pass, to keep the cost at two forward passes per part), the targets from the float network, so each layer also absorbs the
-error that reaches it.
+fake-quantized network (activations quantized as ONNX Runtime will; the parts of the network
+before the layer's own (dark4, dark5, neck, head) already rounded: a part's inputs are captured
+in one pass, to keep the cost at one forward pass per part), the target is the same layer with
+its float weights on those inputs. Only the layer's own rounding error is taken back: with the
+inputs of a part captured together, a target from the float network would make each layer of a
+chain correct again what the layers before it already corrected (tried: the network's error grew
+six-fold).
 Afterwards each channel's bias takes back the remaining mean output error on the same images
-(empirical bias correction), and a layer keeps nearest rounding if the learnt one does not lower
+(bias correction), and a layer keeps nearest rounding if the learnt one does not lower
 its output error. The scales stay max|w| / qmax per channel, as ONNX Runtime computes them from
 the weights it is given: the result is a float network whose weights are already on the int8
 grid, which the QDQ quantization then reproduces exactly.
@@ -19,7 +22,6 @@ grid, which the QDQ quantization then reproduces exactly.
 
 from __future__ import annotations
 
-import copy
 import sys
 
 import numpy as np
@@ -28,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robot_compress.compress.detection.distill_loss import to_input
-from robot_compress.compress.detection.qat import fold_batchnorms, weight_scale
+from robot_compress.compress.detection.qat import weight_scale
 from robot_compress.compress.detection.yolox import YOLOX, BaseConv
 
 ZETA, GAMMA = 1.1, -0.1  # the rectified sigmoid's stretch (AdaRound's choice)
@@ -134,16 +136,19 @@ def _mean_error(conv: nn.Conv2d, weight: torch.Tensor, inputs: torch.Tensor, tar
     return (total / (len(inputs) * target.shape[2] * target.shape[3])).float()
 
 
-def adaround(model: YOLOX, teacher: YOLOX, images: np.ndarray, iterations: int = 500, batch: int = 8,
+@torch.no_grad()
+def _float_output(conv: nn.Conv2d, weight: torch.Tensor, inputs: torch.Tensor, chunk: int = 16) -> torch.Tensor:
+    return torch.cat([F.conv2d(inputs[start:start + chunk], weight, conv.bias, conv.stride, conv.padding,
+                               conv.dilation, conv.groups) for start in range(0, len(inputs), chunk)])
+
+
+def adaround(model: YOLOX, images: np.ndarray, iterations: int = 500, batch: int = 8,
              capture_batch: int = 8, log=lambda line: print(line, file=sys.stderr, flush=True)) -> list[dict]:
     """Learnt rounding of every quantized convolution of `model` (a `qat.prepare_qat` network with
-    its activation ranges observed), in place, then the per-channel bias correction; `teacher`: the
-    float network it came from; `images`: letterboxed calibration images [N, S, S, 3] uint8.
+    its activation ranges observed), in place, then the per-channel bias correction; `images`: letterboxed calibration images [N, S, S, 3] uint8.
     Returns each layer's output errors (nearest rounding, learnt, kept)."""
     from torch.nn.utils import parametrize
 
-    reference = fold_batchnorms(copy.deepcopy(teacher)).eval()
-    float_convs = {name: m.conv for name, m in reference.named_modules() if isinstance(m, BaseConv)}
     model.eval()
     report = []
     layers = [(name, m.conv) for name, m in model.named_modules()
@@ -154,11 +159,11 @@ def adaround(model: YOLOX, teacher: YOLOX, images: np.ndarray, iterations: int =
     index = 0
     for members in groups.values():
         all_inputs = _capture(model, [conv for _, conv in members], images, False, capture_batch)
-        all_targets = _capture(reference, [float_convs[name] for name, _ in members], images, True, capture_batch)
-        for (name, conv), inputs, target in zip(members, all_inputs, all_targets, strict=True):
+        for (name, conv), inputs in zip(members, all_inputs, strict=True):
             index += 1
             original = conv.parametrizations.weight.original
             qmax = conv.parametrizations.weight[0].qmax
+            target = _float_output(conv, original.detach(), inputs)
             with torch.enable_grad():
                 rounded, errors = round_layer(original.detach().clone(), conv.bias.detach().clone(), conv, inputs,
                                               target, qmax, iterations, batch, seed=index)
@@ -174,5 +179,5 @@ def adaround(model: YOLOX, teacher: YOLOX, images: np.ndarray, iterations: int =
             report.append({"layer": name, **errors})
             log(f"adaround {index}/{len(layers)} {name}: output error nearest {errors['nearest']:.4g}, "
                 f"learnt {errors['learnt']:.4g} (kept {errors['kept']}), after bias {errors['after_bias']:.4g}")
-        del all_inputs, all_targets
+        del all_inputs
     return report

@@ -281,7 +281,7 @@ def qat_finetune(teacher: YOLOX, train, size: int, epochs: int, lr: float = 1e-4
     if rounding_iterations > 0:
         from robot_compress.compress.detection.adaround import adaround
 
-        adaround(model, teacher, calibration_images, rounding_iterations, log=log)
+        adaround(model, calibration_images, rounding_iterations, log=log)
     elif bias_correction:
         correct_biases(model, train.letterboxed(size))
     trainable = trainable_parameters(model)
