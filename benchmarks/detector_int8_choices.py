@@ -110,14 +110,18 @@ def main() -> int:
     from robot_compress.compress.detection.qat import held_out_loss, qat_finetune
     from robot_compress.compress.detection.quantize import quantize_detector
     from robot_compress.compress.detection.yolox import yolox_nano_from_onnx
+    from robot_compress.runtime.model_contract import ModelDir
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variants", nargs="*", default=PLAIN, choices=list(VARIANTS))
+    parser.add_argument("--variants", nargs="*", default=PLAIN, choices=list(VARIANTS),
+                        help=f"quantization choices to make and score (default: {' '.join(PLAIN)})")
     parser.add_argument("--bias-correction", action="store_true",
                         help="also score the bias-corrected network (convert-detector --bias-correction)")
     parser.add_argument("--qat-epochs", type=int, default=0,
                         help="also score QAT (after bias correction if --bias-correction is given)")
     parser.add_argument("--qat-lr", type=float, default=1e-4)
+    parser.add_argument("--models", nargs="*", type=Path, default=[],
+                        help="also score these 320 model directories (e.g. convert-detector outputs) on the same images")
     parser.add_argument("--out", type=Path, default=REPO / "runs/detector_int8_choices.json")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -141,6 +145,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = export_detector(teacher, Path(tmp) / "fp32.onnx", SIZE, settings)
         add("fp32", fp32, int8=False)
+        for model_dir in args.models:
+            add(model_dir.name, ModelDir.load(model_dir).onnx_path, created=ModelDir.load(model_dir).manifest.created)
         prepared = {None: (fp32, 0.0)}
         for name in args.variants:
             options = dict(VARIANTS[name])

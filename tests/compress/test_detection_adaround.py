@@ -3,6 +3,7 @@ weights and real coco/train images."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -61,3 +62,45 @@ def test_adaround_brings_the_fake_quantized_network_closer_to_fp32(teacher, imag
     assert sum(r["kept"] == "learnt" for r in report) > 40
     assert all(r["after_bias"] <= min(r["nearest"], r["learnt"]) * 1.01 for r in report)
     assert held_out_loss(model, teacher, images) < before
+
+
+def test_int8_weight_options_need_int8_and_valid_steps(tmp_path, capsys):
+    from robot_compress.cli import main
+
+    for extra in (["--adaround-steps", "10"], ["--int8-weights", "uint8"]):
+        assert main(["convert-detector", "--size", "320", "--out", str(tmp_path / "x"), *extra]) == 2
+        assert "add --int8" in capsys.readouterr().err
+    assert main(["convert-detector", "--size", "320", "--out", str(tmp_path / "y"), "--int8",
+                 "--adaround-steps", "-1"]) == 2
+    assert "--adaround-steps must be >= 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["convert-detector", "--size", "320", "--out", str(tmp_path / "z"), "--int8", "--int8-weights", "int4"])
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_convert_detector_with_learnt_rounding_stores_uint8_weights_on_the_learnt_grid(weights, shared_data, tmp_path):
+    """uint8 weights sit symmetric around 127 (ONNX Runtime's u8u8 kernels, no int16 saturation on
+    AVX2), and the QDQ quantization reproduces the learnt levels exactly: every weight's level is
+    an integer the torch rounding chose, so ONNX Runtime's own rounding has nothing left to round."""
+    import onnx
+    from onnx import numpy_helper
+
+    from robot_compress.cli import main
+    from robot_compress.runtime.model_contract import ModelDir
+
+    train = shared_data / "coco" / "train" / "images"
+    out = tmp_path / "robot_ada"
+    code = main(["convert-detector", "--size", "320", "--weights", str(weights), "--out", str(out), "--int8",
+                 "--int8-weights", "uint8", "--adaround-steps", "5", "--check-images", str(train),
+                 "--check-count", "4", "--calibration-images", str(train), "--calibration-count", "4"])
+    assert code == 0
+    model = ModelDir.load(out)
+    how = model.manifest.created["quantization"]
+    assert "AdaRound" in how["before_quantizing"] and how["weights"].startswith("uint8")
+    graph = onnx.load(str(model.onnx_path)).graph
+    initializers = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    weight_points = [initializers[n.input[2]] for n in graph.node if n.op_type == "DequantizeLinear"
+                     and initializers.get(n.input[0]) is not None and initializers[n.input[0]].ndim == 4]
+    assert len(weight_points) > 50
+    assert all(p.dtype == np.uint8 and (p == 127).all() for p in weight_points)
+    assert not any(t.data_type == onnx.TensorProto.INT8 for t in graph.initializer)
