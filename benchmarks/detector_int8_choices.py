@@ -9,8 +9,11 @@ ONNX Runtime's fused INT8 kernels and unfused (the graph as its ONNX definition 
 FP32 network's. With --bias-correction and/or --qat-epochs, the bias-corrected or the
 quantization-aware fine-tuned network (`compress/detection/qat.py`) is scored too, as FP32 and as
 INT8 with the shipped quantization settings, with the fake-quantized network's distillation loss
-against the FP32 network on the selection images along the way. Prints a
-table and writes JSON.
+against the FP32 network on the selection images along the way. Variants named bc* and ada* are
+made from a prepared float network (bias correction, or learnt rounding `compress/detection/
+adaround.py` then bias correction), for 7-bit int8 weights or full 8-bit ones (*_w8: int8, u8s8
+kernels; *_u8: the same steps stored as uint8, u8u8 kernels); --models scores model directories
+already made (`convert-detector` outputs) on the same images. Prints a table and writes JSON.
 """
 
 from __future__ import annotations

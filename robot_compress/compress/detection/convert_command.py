@@ -289,14 +289,16 @@ def run(args: argparse.Namespace) -> int:
         )
         if quantization:
             if prepared:
-                quantization["how"]["before_quantizing"] = (
-                    (f"learnt weight rounding (AdaRound, {args.adaround_steps} steps per layer, on the first "
-                     f"{args.calibration_count} images) then " if args.adaround_steps else "")
-                    + ("bias correction of the weights' int8 rounding, "
-                       if args.bias_correction or args.adaround_steps else "")
-                    + (f"quantization-aware fine-tuning {args.qat_epochs} epochs (SGD lr {args.qat_lr:g}, distilled "
-                       f"from the FP32 network), " if args.qat_epochs else "")
-                    + f"on the first {args.qat_count} images of {args.calibration_images}")
+                steps = []
+                if args.adaround_steps:
+                    steps.append(f"learnt weight rounding (AdaRound, {args.adaround_steps} steps per layer) and bias "
+                                 f"correction on the first {args.calibration_count} images")
+                elif args.bias_correction:
+                    steps.append(f"bias correction of the weights' int8 rounding on the first {args.qat_count} images")
+                if args.qat_epochs:
+                    steps.append(f"quantization-aware fine-tuning {args.qat_epochs} epochs (SGD lr {args.qat_lr:g}, "
+                                 f"distilled from the FP32 network) on the first {args.qat_count} images")
+                quantization["how"]["before_quantizing"] = f"{', then '.join(steps)} of {args.calibration_images}"
             manifest.created["quantization"] = quantization["how"]
             manifest.metrics.update(quantization["metrics"])
         model_dir = write_model_dir(args.out, manifest, onnx_tmp)
