@@ -60,6 +60,8 @@ VARIANTS = {  # name -> quantize_detector keyword arguments; "prepare": the floa
     "bc": {"prepare": ("bias", 64)},
     "bc_w8": {"prepare": ("bias", 127), **W8},
     "bc_u8": {"prepare": ("bias", 127), **U8},
+    "bc_head_float": {"prepare": ("bias", 64), "float_prefixes": FLOAT_PREFIXES + ("/model/head/",)},
+    "bc_dark5_float": {"prepare": ("bias", 64), "float_prefixes": FLOAT_PREFIXES + ("/model/backbone/backbone/dark5/",)},
     "ada": {"prepare": ("adaround", 64)},
     "ada_w8": {"prepare": ("adaround", 127), **W8},
     "ada_u8": {"prepare": ("adaround", 127), **U8},

@@ -57,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "INT8 graph quantizes, distilled from the FP32 network) before quantizing; 0: none")
     parser.add_argument("--qat-lr", type=float, default=1e-4, help="SGD (momentum 0.9) learning rate of that fine-tuning")
     parser.add_argument("--int8-weights", choices=list(INT8_WEIGHTS), default="int8-7bit",
-                        help="with --int8: how weights are stored. int8-7bit: int8 in [-64, 64], safe for the u8s8 "
+                        help="with --int8: how weights are stored. int8-7bit (default): int8 in [-64, 64], safe for the u8s8 "
                              "kernels of CPUs without VNNI, whose int16 pair sums can saturate with full-range "
                              "weights; int8: int8 in [-127, 127], half the rounding step (u8s8 kernels); uint8: "
                              "the same steps as int8, stored around 127 so ONNX Runtime runs its u8u8 kernels "
