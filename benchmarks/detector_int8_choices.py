@@ -61,6 +61,8 @@ VARIANTS = {  # name -> quantize_detector keyword arguments; "prepare": the floa
     "bc_w8": {"prepare": ("bias", 127), **W8},
     "bc_u8": {"prepare": ("bias", 127), **U8},
     "bc_head_float": {"prepare": ("bias", 64), "float_prefixes": FLOAT_PREFIXES + ("/model/head/",)},
+    # the same, with the bias correction leaving the float head alone (convert-detector --float-head)
+    "float_head": {"prepare": ("bias", 64, "float_head"), "float_prefixes": FLOAT_PREFIXES + ("/model/head/",)},
     "bc_dark5_float": {"prepare": ("bias", 64), "float_prefixes": FLOAT_PREFIXES + ("/model/backbone/backbone/dark5/",)},
     "ada": {"prepare": ("adaround", 64)},
     "ada_w8": {"prepare": ("adaround", 127), **W8},
@@ -121,11 +123,12 @@ def prepare(teacher, key: tuple, path: Path, settings) -> tuple[Path, float]:
     from robot_compress.compress.detection.export import export_detector
     from robot_compress.compress.detection.qat import qat_finetune
 
-    kind, qmax = key
+    kind, qmax, *flags = key
     train = load_image_folder(TRAIN / "images", SIZE, TRAIN_COUNT)
     start = time.perf_counter()
     if kind == "bias":
-        tuned, _ = qat_finetune(teacher, train, SIZE, 0, calibration=CALIBRATION_COUNT, weight_qmax=qmax)
+        tuned, _ = qat_finetune(teacher, train, SIZE, 0, calibration=CALIBRATION_COUNT, weight_qmax=qmax,
+                                float_head="float_head" in flags)
     elif kind == "adaround":
         tuned, _ = qat_finetune(teacher, train, SIZE, 0, calibration=CALIBRATION_COUNT, weight_qmax=qmax,
                                 rounding_iterations=ROUNDING_ITERATIONS)

@@ -67,7 +67,7 @@ def test_adaround_brings_the_fake_quantized_network_closer_to_fp32(teacher, imag
 def test_int8_weight_options_need_int8_and_valid_steps(tmp_path, capsys):
     from robot_compress.cli import main
 
-    for extra in (["--adaround-steps", "10"], ["--int8-weights", "uint8"]):
+    for extra in (["--adaround-steps", "10"], ["--int8-weights", "uint8"], ["--float-head"]):
         assert main(["convert-detector", "--size", "320", "--out", str(tmp_path / "x"), *extra]) == 2
         assert "add --int8" in capsys.readouterr().err
     assert main(["convert-detector", "--size", "320", "--out", str(tmp_path / "y"), "--int8",
@@ -107,3 +107,16 @@ def test_convert_detector_with_learnt_rounding_stores_uint8_weights_on_the_learn
               and initializers.get(n.input[0]) is not None and initializers[n.input[0]].ndim == 4]
     assert all((np.abs(q).reshape(len(q), -1).max(axis=1) == 127).all() for q in levels)
     assert not any(t.data_type == onnx.TensorProto.INT8 for t in graph.initializer)
+
+
+def test_float_head_leaves_the_heads_convolutions_unquantized(teacher):
+    from torch.nn.utils import parametrize
+
+    from robot_compress.compress.detection.yolox import BaseConv
+
+    def quantized(model, part):
+        return [m for m in part.modules() if isinstance(m, BaseConv) and parametrize.is_parametrized(m.conv, "weight")]
+
+    both, body_only = prepare_qat(teacher), prepare_qat(teacher, float_head=True)
+    assert len(quantized(both, both.head)) == 27 and not quantized(body_only, body_only.head)
+    assert len(quantized(body_only, body_only.backbone)) == len(quantized(both, both.backbone)) == 54

@@ -62,6 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "weights; int8: int8 in [-127, 127], half the rounding step (u8s8 kernels); uint8: "
                              "the same steps as int8, stored around 127 so ONNX Runtime runs its u8u8 kernels "
                              "(no saturation on any CPU)")
+    parser.add_argument("--float-head", action="store_true",
+                        help="with --int8: keep the whole detection head (stems, class and box branches) float32; "
+                             "only the backbone's later stages and the neck are INT8")
     parser.add_argument("--adaround-steps", type=int, default=0,
                         help="with --int8: learn each quantized convolution's weight rounding (AdaRound) on the "
                              "--calibration-count images, this many Adam steps per layer, then correct its bias; "
@@ -118,6 +121,7 @@ def quantize(fp32_path: Path, int8_path: Path, check: list, args: argparse.Names
 
     from robot_compress.compress.detection.quantize import (
         CALIBRATION_PERCENTILE,
+        FLOAT_HEAD,
         FLOAT_PREFIXES,
         quantize_detector,
     )
@@ -126,7 +130,8 @@ def quantize(fp32_path: Path, int8_path: Path, check: list, args: argparse.Names
     calibration = np.stack(check_images(args.calibration_images, args.calibration_count, args.size))
     start = time.perf_counter()
     qmax, weight_options, weight_words = INT8_WEIGHTS[args.int8_weights]
-    quantize_detector(fp32_path, int8_path, calibration, **weight_options)
+    float_prefixes = FLOAT_PREFIXES + ((FLOAT_HEAD,) if args.float_head else ())
+    quantize_detector(fp32_path, int8_path, calibration, float_prefixes=float_prefixes, **weight_options)
     seconds = time.perf_counter() - start
     batch = np.stack(check)
     fp32 = make_session(fp32_path).run(None, {"images": batch})[0]
@@ -138,7 +143,7 @@ def quantize(fp32_path: Path, int8_path: Path, check: list, args: argparse.Names
            "calibration": f"{CALIBRATION_PERCENTILE}th percentile on {len(calibration)} letterboxed images from "
                           f"{args.calibration_images}",
            "float32": ["decode, NMS, top-k", "head sigmoid/concat", "class/box/objectness predictor convs",
-                       *FLOAT_PREFIXES[3:]]}
+                       *float_prefixes[3:]]}
     return int8_path, {"how": how, "metrics": {"int8_top10_score_mean_abs_change": top_diff}}
 
 
@@ -156,7 +161,7 @@ def fine_tune_for_int8(model, args: argparse.Namespace):
     tuned, history = qat_finetune(model, train, args.size, args.qat_epochs, lr=args.qat_lr,
                                   calibration=args.calibration_count, bias_correction=args.bias_correction,
                                   weight_qmax=INT8_WEIGHTS[args.int8_weights][0],
-                                  rounding_iterations=args.adaround_steps)
+                                  rounding_iterations=args.adaround_steps, float_head=args.float_head)
     print(f"{'learnt rounding, ' if args.adaround_steps else ''}"
           f"{'bias correction' if args.bias_correction or args.adaround_steps else 'no bias correction'}, "
           f"quantization-aware "
@@ -206,10 +211,10 @@ def run(args: argparse.Namespace) -> int:
     if args.adaround_steps < 0:
         print(f"error: --adaround-steps must be >= 0, got {args.adaround_steps}", file=sys.stderr)
         return 2
-    if (args.qat_epochs or args.bias_correction or args.adaround_steps
+    if (args.qat_epochs or args.bias_correction or args.adaround_steps or args.float_head
             or args.int8_weights != "int8-7bit") and not args.int8:
-        print("error: --qat-epochs, --bias-correction, --adaround-steps and --int8-weights prepare the INT8 graph; "
-              "add --int8", file=sys.stderr)
+        print("error: --qat-epochs, --bias-correction, --adaround-steps, --float-head and --int8-weights shape the "
+              "INT8 graph; add --int8", file=sys.stderr)
         return 2
     if not args.weights.is_file():
         print(f"error: weights file {args.weights} does not exist", file=sys.stderr)

@@ -120,10 +120,13 @@ def fold_batchnorms(model: YOLOX) -> YOLOX:
     return model.eval()
 
 
-def _quantized_modules(model: YOLOX):
-    """The BaseConvs, bottlenecks, CSP layers and SPP blocks of the quantized body."""
+def _quantized_modules(model: YOLOX, float_head: bool = False):
+    """The BaseConvs, bottlenecks, CSP layers and SPP blocks of the quantized body (without the
+    head's convolutions when `float_head`)."""
     backbone = model.backbone.backbone
     floating = {id(m) for name in FLOAT_BACKBONE for m in getattr(backbone, name).modules()}
+    if float_head:
+        floating |= {id(m) for m in model.head.modules()}
     return [m for m in model.modules() if id(m) not in floating]
 
 
@@ -135,9 +138,10 @@ def _post_quant(quant: ActQuant):
     return lambda _module, _inputs, output: quant(output)
 
 
-def prepare_qat(model: YOLOX, weight_qmax: int = WEIGHT_QMAX) -> YOLOX:
+def prepare_qat(model: YOLOX, weight_qmax: int = WEIGHT_QMAX, float_head: bool = False) -> YOLOX:
     """A copy of `model` (batch norms folded) with fake quantization where the QDQ graph quantizes,
-    weights to [-weight_qmax, weight_qmax]. Fake quantization starts disabled; `observe_ranges`
+    weights to [-weight_qmax, weight_qmax]; with `float_head` the head's convolutions stay float
+    (`quantize.FLOAT_HEAD`). Fake quantization starts disabled; `observe_ranges`
     sets the activation ranges and enables it."""
     from torch.nn.utils import parametrize
 
@@ -150,7 +154,7 @@ def prepare_qat(model: YOLOX, weight_qmax: int = WEIGHT_QMAX) -> YOLOX:
         quants.append(q)
         return q
 
-    for module in _quantized_modules(model):
+    for module in _quantized_modules(model, float_head):
         if isinstance(module, BaseConv):
             parametrize.register_parametrization(module.conv, "weight", WeightQuant(weight_qmax))
             module.act = QuantSiLU()
@@ -262,6 +266,7 @@ def held_out_loss(model: YOLOX, teacher: YOLOX, images: np.ndarray, batch: int =
 def qat_finetune(teacher: YOLOX, train, size: int, epochs: int, lr: float = 1e-4, batch_size: int = 8,
                  calibration: int = 64, held_out: np.ndarray | None = None, seed: int = 0,
                  bias_correction: bool = True, weight_qmax: int = WEIGHT_QMAX, rounding_iterations: int = 0,
+                 float_head: bool = False,
                  log=lambda line: print(line, file=sys.stderr, flush=True)) -> tuple[YOLOX, list[dict]]:
     """Fine-tune a fake-quantized copy of `teacher` to reproduce it; returns the float network and
     the per-epoch history. `train`: `data.DetectionImages` (training images); `held_out`: optional
@@ -273,7 +278,7 @@ def qat_finetune(teacher: YOLOX, train, size: int, epochs: int, lr: float = 1e-4
     from robot_compress.compress.detection.data import augmented_batch
 
     teacher = teacher.eval()
-    model = prepare_qat(teacher, weight_qmax)
+    model = prepare_qat(teacher, weight_qmax, float_head)
     calibration_images = train.letterboxed(size, calibration)
     observe_ranges(model, calibration_images)
     if held_out is not None and bias_correction:

@@ -34,6 +34,10 @@ FLOAT_PREFIXES = ("/model/head/cls_preds", "/model/head/reg_preds", "/model/head
                   "/model/backbone/backbone/stem/", "/model/backbone/backbone/dark2/",
                   "/model/backbone/backbone/dark3/")
 CALIBRATION_PERCENTILE = 99.99
+# `convert-detector --float-head`: the head's stems and class/box branches float too (the neck's
+# outputs are the last quantized tensors); on held-out coco/train images the INT8 network's boxes
+# agree with the FP32 network's far more closely (`benchmarks/detector_int8_choices.py`, bc_head_float)
+FLOAT_HEAD = "/model/head/"
 
 
 def float_nodes(model, prefixes: tuple[str, ...] = FLOAT_PREFIXES) -> list[str]:
