@@ -17,7 +17,10 @@ ranges are the 99.99th percentile over the calibration images. Kept in float32, 
     in pixels and score comparisons, a few cheap elementwise ops on [N, cells] tensors.
 Other calibration methods, percentiles, more images and a float dark4 were no better on those
 held-out images (`benchmarks/detector_int8_choices.py`); what helped was changing the float
-network before quantizing it (`qat.correct_biases`, `convert-detector --bias-correction`).
+network before quantizing it (`qat.correct_biases`, `convert-detector --bias-correction`) and,
+most, keeping the head's stems and class/box branches float too (`FLOAT_HEAD`,
+`convert-detector --float-head`, the robot model's choice); 8-bit weights and learnt rounding
+(`adaround.py`) did not.
 """
 
 from __future__ import annotations
