@@ -9,7 +9,13 @@ ONNX Runtime's fused INT8 kernels and unfused (the graph as its ONNX definition 
 FP32 network's. With --bias-correction and/or --qat-epochs, the bias-corrected or the
 quantization-aware fine-tuned network (`compress/detection/qat.py`) is scored too, as FP32 and as
 INT8 with the shipped quantization settings, with the fake-quantized network's distillation loss
-against the FP32 network on the selection images along the way. Prints a
+against the FP32 network on the selection images along the way. Variants named bc* and ada* are
+made from a prepared float network (bias correction, or learnt rounding `compress/detection/
+adaround.py` then bias correction), for 7-bit int8 weights or full 8-bit ones (*_w8: int8, u8s8
+kernels; *_u8: the same steps stored as uint8, u8u8 kernels); --models scores model directories
+already made (`convert-detector` outputs) on the same images. "Agreement": each variant's mAP
+(fused kernels) against the FP32 network's boxes scored >= 0.3 on the same images taken as the
+truth, a finer measure of how closely it reproduces FP32 than mAP on 182 labelled images. Prints a
 table and writes JSON.
 """
 
@@ -39,7 +45,10 @@ SIZE = 320
 TRAIN_COUNT = 128
 CALIBRATION_COUNT = 64
 DARK4 = "/model/backbone/backbone/dark4/"
-VARIANTS = {  # name -> quantize_detector keyword arguments
+ROUNDING_ITERATIONS = 300
+W8 = {"reduce_range": False}  # full 8-bit weights, int8 [-127, 127] (u8s8 kernels)
+U8 = {"reduce_range": False, "weight_type": "QUInt8"}  # the same steps as uint8 around 127 (u8u8 kernels)
+VARIANTS = {  # name -> quantize_detector keyword arguments; "prepare": the float network quantized
     "shipped": {},
     "minmax": {"method": "MinMax"},
     "minmax_128": {"method": "MinMax", "count": 128},
@@ -47,7 +56,21 @@ VARIANTS = {  # name -> quantize_detector keyword arguments
     "p99.9": {"percentile": 99.9},
     "asymmetric": {"symmetric_ranges": False},
     "dark4_float": {"float_prefixes": FLOAT_PREFIXES + (DARK4,)},
+    # prepared: bias correction (7-bit or 8-bit weights, matching the quantization)
+    "bc": {"prepare": ("bias", 64)},
+    "bc_w8": {"prepare": ("bias", 127), **W8},
+    "bc_u8": {"prepare": ("bias", 127), **U8},
+    "bc_head_float": {"prepare": ("bias", 64), "float_prefixes": FLOAT_PREFIXES + ("/model/head/",)},
+    # the same, with the bias correction leaving the float head alone (convert-detector --float-head)
+    "float_head": {"prepare": ("bias", 64, "float_head"), "float_prefixes": FLOAT_PREFIXES + ("/model/head/",)},
+    "bc_dark5_float": {"prepare": ("bias", 64), "float_prefixes": FLOAT_PREFIXES + ("/model/backbone/backbone/dark5/",)},
+    "ada": {"prepare": ("adaround", 64)},
+    "ada_w8": {"prepare": ("adaround", 127), **W8},
+    "ada_u8": {"prepare": ("adaround", 127), **U8},
+    "w8": dict(W8),
+    "u8": dict(U8),
 }
+PLAIN = [name for name, options in VARIANTS.items() if "prepare" not in options and name not in ("w8", "u8")]
 
 
 def split() -> tuple[list[dict], list[Path]]:
@@ -60,14 +83,58 @@ def split() -> tuple[list[dict], list[Path]]:
     return selection, training
 
 
-def score(onnx_path: Path, selection: list[dict], images: list[np.ndarray], fused: bool = True) -> tuple[float, float]:
+AGREEMENT_SCORE = 0.3  # FP32 boxes above this (the robot's display threshold) are the agreement's truth
+
+
+def detections(onnx_path: Path, selection: list[dict], images: list[np.ndarray], fused: bool = True) -> dict:
     session = make_session(onnx_path, threads=2, fused=fused)
     found = {}
     for entry, image in zip(selection, images, strict=True):
         tensor, box = letterbox(image, SIZE)
         found[entry["id"]] = to_detections(session.run(None, {"images": tensor[None]})[0][0], box,
                                            list(COCO80_NAMES), 0.0)
-    return coco_map(TRAIN / "instances.json", found, list(COCO80_CATEGORY_IDS))
+    return found
+
+
+def score(onnx_path: Path, selection: list[dict], images: list[np.ndarray], fused: bool = True) -> tuple[float, float]:
+    return coco_map(TRAIN / "instances.json", detections(onnx_path, selection, images, fused),
+                    list(COCO80_CATEGORY_IDS))
+
+
+def agreement(reference: dict, found: dict, selection: list[dict]) -> tuple[float, float]:
+    """(mAP50-95, mAP50) of `found` against the FP32 network's confident boxes taken as the truth: how
+    closely INT8 reproduces FP32, without the label noise and with more boxes than the labels give."""
+    ids = list(COCO80_CATEGORY_IDS)
+    truth = {"images": [{"id": e["id"], "width": e["width"], "height": e["height"]} for e in selection],
+             "categories": [{"id": i} for i in ids], "annotations": []}
+    for image_id, boxes in reference.items():
+        for d in boxes:
+            if d.score >= AGREEMENT_SCORE:
+                w, h = d.x2 - d.x1, d.y2 - d.y1
+                truth["annotations"].append({"id": len(truth["annotations"]) + 1, "image_id": image_id, "iscrowd": 0,
+                                             "category_id": ids[d.class_id], "bbox": [d.x1, d.y1, w, h],
+                                             "area": w * h})
+    return coco_map(truth, found, ids)
+
+
+def prepare(teacher, key: tuple, path: Path, settings) -> tuple[Path, float]:
+    """The float network a prepared variant quantizes, exported, and the seconds it took."""
+    from robot_compress.compress.detection.data import load_image_folder
+    from robot_compress.compress.detection.export import export_detector
+    from robot_compress.compress.detection.qat import qat_finetune
+
+    kind, qmax, *flags = key
+    train = load_image_folder(TRAIN / "images", SIZE, TRAIN_COUNT)
+    start = time.perf_counter()
+    if kind == "bias":
+        tuned, _ = qat_finetune(teacher, train, SIZE, 0, calibration=CALIBRATION_COUNT, weight_qmax=qmax,
+                                float_head="float_head" in flags)
+    elif kind == "adaround":
+        tuned, _ = qat_finetune(teacher, train, SIZE, 0, calibration=CALIBRATION_COUNT, weight_qmax=qmax,
+                                rounding_iterations=ROUNDING_ITERATIONS)
+    else:
+        raise ValueError(f"unknown preparation {kind}")
+    return export_detector(tuned, path, SIZE, settings), time.perf_counter() - start
 
 
 def main() -> int:
@@ -78,14 +145,18 @@ def main() -> int:
     from robot_compress.compress.detection.qat import held_out_loss, qat_finetune
     from robot_compress.compress.detection.quantize import quantize_detector
     from robot_compress.compress.detection.yolox import yolox_nano_from_onnx
+    from robot_compress.runtime.model_contract import ModelDir
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--variants", nargs="*", default=PLAIN, choices=list(VARIANTS),
+                        help=f"quantization choices to make and score (default: {' '.join(PLAIN)})")
     parser.add_argument("--bias-correction", action="store_true",
                         help="also score the bias-corrected network (convert-detector --bias-correction)")
     parser.add_argument("--qat-epochs", type=int, default=0,
                         help="also score QAT (after bias correction if --bias-correction is given)")
     parser.add_argument("--qat-lr", type=float, default=1e-4)
+    parser.add_argument("--models", nargs="*", type=Path, default=[],
+                        help="also score these 320 model directories (e.g. convert-detector outputs) on the same images")
     parser.add_argument("--out", type=Path, default=REPO / "runs/detector_int8_choices.json")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -98,9 +169,16 @@ def main() -> int:
     settings = NmsSettings(0.001, 0.65, 100)
     rows = []
 
+    reference = {}
+
     def add(name, onnx_path, int8=True, **extra):
-        fused = score(onnx_path, selection, images)
+        found = detections(onnx_path, selection, images)
+        fused = coco_map(TRAIN / "instances.json", found, list(COCO80_CATEGORY_IDS))
         row = {"variant": name, "map50_95": fused[0], "map50": fused[1], **extra}
+        if not reference:
+            reference.update(found)
+        else:
+            row["agreement_map50_95"], row["agreement_map50"] = agreement(reference, found, selection)
         if int8:
             row["map50_95_unfused"], row["map50_unfused"] = score(onnx_path, selection, images, fused=False)
         rows.append(row)
@@ -109,12 +187,20 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = export_detector(teacher, Path(tmp) / "fp32.onnx", SIZE, settings)
         add("fp32", fp32, int8=False)
+        for model_dir in args.models:
+            add(model_dir.name, ModelDir.load(model_dir).onnx_path, created=ModelDir.load(model_dir).manifest.created)
+        prepared = {None: (fp32, 0.0)}
         for name in args.variants:
             options = dict(VARIANTS[name])
             count = options.pop("count", CALIBRATION_COUNT)
+            key = options.pop("prepare", None)
             start = time.perf_counter()
-            int8 = quantize_detector(fp32, Path(tmp) / f"{name}.onnx", calibration[count], **options)
-            add(name, int8, calibration_images=count, seconds=time.perf_counter() - start)
+            if key not in prepared:
+                prepared[key] = prepare(teacher, key, Path(tmp) / f"{'_'.join(map(str, key))}_fp32.onnx", settings)
+                add(f"{name} float network", prepared[key][0], int8=False)
+            source, prepare_seconds = prepared[key]
+            int8 = quantize_detector(source, Path(tmp) / f"{name}.onnx", calibration[count], **options)
+            add(name, int8, calibration_images=count, seconds=time.perf_counter() - start + prepare_seconds)
         qat_label = f"{'bias correction + ' if args.bias_correction else ''}qat {args.qat_epochs} epochs lr {args.qat_lr:g}"
         runs = ([(0, True, "bias correction")] if args.bias_correction and not args.qat_epochs else []) + \
             ([(args.qat_epochs, args.bias_correction, qat_label)] if args.qat_epochs else [])
@@ -132,10 +218,11 @@ def main() -> int:
                                                     calibration[CALIBRATION_COUNT]),
                 seconds=seconds, history=history)
     print(f"\n{len(selection)} held-out coco/train images, {cpu_name()}, {time.strftime('%Y-%m-%d')}")
-    print(f"{'variant':42s} {'mAP50-95 fused':>15s} {'unfused':>8s} {'mAP50':>6s}")
+    print(f"{'variant':42s} {'mAP50-95 fused':>15s} {'unfused':>8s} {'mAP50':>6s} {'agreement with FP32':>20s}")
     for r in rows:
         unfused = f"{r['map50_95_unfused']:.2f}" if "map50_95_unfused" in r else "-"
-        print(f"{r['variant']:42s} {r['map50_95']:15.2f} {unfused:>8s} {r['map50']:6.2f}")
+        agree = f"{r['agreement_map50_95']:.2f}" if "agreement_map50_95" in r else "-"
+        print(f"{r['variant']:42s} {r['map50_95']:15.2f} {unfused:>8s} {r['map50']:6.2f} {agree:>20s}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"cpu": cpu_name(), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                     "selection_images": len(selection), "rows": rows}, indent=2) + "\n")

@@ -19,6 +19,13 @@ SIZES = (320, 416, 640)
 SOURCE_SIZE = 416  # the shipped export's fixed input size
 BOX_TOLERANCE_PX = 0.05
 SCORE_TOLERANCE = 1e-3
+# --int8-weights -> (torch fake quantization's qmax, quantize_detector keyword arguments, manifest words)
+INT8_WEIGHTS = {
+    "int8-7bit": (64, {}, "int8 per-channel, 7-bit range"),
+    "int8": (127, {"reduce_range": False}, "int8 per-channel, full range [-127, 127]"),
+    "uint8": (127, {"reduce_range": False, "weight_type": "QUInt8"},
+              "uint8 per-channel, symmetric around 127 (full 8-bit steps, u8u8 kernels)"),
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,6 +56,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --int8: epochs of quantization-aware fine-tuning (fake quantization where the "
                              "INT8 graph quantizes, distilled from the FP32 network) before quantizing; 0: none")
     parser.add_argument("--qat-lr", type=float, default=1e-4, help="SGD (momentum 0.9) learning rate of that fine-tuning")
+    parser.add_argument("--int8-weights", choices=list(INT8_WEIGHTS), default="int8-7bit",
+                        help="with --int8: how weights are stored. int8-7bit (default): int8 in [-64, 64], safe for the u8s8 "
+                             "kernels of CPUs without VNNI, whose int16 pair sums can saturate with full-range "
+                             "weights; int8: int8 in [-127, 127], half the rounding step (u8s8 kernels); uint8: "
+                             "the same steps as int8, stored around 127 so ONNX Runtime runs its u8u8 kernels "
+                             "(no saturation on any CPU)")
+    parser.add_argument("--float-head", action="store_true",
+                        help="with --int8: keep the whole detection head (stems, class and box branches) float32; "
+                             "only the backbone's later stages and the neck are INT8")
+    parser.add_argument("--adaround-steps", type=int, default=0,
+                        help="with --int8: learn each quantized convolution's weight rounding (AdaRound) on the "
+                             "--calibration-count images, this many Adam steps per layer, then correct its bias; "
+                             "0: round to nearest")
     parser.add_argument("--qat-count", type=int, default=128,
                         help="training images for that fine-tuning: the first N of --calibration-images in name "
                              "order (the calibration images are among them)")
@@ -101,6 +121,7 @@ def quantize(fp32_path: Path, int8_path: Path, check: list, args: argparse.Names
 
     from robot_compress.compress.detection.quantize import (
         CALIBRATION_PERCENTILE,
+        FLOAT_HEAD,
         FLOAT_PREFIXES,
         quantize_detector,
     )
@@ -108,7 +129,9 @@ def quantize(fp32_path: Path, int8_path: Path, check: list, args: argparse.Names
 
     calibration = np.stack(check_images(args.calibration_images, args.calibration_count, args.size))
     start = time.perf_counter()
-    quantize_detector(fp32_path, int8_path, calibration)
+    qmax, weight_options, weight_words = INT8_WEIGHTS[args.int8_weights]
+    float_prefixes = FLOAT_PREFIXES + ((FLOAT_HEAD,) if args.float_head else ())
+    quantize_detector(fp32_path, int8_path, calibration, float_prefixes=float_prefixes, **weight_options)
     seconds = time.perf_counter() - start
     batch = np.stack(check)
     fp32 = make_session(fp32_path).run(None, {"images": batch})[0]
@@ -116,11 +139,11 @@ def quantize(fp32_path: Path, int8_path: Path, check: list, args: argparse.Names
     top_diff = float(np.abs(fp32[:, :10, 4] - int8[:, :10, 4]).mean())
     print(f"INT8 QDQ calibrated on {len(calibration)} images of {args.calibration_images} in {seconds:.0f} s; "
           f"mean |top-10 score change| on {len(batch)} check images: {top_diff:.3f}")
-    how = {"format": "QDQ static", "weights": "int8 per-channel, 7-bit range", "activations": "uint8 per-tensor",
+    how = {"format": "QDQ static", "weights": weight_words, "activations": "uint8 per-tensor",
            "calibration": f"{CALIBRATION_PERCENTILE}th percentile on {len(calibration)} letterboxed images from "
                           f"{args.calibration_images}",
            "float32": ["decode, NMS, top-k", "head sigmoid/concat", "class/box/objectness predictor convs",
-                       *FLOAT_PREFIXES[3:]]}
+                       *float_prefixes[3:]]}
     return int8_path, {"how": how, "metrics": {"int8_top10_score_mean_abs_change": top_diff}}
 
 
@@ -136,8 +159,12 @@ def fine_tune_for_int8(model, args: argparse.Namespace):
     train = load_image_folder(args.calibration_images, args.size, args.qat_count)
     start = time.perf_counter()
     tuned, history = qat_finetune(model, train, args.size, args.qat_epochs, lr=args.qat_lr,
-                                  calibration=args.calibration_count, bias_correction=args.bias_correction)
-    print(f"{'bias correction' if args.bias_correction else 'no bias correction'}, quantization-aware "
+                                  calibration=args.calibration_count, bias_correction=args.bias_correction,
+                                  weight_qmax=INT8_WEIGHTS[args.int8_weights][0],
+                                  rounding_iterations=args.adaround_steps, float_head=args.float_head)
+    print(f"{'learnt rounding, ' if args.adaround_steps else ''}"
+          f"{'bias correction' if args.bias_correction or args.adaround_steps else 'no bias correction'}, "
+          f"quantization-aware "
           f"fine-tuning {args.qat_epochs} epochs, on {len(train)} images of {args.calibration_images} in "
           f"{time.perf_counter() - start:.0f} s"
           + (f"; distillation loss {history[0]['loss']:.4f} -> {history[-1]['loss']:.4f}" if history else ""))
@@ -181,8 +208,13 @@ def run(args: argparse.Namespace) -> int:
     if args.qat_epochs < 0 or args.qat_count < 1 or not args.qat_lr > 0:
         print("error: --qat-epochs must be >= 0, --qat-count >= 1 and --qat-lr > 0", file=sys.stderr)
         return 2
-    if (args.qat_epochs or args.bias_correction) and not args.int8:
-        print("error: --qat-epochs and --bias-correction prepare the INT8 graph; add --int8", file=sys.stderr)
+    if args.adaround_steps < 0:
+        print(f"error: --adaround-steps must be >= 0, got {args.adaround_steps}", file=sys.stderr)
+        return 2
+    if (args.qat_epochs or args.bias_correction or args.adaround_steps or args.float_head
+            or args.int8_weights != "int8-7bit") and not args.int8:
+        print("error: --qat-epochs, --bias-correction, --adaround-steps, --float-head and --int8-weights shape the "
+              "INT8 graph; add --int8", file=sys.stderr)
         return 2
     if not args.weights.is_file():
         print(f"error: weights file {args.weights} does not exist", file=sys.stderr)
@@ -208,7 +240,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
 
     prepared = False
-    if args.qat_epochs or args.bias_correction:
+    if args.qat_epochs or args.bias_correction or args.adaround_steps:
         model, _ = fine_tune_for_int8(model, args)
         prepared = True
     settings = NmsSettings(args.nms_score_threshold, args.iou_threshold, args.max_det)
@@ -262,11 +294,16 @@ def run(args: argparse.Namespace) -> int:
         )
         if quantization:
             if prepared:
-                quantization["how"]["before_quantizing"] = (
-                    ("bias correction of the weights' int8 rounding, " if args.bias_correction else "")
-                    + (f"quantization-aware fine-tuning {args.qat_epochs} epochs (SGD lr {args.qat_lr:g}, distilled "
-                       f"from the FP32 network), " if args.qat_epochs else "")
-                    + f"on the first {args.qat_count} images of {args.calibration_images}")
+                steps = []
+                if args.adaround_steps:
+                    steps.append(f"learnt weight rounding (AdaRound, {args.adaround_steps} steps per layer) and bias "
+                                 f"correction on the first {args.calibration_count} images")
+                elif args.bias_correction:
+                    steps.append(f"bias correction of the weights' int8 rounding on the first {args.qat_count} images")
+                if args.qat_epochs:
+                    steps.append(f"quantization-aware fine-tuning {args.qat_epochs} epochs (SGD lr {args.qat_lr:g}, "
+                                 f"distilled from the FP32 network) on the first {args.qat_count} images")
+                quantization["how"]["before_quantizing"] = f"{', then '.join(steps)} of {args.calibration_images}"
             manifest.created["quantization"] = quantization["how"]
             manifest.metrics.update(quantization["metrics"])
         model_dir = write_model_dir(args.out, manifest, onnx_tmp)

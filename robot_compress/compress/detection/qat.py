@@ -34,6 +34,7 @@ from robot_compress.compress.detection.distill import distill_loss, head_outputs
 from robot_compress.compress.detection.yolox import YOLOX, BaseConv, Bottleneck, CSPLayer, SPPBottleneck
 
 WEIGHT_QMAX = 64  # ONNX Runtime's reduced int8 range for weights: [-64, 64]
+WEIGHT_QMAX_FULL = 127  # its full symmetric range: int8 [-127, 127], or uint8 [0, 254] around 127
 PERCENTILE = 99.99
 FLOAT_BACKBONE = ("stem", "dark2", "dark3")
 
@@ -72,13 +73,23 @@ class ActQuant(nn.Module):
         self.observing = False
 
 
+def weight_scale(w: torch.Tensor, qmax: int = WEIGHT_QMAX) -> torch.Tensor:
+    """ONNX Runtime's symmetric per-output-channel weight scale: max|w| / qmax, one per channel."""
+    return (w.detach().abs().amax(dim=tuple(range(1, w.dim()))) / qmax).clamp(min=1e-8)
+
+
 class WeightQuant(nn.Module):
-    """Per-output-channel symmetric int8 fake quantization in the 7-bit range (a parametrization)."""
+    """Per-output-channel symmetric fake quantization to [-qmax, qmax] (a parametrization); qmax 64 is
+    the 7-bit range, 127 the full 8-bit one."""
+
+    def __init__(self, qmax: int = WEIGHT_QMAX):
+        super().__init__()
+        self.qmax = qmax
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
-        scale = (w.detach().abs().amax(dim=tuple(range(1, w.dim()))) / WEIGHT_QMAX).clamp(min=1e-8)
+        scale = weight_scale(w, self.qmax)
         zero = torch.zeros_like(scale, dtype=torch.int32)
-        return torch.fake_quantize_per_channel_affine(w, scale, zero, 0, -WEIGHT_QMAX, WEIGHT_QMAX)
+        return torch.fake_quantize_per_channel_affine(w, scale, zero, 0, -self.qmax, self.qmax)
 
 
 class QuantSiLU(nn.Module):
@@ -109,10 +120,13 @@ def fold_batchnorms(model: YOLOX) -> YOLOX:
     return model.eval()
 
 
-def _quantized_modules(model: YOLOX):
-    """The BaseConvs, bottlenecks, CSP layers and SPP blocks of the quantized body."""
+def _quantized_modules(model: YOLOX, float_head: bool = False):
+    """The BaseConvs, bottlenecks, CSP layers and SPP blocks of the quantized body (without the
+    head's convolutions when `float_head`)."""
     backbone = model.backbone.backbone
     floating = {id(m) for name in FLOAT_BACKBONE for m in getattr(backbone, name).modules()}
+    if float_head:
+        floating |= {id(m) for m in model.head.modules()}
     return [m for m in model.modules() if id(m) not in floating]
 
 
@@ -124,9 +138,11 @@ def _post_quant(quant: ActQuant):
     return lambda _module, _inputs, output: quant(output)
 
 
-def prepare_qat(model: YOLOX) -> YOLOX:
-    """A copy of `model` (batch norms folded) with fake quantization where the QDQ graph quantizes.
-    Fake quantization starts disabled; `observe_ranges` sets the activation ranges and enables it."""
+def prepare_qat(model: YOLOX, weight_qmax: int = WEIGHT_QMAX, float_head: bool = False) -> YOLOX:
+    """A copy of `model` (batch norms folded) with fake quantization where the QDQ graph quantizes,
+    weights to [-weight_qmax, weight_qmax]; with `float_head` the head's convolutions stay float
+    (`quantize.FLOAT_HEAD`). Fake quantization starts disabled; `observe_ranges`
+    sets the activation ranges and enables it."""
     from torch.nn.utils import parametrize
 
     model = fold_batchnorms(copy.deepcopy(model))
@@ -138,9 +154,9 @@ def prepare_qat(model: YOLOX) -> YOLOX:
         quants.append(q)
         return q
 
-    for module in _quantized_modules(model):
+    for module in _quantized_modules(model, float_head):
         if isinstance(module, BaseConv):
-            parametrize.register_parametrization(module.conv, "weight", WeightQuant())
+            parametrize.register_parametrization(module.conv, "weight", WeightQuant(weight_qmax))
             module.act = QuantSiLU()
             quants.extend([module.act.q_in, module.act.q_sig, module.act.q_out])
         elif isinstance(module, Bottleneck) and module.use_add:
@@ -249,22 +265,29 @@ def held_out_loss(model: YOLOX, teacher: YOLOX, images: np.ndarray, batch: int =
 
 def qat_finetune(teacher: YOLOX, train, size: int, epochs: int, lr: float = 1e-4, batch_size: int = 8,
                  calibration: int = 64, held_out: np.ndarray | None = None, seed: int = 0,
-                 bias_correction: bool = True,
+                 bias_correction: bool = True, weight_qmax: int = WEIGHT_QMAX, rounding_iterations: int = 0,
+                 float_head: bool = False,
                  log=lambda line: print(line, file=sys.stderr, flush=True)) -> tuple[YOLOX, list[dict]]:
     """Fine-tune a fake-quantized copy of `teacher` to reproduce it; returns the float network and
     the per-epoch history. `train`: `data.DetectionImages` (training images); `held_out`: optional
     letterboxed images, only reported (never used to choose here). With `bias_correction`, the
     biases are corrected (`correct_biases`, on all of `train`) before the first epoch; 0 epochs
-    is bias correction alone."""
+    is bias correction alone. With `rounding_iterations` > 0, the weights' int8 rounding is learnt
+    first (`adaround.adaround`, on the calibration images, that many steps per layer; it ends with
+    its own per-channel bias correction, which replaces `correct_biases`)."""
     from robot_compress.compress.detection.data import augmented_batch
 
     teacher = teacher.eval()
-    model = prepare_qat(teacher)
+    model = prepare_qat(teacher, weight_qmax, float_head)
     calibration_images = train.letterboxed(size, calibration)
     observe_ranges(model, calibration_images)
     if held_out is not None and bias_correction:
         log(f"qat: held-out distillation loss before bias correction {held_out_loss(model, teacher, held_out):.4f}")
-    if bias_correction:
+    if rounding_iterations > 0:
+        from robot_compress.compress.detection.adaround import adaround
+
+        adaround(model, calibration_images, rounding_iterations, log=log)
+    elif bias_correction:
         correct_biases(model, train.letterboxed(size))
     trainable = trainable_parameters(model)
     # SGD with momentum: on a fixed batch of 8 coco/train images, lr 1e-4 lowers the loss step by

@@ -17,7 +17,10 @@ ranges are the 99.99th percentile over the calibration images. Kept in float32, 
     in pixels and score comparisons, a few cheap elementwise ops on [N, cells] tensors.
 Other calibration methods, percentiles, more images and a float dark4 were no better on those
 held-out images (`benchmarks/detector_int8_choices.py`); what helped was changing the float
-network before quantizing it (`qat.correct_biases`, `convert-detector --bias-correction`).
+network before quantizing it (`qat.correct_biases`, `convert-detector --bias-correction`) and,
+most, keeping the head's stems and class/box branches float too (`FLOAT_HEAD`,
+`convert-detector --float-head`, the robot model's choice); 8-bit weights and learnt rounding
+(`adaround.py`) did not.
 """
 
 from __future__ import annotations
@@ -34,6 +37,10 @@ FLOAT_PREFIXES = ("/model/head/cls_preds", "/model/head/reg_preds", "/model/head
                   "/model/backbone/backbone/stem/", "/model/backbone/backbone/dark2/",
                   "/model/backbone/backbone/dark3/")
 CALIBRATION_PERCENTILE = 99.99
+# `convert-detector --float-head`: the head's stems and class/box branches float too (the neck's
+# outputs are the last quantized tensors); on held-out coco/train images the INT8 network's boxes
+# agree with the FP32 network's far more closely (`benchmarks/detector_int8_choices.py`, bc_head_float)
+FLOAT_HEAD = "/model/head/"
 
 
 def float_nodes(model, prefixes: tuple[str, ...] = FLOAT_PREFIXES) -> list[str]:
@@ -62,13 +69,14 @@ class _Calibration:
 def quantize_detector(source: str | Path, output: str | Path, calibration: np.ndarray,
                       input_name: str = "images", reduce_range: bool = True, method: str = "Percentile",
                       percentile: float = CALIBRATION_PERCENTILE, symmetric_ranges: bool | None = None,
-                      float_prefixes: tuple[str, ...] = FLOAT_PREFIXES) -> Path:
+                      float_prefixes: tuple[str, ...] = FLOAT_PREFIXES, weight_type: str = "QInt8") -> Path:
     """Write the INT8 QDQ version of a detection graph. `calibration`: [N, S, S, 3] uint8, training images.
 
     The defaults are the shipped choice; `method` (ONNX Runtime's MinMax, Percentile, Entropy),
     `percentile`, `symmetric_ranges` (None: the calibrator's default; the percentile calibrator's
     is a range from |x|, clipped to the observed min/max) and `float_prefixes` exist to compare alternatives on held-out images
-    (`benchmarks/detector_int8_choices.py`)."""
+    (`benchmarks/detector_int8_choices.py`). `weight_type` "QInt8" or "QUInt8" (symmetric: zero
+    point 127, the same steps as int8 [-127, 127], but run by ONNX Runtime's u8u8 kernels)."""
     import onnx
     from onnxruntime import quantization as q
 
@@ -86,13 +94,16 @@ def quantize_detector(source: str | Path, output: str | Path, calibration: np.nd
         q.quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
         unshare_biases(prepared)
         excluded = float_nodes(onnx.load(str(prepared)), float_prefixes)
+        if weight_type not in ("QInt8", "QUInt8"):
+            raise ValueError(f"weight_type must be QInt8 or QUInt8, got {weight_type!r}")
         options = {} if symmetric_ranges is None else {"CalibTensorRangeSymmetric": symmetric_ranges}
+        options["WeightSymmetric"] = True
         if method == "Percentile":
             options["CalibPercentile"] = percentile
         with contextlib.redirect_stdout(io.StringIO()):  # the percentile calibrator prints its progress
             q.quantize_static(str(prepared), str(output), Reader(calibration, input_name),
                               quant_format=q.QuantFormat.QDQ, per_channel=True, reduce_range=reduce_range,
-                              activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
+                              activation_type=q.QuantType.QUInt8, weight_type=getattr(q.QuantType, weight_type),
                               calibrate_method=getattr(q.CalibrationMethod, method), nodes_to_exclude=excluded,
                               extra_options=options)
     return output
