@@ -9,14 +9,8 @@ import torch
 
 from robot_compress.compress.detection.adaround import _capture, _float_output, adaround, round_layer
 from robot_compress.compress.detection.data import load_image_folder
-from robot_compress.compress.detection.qat import (
-    WEIGHT_QMAX,
-    WEIGHT_QMAX_FULL,
-    held_out_loss,
-    observe_ranges,
-    prepare_qat,
-    weight_scale,
-)
+from robot_compress.compress.detection.qat import held_out_loss, observe_ranges, prepare_qat
+from robot_compress.compress.detection.weight_grid import WEIGHT_QMAX, WEIGHT_QMAX_FULL, weight_scale
 from robot_compress.compress.detection.yolox import yolox_nano_from_onnx
 
 SIZE = 128  # small inputs keep the CPU test short

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robot_compress.compress.detection.distill_loss import to_input
-from robot_compress.compress.detection.qat import weight_scale
+from robot_compress.compress.detection.weight_grid import weight_scale
 from robot_compress.compress.detection.yolox import YOLOX, BaseConv
 
 ZETA, GAMMA = 1.1, -0.1  # the rectified sigmoid's stretch (AdaRound's choice)

@@ -31,10 +31,9 @@ import torch
 from torch import nn
 
 from robot_compress.compress.detection.distill import distill_loss, head_outputs, to_input
+from robot_compress.compress.detection.weight_grid import WEIGHT_QMAX, weight_scale
 from robot_compress.compress.detection.yolox import YOLOX, BaseConv, Bottleneck, CSPLayer, SPPBottleneck
 
-WEIGHT_QMAX = 64  # ONNX Runtime's reduced int8 range for weights: [-64, 64]
-WEIGHT_QMAX_FULL = 127  # its full symmetric range: int8 [-127, 127], or uint8 [0, 254] around 127
 PERCENTILE = 99.99
 FLOAT_BACKBONE = ("stem", "dark2", "dark3")
 
@@ -71,11 +70,6 @@ class ActQuant(nn.Module):
             self.hi.fill_(float(np.mean([s[1] for s in self._samples])))
         self._samples = []
         self.observing = False
-
-
-def weight_scale(w: torch.Tensor, qmax: int = WEIGHT_QMAX) -> torch.Tensor:
-    """ONNX Runtime's symmetric per-output-channel weight scale: max|w| / qmax, one per channel."""
-    return (w.detach().abs().amax(dim=tuple(range(1, w.dim()))) / qmax).clamp(min=1e-8)
 
 
 class WeightQuant(nn.Module):
