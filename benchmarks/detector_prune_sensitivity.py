@@ -111,24 +111,26 @@ def taylor_gradients(model, teacher, stats: np.ndarray, boxes, source: str, size
     model.eval()
 
 
-def importance_for(name: str, model, teacher, stats: np.ndarray, boxes, size: int):
+def scored_copy(name: str, teacher, stats: np.ndarray, boxes, size: int):
+    """A copy of the teacher carrying what `name` ranks by (activation statistics or gradients);
+    deep copies of it carry them too, so the ratio search re-uses one measurement."""
+    model = copy.deepcopy(teacher)
     if name.startswith("taylor_"):
         taylor_gradients(model, teacher, stats, boxes, name.removeprefix("taylor_"), size)
-        return tp.importance.GroupTaylorImportance()
-    importance = make_importance(name, model)
-    if name in ACTIVATION_CRITERIA:
+    elif name in ACTIVATION_CRITERIA:
         measure_inputs(model, [to_input(stats[i:i + 16], torch.device("cpu")) for i in range(0, len(stats), 16)])
-    return importance
+    return model
 
 
-def pruned(teacher, name: str, scope: str, channel_ratio: float, prune, stats, boxes, size):
-    model = copy.deepcopy(teacher)
-    example = torch.zeros(1, 3, size, size)
-    importance = importance_for(name, model, teacher, stats, boxes, size)
-    tp.pruner.MetaPruner(model, example, importance=importance, global_pruning=scope != "uniform",
-                         isomorphic=scope == "isomorphic", pruning_ratio=channel_ratio,
-                         max_pruning_ratio=prune.max_layer_ratio, ignored_layers=output_layers(model),
-                         round_to=prune.round_to).step()
+def pruned(scored, name: str, scope: str, channel_ratio: float, prune, size: int):
+    model = copy.deepcopy(scored)
+    for mine, theirs in zip(model.parameters(), scored.parameters(), strict=True):  # deepcopy drops .grad
+        mine.grad = None if theirs.grad is None else theirs.grad.clone()
+    importance = tp.importance.GroupTaylorImportance() if name.startswith("taylor_") else make_importance(name, model)
+    tp.pruner.MetaPruner(model, torch.zeros(1, 3, size, size), importance=importance,
+                         global_pruning=scope != "uniform", isomorphic=scope == "isomorphic",
+                         pruning_ratio=channel_ratio, max_pruning_ratio=prune.max_layer_ratio,
+                         ignored_layers=output_layers(model), round_to=prune.round_to).step()
     model.zero_grad(set_to_none=True)
     return model
 
@@ -137,19 +139,20 @@ def n_params(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def ratio_for(teacher, name, scope, cut, prune, stats, boxes, size) -> tuple[float, object]:
-    """Bisection on the channel ratio for `cut` of the parameters (global scopes depend on the scores)."""
-    goal = (1 - cut) * n_params(teacher)
+def ratio_for(scored, name, scope, cut, prune, size) -> tuple[float, object]:
+    """Bisection on the channel ratio for `cut` of the parameters, per criterion (the count a
+    channel ratio gives can depend on the scores)."""
+    goal = (1 - cut) * n_params(scored)
     low, high, best = 0.0, prune.max_layer_ratio, None
-    for _ in range(7):
+    for _ in range(8):
         middle = (low + high) / 2
-        model = pruned(teacher, name, scope, middle, prune, stats, boxes, size)
+        model = pruned(scored, name, scope, middle, prune, size)
         if n_params(model) > goal:
             low = middle
         else:
             high, best = middle, model
     if best is None:
-        best = pruned(teacher, name, scope, high, prune, stats, boxes, size)
+        best = pruned(scored, name, scope, high, prune, size)
     return high, best
 
 
@@ -189,19 +192,13 @@ def main() -> int:
               "val_images": len(splits.val), "round_to": prune.round_to, "threads": args.threads,
               "cpu": cpu_name(), "date": time.strftime("%Y-%m-%d"), "rows": rows}
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    uniform_ratio = {}  # with one ratio per layer the channel counts do not depend on the criterion
-    for cut in args.cuts:
-        for scope in args.scopes:
-            for name in args.criteria:
+    for name in args.criteria:
+        scored = scored_copy(name, teacher, stats, boxes, size)
+        for cut in args.cuts:
+            for scope in args.scopes:
                 start = time.time()
                 try:
-                    if scope == "uniform" and cut in uniform_ratio:
-                        ratio = uniform_ratio[cut]
-                        model = pruned(teacher, name, scope, ratio, prune, stats, boxes, size)
-                    else:
-                        ratio, model = ratio_for(teacher, name, scope, cut, prune, stats, boxes, size)
-                        if scope == "uniform":
-                            uniform_ratio[cut] = ratio
+                    ratio, model = ratio_for(scored, name, scope, cut, prune, size)
                 except Exception as exc:  # a criterion that cannot reach the cut is a row, not a crash
                     print(f"{cut:.0%} {scope} {name}: failed ({exc})", flush=True)
                     rows.append({"cut": cut, "scope": scope, "criterion": name, "error": str(exc)})
