@@ -151,8 +151,7 @@ def _input_statistics(params: PruneStructured, calibration: torch.Tensor | None)
         return lambda _model: None
     if calibration is None:
         raise ValueError(f"prune_structured importance {params.importance!r} ranks channels by their activations "
-                         "on calibration images, which only detection recipes supply here; use l1, l2, "
-                         "bn_scale, lamp or folded")
+                         "on calibration images, which only detection recipes supply here; use l1, l2 or bn_scale")
     return lambda model: measure_inputs(model, calibration.split(16))
 
 
