@@ -1,14 +1,17 @@
 """How much one-shot channel pruning damages YOLOX-nano before any training, per importance criterion.
 
-    .venv/bin/python benchmarks/detector_prune_sensitivity.py recipes/yolox_nano_prune50_round8_distill.yaml \
-        --cuts 0.25 0.5 --scopes uniform global
+    .venv/bin/python benchmarks/detector_prune_sensitivity.py recipes/yolox_nano_prune50_distill.yaml \
+        --round-to 0 --cuts 0.25 0.5 --scopes uniform global
+    .venv/bin/python benchmarks/detector_prune_sensitivity.py recipes/yolox_nano_prune50_distill.yaml \
+        --round-to 0 --part dark2 --channel-ratio 0.1 --criteria l2 contribution
 
 For each parameter cut, scope (uniform: one channel ratio per layer; global: one ranking over
 the network; isomorphic: global ranking within groups of the same structure) and criterion, a
 copy of the recipe's teacher (batch norms calibrated as the pipeline does) is pruned with the
-recipe's round_to and max_layer_ratio, its batch-norm statistics re-estimated as prune_structured
-does, and scored: COCO mAP50-95 / mAP50 on held-out fully labelled coco/train images (never
-val_dev) and the distillation loss against the teacher on the recipe's held-out images.
+recipe's round_to (or --round-to) and max_layer_ratio, its batch-norm statistics re-estimated as
+prune_structured does, and scored: COCO mAP50-95 / mAP50 on held-out fully labelled coco/train
+images (never val_dev) and the distillation loss against the teacher on the recipe's held-out
+images. With --part only that part is cut, at a fixed channel ratio, the rest left whole.
 
 Images: the first 96 training images (after the recipe's held-out split) set the batch-norm
 statistics, the activation statistics and the Taylor gradients; mAP is measured on every other
@@ -122,7 +125,19 @@ def scored_copy(name: str, teacher, stats: np.ndarray, boxes, size: int):
     return model
 
 
-def pruned(scored, name: str, scope: str, channel_ratio: float, prune, size: int):
+PARTS = ("stem", "dark2", "dark3", "dark4", "dark5", "neck", "head")
+
+
+def part_modules(model, part: str) -> list:
+    if part == "neck":
+        return [module for name, module in model.backbone.named_children() if name != "backbone"]
+    if part == "head":
+        return [model.head]
+    return [getattr(model.backbone.backbone, part)]
+
+
+def pruned(scored, name: str, scope: str, channel_ratio: float, prune, size: int, part: str | None = None):
+    """A pruned copy of `scored`; with `part`, every other part is left whole."""
     model = copy.deepcopy(scored)
     for mine, theirs in zip(model.parameters(), scored.parameters(), strict=True):  # deepcopy drops .grad
         mine.grad = None if theirs.grad is None else theirs.grad.clone()
@@ -130,7 +145,9 @@ def pruned(scored, name: str, scope: str, channel_ratio: float, prune, size: int
     tp.pruner.MetaPruner(model, torch.zeros(1, 3, size, size), importance=importance,
                          global_pruning=scope != "uniform", isomorphic=scope == "isomorphic",
                          pruning_ratio=channel_ratio, max_pruning_ratio=prune.max_layer_ratio,
-                         ignored_layers=output_layers(model), round_to=prune.round_to).step()
+                         ignored_layers=output_layers(model) + [m for other in PARTS if part and other != part
+                                                                for m in part_modules(model, other)],
+                         round_to=prune.round_to).step()
     model.zero_grad(set_to_none=True)
     return model
 
@@ -163,6 +180,8 @@ def main() -> int:
     parser.add_argument("--scopes", nargs="+", default=["uniform"], choices=["uniform", "global", "isomorphic"])
     parser.add_argument("--criteria", nargs="+", default=list(CRITERIA), choices=CRITERIA)
     parser.add_argument("--round-to", type=int, default=None, help="instead of the recipe's (0: none)")
+    parser.add_argument("--part", choices=PARTS, help="prune only this part at --channel-ratio")
+    parser.add_argument("--channel-ratio", type=float, default=0.1, help="with --part")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path, default=Path("runs/detector_prune_sensitivity.json"))
     args = parser.parse_args()
@@ -198,7 +217,11 @@ def main() -> int:
             for scope in args.scopes:
                 start = time.time()
                 try:
-                    ratio, model = ratio_for(scored, name, scope, cut, prune, size)
+                    if args.part:
+                        ratio, model = args.channel_ratio, pruned(scored, name, scope, args.channel_ratio, prune,
+                                                                  size, args.part)
+                    else:
+                        ratio, model = ratio_for(scored, name, scope, cut, prune, size)
                 except Exception as exc:  # a criterion that cannot reach the cut is a row, not a crash
                     print(f"{cut:.0%} {scope} {name}: failed ({exc})", flush=True)
                     rows.append({"cut": cut, "scope": scope, "criterion": name, "error": str(exc)})
