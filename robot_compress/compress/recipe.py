@@ -167,7 +167,10 @@ class PruneStructured(StageConfig, TrainConfig):
     stage: Literal["prune_structured"] = "prune_structured"
     ratio: float = setting(0.5, "fraction of parameters (or MACs) to remove", **FRACTION)
     target: Literal["params", "macs"] = setting("params", "what ratio counts")
-    importance: Literal["l1", "l2", "bn_scale"] = setting("l2", "channel importance")
+    importance: Literal["l1", "l2", "bn_scale", "activation", "contribution"] = setting(
+        "l2", "channel importance: weight magnitude (l1, l2), batch-norm scale, or, detectors only, from "
+        "activations on training images: mean |activation| of the channel, or contribution (its std x the "
+        "folded weights that read it: what removing it changes once batch-norm statistics are re-estimated)")
     scope: Literal["global", "uniform"] = setting("uniform", "one ratio per layer or one ranking overall")
     steps: int = setting(1, "pruning rounds", **POSITIVE)
     max_layer_ratio: float = setting(0.9, "at most this fraction of one layer's channels", **FRACTION)

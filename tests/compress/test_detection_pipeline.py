@@ -38,7 +38,7 @@ def detector_recipe(shared_data):
 
 def test_a_detector_recipe_writes_a_loadable_detection_model_with_a_map_report(detector_recipe, tmp_path,
                                                                                 shared_data):
-    stages = [{"stage": "prune_structured", "ratio": 0.5},
+    stages = [{"stage": "prune_structured", "ratio": 0.5, "importance": "contribution"},
               {"stage": "distill", "epochs": 1, "lr": 0.002, "alpha": 1.0, "feature_weight": 0.1},
               {"stage": "export_onnx"}, {"stage": "quantize_int8", "calibration_images": 8}]
     recipe = tmp_path / "recipe.yaml"

@@ -50,7 +50,7 @@ def edit(recipe: dict, path: str, value) -> dict:
     ("stages.0.ratio", 0.0, "ratio' must be in (0, 1), got 0.0"),
     ("stages.1.epochs", "ten", "'stages[1] (distill).epochs' must be int, got str"),
     ("stages.1.alpha", 2.0, "alpha' must be in [0, 1]"),
-    ("stages.0.importance", "random", "importance' must be one of ['l1', 'l2', 'bn_scale']"),
+    ("stages.0.importance", "random", "importance' must be one of ['l1', 'l2', 'bn_scale', 'activation', 'contribution']"),
     ("stages.1.tempreature", 4, "'stages[1] (distill)': unknown key(s) ['tempreature']; allowed:"),
     ("data.train", "/nonexistent/cifar", "'data.train': /nonexistent/cifar does not exist"),
     ("data.batch_size", True, "'data.batch_size' must be int, got bool"),

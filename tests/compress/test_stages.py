@@ -70,6 +70,13 @@ def test_prune_structured_gives_a_smaller_dense_model(context, scope, importance
     assert not any(isinstance(m, ShortcutA) for m in result.model.modules())
 
 
+def test_activation_importance_needs_calibration_images(context):
+    """The activation criteria rank channels on training images, which only detection recipes supply."""
+    with pytest.raises(ValueError, match="only detection recipes supply"):
+        runner("prune_structured")(PruneStructured(ratio=0.5, importance="contribution"),
+                                   Artefact(copy.deepcopy(context.teacher)), context)
+
+
 def test_round_to_finds_a_ratio_or_says_how_far_it_can_go(context):
     """With round_to 8 torch-pruning leaves whole any layer that would keep fewer than 8 channels,
     so removal is not monotonic in the channel ratio (on ResNet-20: 88% at 0.7, 74% at 0.8, 0% at

@@ -28,6 +28,12 @@ from robot_compress.compress.detection.distill import (
     train_detector,
 )
 from robot_compress.compress.detection.yolox import YOLOXHead
+from robot_compress.compress.prune_importance import (
+    ACTIVATION_CRITERIA,
+    clear_inputs,
+    make_importance,
+    measure_inputs,
+)
 from robot_compress.compress.recipe import PruneStructured
 from robot_compress.compress.stages import Artefact, Context
 from robot_compress.compress.train import train
@@ -62,12 +68,6 @@ def replace_zero_pad_shortcuts(model: nn.Module) -> list[nn.Conv2d]:
     return convs
 
 
-def _importance(name: str):
-    if name == "bn_scale":
-        return tp.importance.BNScaleImportance()
-    return tp.importance.MagnitudeImportance(p=1 if name == "l1" else 2)
-
-
 def output_layers(model: nn.Module) -> list[nn.Module]:
     """The layers whose output channels are the model's answer and must all stay: a classifier's
     last Linear (the class count), a YOLOX's per-level class, box and objectness predictors."""
@@ -80,7 +80,7 @@ def output_layers(model: nn.Module) -> list[nn.Module]:
 def _pruner(model: nn.Module, params: PruneStructured, example: torch.Tensor, channel_ratio: float,
             steps: int) -> tp.pruner.MetaPruner:
     return tp.pruner.MetaPruner(
-        model, example, importance=_importance(params.importance), global_pruning=params.scope == "global",
+        model, example, importance=make_importance(params.importance, model), global_pruning=params.scope == "global",
         pruning_ratio=channel_ratio, max_pruning_ratio=params.max_layer_ratio, iterative_steps=steps,
         ignored_layers=output_layers(model), round_to=params.round_to)
 
@@ -145,6 +145,16 @@ def _calibration_images(ctx: Context) -> torch.Tensor | None:
                     torch.device("cpu"))
 
 
+def _input_statistics(params: PruneStructured, calibration: torch.Tensor | None):
+    """What records the activation statistics an activation criterion ranks by (nothing for the others)."""
+    if params.importance not in ACTIVATION_CRITERIA:
+        return lambda _model: None
+    if calibration is None:
+        raise ValueError(f"prune_structured importance {params.importance!r} ranks channels by their activations "
+                         "on calibration images, which only detection recipes supply here; use l1, l2 or bn_scale")
+    return lambda model: measure_inputs(model, calibration.split(16))
+
+
 def run(params: PruneStructured, artefact: Artefact, ctx: Context) -> Artefact:
     model = copy.deepcopy(artefact.model).cpu().eval()
     replaced = replace_zero_pad_shortcuts(model)
@@ -156,11 +166,15 @@ def run(params: PruneStructured, artefact: Artefact, ctx: Context) -> Artefact:
         replace_zero_pad_shortcuts(teacher)
         params = relative_to_input(params, before, _cost(teacher, example, params.target))
         print(f"prune_structured: removing {params.ratio:.1%} of the input's {params.target}", flush=True)
+    calibration = _calibration_images(ctx)
+    measure = _input_statistics(params, calibration)
+    measure(model)
     ratio = channel_ratio_for(model, params, example)
     pruner = _pruner(model, params, example, ratio, params.steps)
-    calibration = _calibration_images(ctx)
     history = []
     for step in range(params.steps):
+        if step:
+            measure(model)  # the previous step changed the channels (and training their values)
         pruner.step()
         if calibration is not None:
             recalibrate_batchnorm(model, calibration)
@@ -177,11 +191,13 @@ def run(params: PruneStructured, artefact: Artefact, ctx: Context) -> Artefact:
     goal = (1 - params.ratio) * before
     if _cost(model, example, params.target) > goal * 1.001:  # iterative re-ranking fell short: top up
         top_up = params.model_copy(update={"ratio": 1 - goal / _cost(model, example, params.target)})
+        measure(model)
         _pruner(model, top_up, example, channel_ratio_for(model, top_up, example), 1).step()
         if calibration is not None:
             recalibrate_batchnorm(model, calibration)
         for conv in replaced:
             conv.weight.requires_grad_(False)
+    clear_inputs(model)
     after = _cost(model, example, params.target)
     if 1 - after / before < params.ratio - TOLERANCE:
         raise ValueError(f"prune_structured removed only {1 - after / before:.1%} of the {params.target} "
