@@ -33,7 +33,11 @@ from robot_compress.compress.detection.quantize import quantize_detector
 from robot_compress.compress.detection.task import load_detection_splits, prepare_teacher
 from robot_compress.compress.models import build_model
 from robot_compress.compress.recipe import load_recipe
-from robot_compress.compress.stages.prune_structured import output_layers
+from robot_compress.compress.stages.prune_structured import (
+    YOLOX_HIGH_RESOLUTION_PARTS,
+    output_layers,
+    part_modules,
+)
 from robot_compress.runtime.cpu_info import cpu_name
 from robot_compress.runtime.detection import letterbox
 from robot_compress.runtime.local_backend import make_session
@@ -58,17 +62,9 @@ STRUCTURES = {
 }
 
 
-def high_resolution_parts(model) -> list:
-    """The layers that run at stride 2-8 (160x160 to 40x40 at 320): where most of the time goes."""
-    dark = model.backbone.backbone
-    head = model.head
-    return [dark.stem, dark.dark2, dark.dark3, model.backbone.C3_p3, head.stems[0], head.cls_convs[0],
-            head.reg_convs[0]]
-
-
 def cut(teacher, high: float, rest: float, round_to: int | None, size: int):
     model = copy.deepcopy(teacher)
-    ratios = {part: high for part in high_resolution_parts(model)}
+    ratios = part_modules(model, dict.fromkeys(YOLOX_HIGH_RESOLUTION_PARTS, high))
     tp.pruner.MetaPruner(model, torch.zeros(1, 3, size, size), importance=tp.importance.MagnitudeImportance(p=2),
                          pruning_ratio=rest, pruning_ratio_dict=ratios, max_pruning_ratio=0.9,
                          ignored_layers=output_layers(model), round_to=round_to).step()

@@ -153,7 +153,11 @@ class ActivationStatsImportance(tp.importance.GroupMagnitudeImportance):
             roots.append(group[i].root_idxs)
         if not scores:
             return None
-        return self._normalize(self._reduce(scores, roots), self.normalizer)
+        # torch-pruning sizes the sum by the first score: a reader behind a concatenation (the SPP's
+        # conv after its pooled copies) has more input channels than the group's root, and the
+        # surplus zeros made the scores the wrong length, so torch-pruning left the group whole
+        reduced = self._reduce(scores, roots)[:len(group[0].idxs)]
+        return self._normalize(reduced, self.normalizer)
 
 
 def make_importance(name: str, model: nn.Module):

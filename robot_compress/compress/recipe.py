@@ -177,6 +177,18 @@ class PruneStructured(StageConfig, TrainConfig):
     round_to: int | None = setting(None, "keep channel counts multiples of this (CPU kernels favour 8)", **POSITIVE)
     relative_to: Literal["input", "teacher"] = setting(
         "input", "what ratio is a fraction of: this stage's input, or the teacher (after prune_depth, say)")
+    part_ratios: dict[str, float] = setting(
+        {}, "fixed channel ratios for named parts: {module name: ratio in [0, 1)}, a module as named by "
+        "torch (backbone.backbone.dark2, head.stems.0) and everything inside it; the rest gets the channel "
+        "ratio that makes the whole cut reach ratio")
+
+    @field_validator("part_ratios")
+    @classmethod
+    def _part_ratios_in_range(cls, part_ratios: dict[str, float]) -> dict[str, float]:
+        wrong = {name: value for name, value in part_ratios.items() if not 0 <= value < 1}
+        if wrong:
+            raise ValueError(f"channel ratios must be in [0, 1), got {wrong}")
+        return part_ratios
 
 
 class PruneDepth(StageConfig):

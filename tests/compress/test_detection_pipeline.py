@@ -94,6 +94,42 @@ def test_pruning_keeps_the_head_predictors_and_gives_a_dense_detector(shared_dat
         assert model.eval()(torch.zeros(1, 3, 320, 320)).shape == (1, 2100, 85)
 
 
+def test_the_fast_prune_recipe_cuts_the_high_resolution_parts_to_a_quarter(shared_data):
+    """recipes/yolox_nano_prune56_fast_distill.yaml: 75% of the channels out of the stride 2-8
+    layers, the rest cut to bring the whole to 56% of the parameters (widths do not depend on the
+    criterion, so l2 stands in for contribution to keep this fast)."""
+    from pathlib import Path
+
+    from robot_compress.compress.detection.yolox import yolox_nano_from_onnx
+    from robot_compress.compress.recipe import PruneStructured
+    from robot_compress.compress.stages.prune_structured import (
+        YOLOX_HIGH_RESOLUTION_PARTS,
+        _pruner,
+        channel_ratio_for,
+        output_layers,
+    )
+
+    recipe = yaml.safe_load((Path(__file__).parents[2] / "recipes" / "yolox_nano_prune56_fast_distill.yaml").read_text())
+    params = PruneStructured.model_validate(recipe["stages"][0]).model_copy(update={"importance": "l2"})
+    assert set(params.part_ratios) == set(YOLOX_HIGH_RESOLUTION_PARTS) and params.round_to == 8
+    teacher = yolox_nano_from_onnx(shared_data / "weights" / "yolox_nano-e8af0749.onnx")
+    model = copy.deepcopy(teacher)
+    example = torch.zeros(1, 3, SIZE, SIZE)
+    _pruner(model, params, example, channel_ratio_for(model, params, example), 1).step()
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert 0.56 <= 1 - count(model) / count(teacher) < 0.57
+
+    def widths(net, high: bool) -> int:
+        modules = dict(net.named_modules())
+        inside = {id(m) for part in YOLOX_HIGH_RESOLUTION_PARTS for m in modules[part].modules()}
+        keep = {id(m) for m in output_layers(net)}
+        return sum(m.out_channels for m in net.modules() if isinstance(m, torch.nn.Conv2d)
+                   and (id(m) in inside) == high and id(m) not in keep)
+
+    assert widths(model, True) <= 0.35 * widths(teacher, True)  # 25%, and 8 at least per layer
+    assert widths(model, False) >= 0.6 * widths(teacher, False)
+
+
 @pytest.mark.parametrize("change,message", [
     ({"stages": [{"stage": "prune_unstructured", "sparsity": 0.5}]}, "not available for a detector"),
     ({"stages": [{"stage": "distill", "epochs": 1, "temperature": 2.0}]}, "leave temperature unset"),

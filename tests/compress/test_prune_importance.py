@@ -95,3 +95,30 @@ def test_activation_criteria_refuse_missing_or_stale_statistics():
     assert not any(hasattr(m, "_prune_input_stats") for m in model.modules())
     with pytest.raises(ValueError, match="unknown importance"):
         make_importance("random", model)
+
+
+class PooledConcat(nn.Module):
+    """A YOLOX SPP in small: the reader sees the channels and their max-pooled copy side by side."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, CHANNELS, 3, padding=1)
+        self.pool = nn.MaxPool2d(3, stride=1, padding=1)
+        self.reader = nn.Conv2d(2 * CHANNELS, 4, 1)
+
+    def forward(self, x):
+        x = self.conv(x)
+        return self.reader(torch.cat([x, self.pool(x)], 1))
+
+
+@pytest.mark.parametrize("name", ["activation", "contribution"])
+def test_activation_criteria_prune_a_channel_read_through_a_concatenation(name):
+    """The only scored layer reads twice the group's channels; the scores still rank the group."""
+    torch.manual_seed(0)
+    model = PooledConcat().eval()
+    importance = make_importance(name, model)
+    measure_inputs(model, batches())
+    tp.pruner.MetaPruner(model, torch.zeros(1, 3, 8, 8), importance=importance, pruning_ratio=0.5,
+                         ignored_layers=[model.reader]).step()
+    assert model.conv.out_channels == CHANNELS // 2 and model.reader.in_channels == CHANNELS
+    assert model(torch.zeros(1, 3, 8, 8)).shape == (1, 4, 8, 8)

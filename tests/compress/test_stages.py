@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import gzip
+import re
 
 import numpy as np
 import onnx
@@ -89,6 +90,29 @@ def test_round_to_finds_a_ratio_or_says_how_far_it_can_go(context):
     with pytest.raises(ValueError, match=r"cannot remove 97% of the params of this model: at most \d\d\.\d%"):
         runner("prune_structured")(PruneStructured(ratio=0.97, round_to=8), Artefact(copy.deepcopy(context.teacher)),
                                    context)
+
+
+def test_part_ratios_cut_the_named_part_at_its_ratio_and_the_rest_to_reach_the_target(context):
+    """layer1 (and the stem, which its residual additions tie to it) loses half its channels; the
+    rest gets the one ratio that brings the whole cut to 50% of the parameters."""
+    params = PruneStructured(ratio=0.5, part_ratios={"layer1": 0.5})
+    result = runner("prune_structured")(params, Artefact(copy.deepcopy(context.teacher)), context)
+    widths = {name: m.out_channels for name, m in result.model.named_modules() if isinstance(m, nn.Conv2d)}
+    assert {widths[name] for name in widths if name.startswith("layer1.")} == {8}  # 16 at ratio 0.5
+    rest = result.info["channel_ratio"]
+    assert 0.1 < rest < 0.45  # layer1 holds few parameters: the others are cut, less than half
+    assert {widths[name] for name in widths if name.startswith("layer3.")} == {int(64 * (1 - rest))}  # as torch-pruning rounds
+    assert 0.48 <= result.info["params_removed"] <= 0.55
+    assert outputs(result.model).shape == (8, 10)
+
+
+@pytest.mark.parametrize("name", ["layer4", "bn1", "layer1.0.conv9"])
+def test_part_ratios_name_that_is_not_a_prunable_module_is_refused_with_the_parts(context, name):
+    with pytest.raises(ValueError, match=rf"prune_structured\.part_ratios: '{re.escape(name)}' is not a module of this "
+                                         r"model with a convolution or linear layer in it; its parts are conv1, bn1, "
+                                         r"layer1, layer2, layer3, linear"):
+        runner("prune_structured")(PruneStructured(ratio=0.5, part_ratios={"layer1": 0.3, name: 0.5}),
+                                   Artefact(copy.deepcopy(context.teacher)), context)
 
 
 def test_pruned_model_exports_and_matches_torch(context):

@@ -77,11 +77,36 @@ def output_layers(model: nn.Module) -> list[nn.Module]:
     return [[m for m in model.modules() if isinstance(m, nn.Linear)][-1]]
 
 
+# The YOLOX layers that run at stride 2-8 (160x160 to 40x40 at 320), where most of the INT8 time
+# goes: cutting them harder than the rest is what makes a pruned detector faster (docs/DETECTION.md).
+YOLOX_HIGH_RESOLUTION_PARTS = ("backbone.backbone.stem", "backbone.backbone.dark2", "backbone.backbone.dark3",
+                               "backbone.C3_p3", "head.stems.0", "head.cls_convs.0", "head.reg_convs.0")
+PRUNABLE = (nn.Conv2d, nn.Linear)
+
+
+def part_modules(model: nn.Module, part_ratios: dict[str, float]) -> dict[nn.Module, float]:
+    """torch-pruning's pruning_ratio_dict for `part_ratios` (module name: channel ratio; the ratio
+    covers every layer inside the module). A name that is not a module holding a prunable layer
+    is refused with the model's top-level parts, so a typo cannot silently prune at the default."""
+    modules = dict(model.named_modules())
+    resolved = {}
+    for name, ratio in part_ratios.items():
+        module = modules.get(name)
+        if module is None or not any(isinstance(m, PRUNABLE) for m in module.modules()):
+            parts = ", ".join(child for child, _ in model.named_children())
+            raise ValueError(f"prune_structured.part_ratios: {name!r} is not a module of this model with a "
+                             f"convolution or linear layer in it; its parts are {parts} (name nested modules "
+                             f"with dots, e.g. a part's child 'part.child')")
+        resolved[module] = ratio
+    return resolved
+
+
 def _pruner(model: nn.Module, params: PruneStructured, example: torch.Tensor, channel_ratio: float,
             steps: int) -> tp.pruner.MetaPruner:
     return tp.pruner.MetaPruner(
         model, example, importance=make_importance(params.importance, model), global_pruning=params.scope == "global",
-        pruning_ratio=channel_ratio, max_pruning_ratio=params.max_layer_ratio, iterative_steps=steps,
+        pruning_ratio=channel_ratio, pruning_ratio_dict=part_modules(model, params.part_ratios),
+        max_pruning_ratio=params.max_layer_ratio, iterative_steps=steps,
         ignored_layers=output_layers(model), round_to=params.round_to)
 
 
@@ -167,6 +192,7 @@ def run(params: PruneStructured, artefact: Artefact, ctx: Context) -> Artefact:
         params = relative_to_input(params, before, _cost(teacher, example, params.target))
         print(f"prune_structured: removing {params.ratio:.1%} of the input's {params.target}", flush=True)
     calibration = _calibration_images(ctx)
+    part_modules(model, params.part_ratios)  # a wrong name fails now, before any statistics are measured
     measure = _input_statistics(params, calibration)
     measure(model)
     ratio = channel_ratio_for(model, params, example)
@@ -190,7 +216,9 @@ def run(params: PruneStructured, artefact: Artefact, ctx: Context) -> Artefact:
             history.append(steps_history)
     goal = (1 - params.ratio) * before
     if _cost(model, example, params.target) > goal * 1.001:  # iterative re-ranking fell short: top up
-        top_up = params.model_copy(update={"ratio": 1 - goal / _cost(model, example, params.target)})
+        # the part ratios were applied already: the top-up ranks the whole network at one ratio
+        top_up = params.model_copy(update={"ratio": 1 - goal / _cost(model, example, params.target),
+                                           "part_ratios": {}})
         measure(model)
         _pruner(model, top_up, example, channel_ratio_for(model, top_up, example), 1).step()
         if calibration is not None:
