@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import tempfile
 import time
@@ -31,6 +32,7 @@ from robot_compress.compress.detection.distill import RECALIBRATION_IMAGES, reca
 from robot_compress.compress.detection.export import export_detector
 from robot_compress.compress.detection.quantize import quantize_detector
 from robot_compress.compress.detection.task import load_detection_splits, prepare_teacher
+from robot_compress.compress.metrics import interleaved_samples_ms
 from robot_compress.compress.models import build_model
 from robot_compress.compress.recipe import load_recipe
 from robot_compress.compress.stages.prune_structured import (
@@ -75,16 +77,8 @@ def time_models(paths: list[Path], threads: int, rounds: int, runs: int) -> list
     sessions = [make_session(p, threads=threads) for p in paths]
     photo = cv2.imread(str(PHOTO))
     feeds = [{s.get_inputs()[0].name: letterbox(photo, s.get_inputs()[0].shape[1])[0][None]} for s in sessions]
-    for session, feed in zip(sessions, feeds, strict=True):
-        for _ in range(5):
-            session.run(None, feed)
-    samples: list[list[float]] = [[] for _ in paths]
-    for _ in range(rounds):
-        for session, feed, times in zip(sessions, feeds, samples, strict=True):
-            for _ in range(runs):
-                start = time.perf_counter()
-                session.run(None, feed)
-                times.append((time.perf_counter() - start) * 1000)
+    samples = interleaved_samples_ms([functools.partial(s.run, None) for s in sessions], feed=feeds, rounds=rounds,
+                                     runs=runs, warmup=5)
     return [float(np.median(t)) for t in samples]
 
 
