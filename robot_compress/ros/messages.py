@@ -5,8 +5,8 @@
 router state). With vision_msgs, the routing facts of each frame go to `~/route` as that JSON.
 Detection models publish `~/detections` the same way: `vision_msgs/Detection2DArray`, else the
 JSON with a `detections` list (box x1, y1, x2, y2 in the camera image's pixels, score, class).
-Where the ROS install has no vision_msgs (the pip wheels), `make venv` builds it into build/
-(robot_compress.ros.vision_msgs_build).
+Where the ROS install has no vision_msgs (the pip wheels), `make venv` compiles it and installs it
+into .venv (robot_compress.ros.vision_msgs_build).
 """
 
 from __future__ import annotations
