@@ -146,18 +146,24 @@ class StageConfig(Schema):
 
 
 class TrainConfig(Schema):
-    """Shared by every stage that trains: SGD with Nesterov momentum and a cosine schedule."""
+    """Shared by every stage that trains: SGD with Nesterov momentum (or AdamW) and a cosine schedule."""
 
     epochs: int = setting(0, "training epochs", 0)
+    optimizer: Literal["sgd", "adamw"] = setting(
+        "sgd", "sgd (Nesterov momentum) or adamw (per-weight step sizes: faster on a pruned detector, whose "
+        "layers' gradient scales differ by orders of magnitude)")
     lr: float = setting(0.01, "learning rate", **POSITIVE)
-    weight_decay: float = setting(5e-4, "SGD weight decay", 0)
-    momentum: float = setting(0.9, "SGD momentum", 0, 1, high_open=True)
+    weight_decay: float = setting(5e-4, "weight decay (decoupled for adamw)", 0)
+    momentum: float = setting(0.9, "SGD momentum (sgd only)", 0, 1, high_open=True)
     temperature: float = setting(4.0, "distillation temperature", **POSITIVE)
     alpha: float = setting(0.9, "weight of the distillation loss (0: plain fine-tuning)", 0, 1)
     feature_weight: float = setting(0.0, "weight of the feature-matching loss", 0)
     # bf16 autocast: about 1.8x faster training on CPUs with AMX (Sapphire Rapids) and on GPUs;
     # master weights stay float32, so the exported model is unchanged in kind.
     precision: Literal["fp32", "bf16"] = setting("fp32", "training precision (bf16: autocast)")
+    batchnorm: Literal["train", "frozen"] = setting(
+        "train", "batch norms during training: train (batch statistics, running averages updated) or frozen "
+        "(the running statistics the stage starts with; only their scale and shift train)")
 
 
 class PruneStructured(StageConfig, TrainConfig):

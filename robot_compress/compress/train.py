@@ -1,4 +1,4 @@
-"""The one training loop: (distilled) fine-tuning with SGD + cosine LR, best epoch by validation
+"""The one training loop: (distilled) fine-tuning with SGD or AdamW + cosine LR, best epoch by validation
 accuracy, and a checkpoint after every epoch so an interrupted run resumes where it stopped."""
 
 from __future__ import annotations
@@ -69,6 +69,26 @@ def accuracy(model: nn.Module, data, spec, batch_size: int = 500) -> float:
     return correct / len(data)
 
 
+def make_optimizer(parameters, config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0,
+                           weight_decay=config.weight_decay)
+
+
+def train_mode(model: nn.Module, batchnorm: str) -> None:
+    """Put `model` in training mode; with batchnorm "frozen" its batch norms stay in eval mode.
+
+    Why frozen: a student that starts as (a pruned copy of) its teacher computes what the teacher
+    computes only with the running statistics; in train mode the batch statistics of augmented
+    batches differ from them, so the first steps chase that difference instead of the teacher."""
+    model.train()
+    if batchnorm == "frozen":
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
+
+
 def save_checkpoint(path: Path, epoch: int, modules: dict, extra: dict) -> None:
     """A run's state after `epoch`, written to a .tmp file and renamed, so an interrupt never
     leaves half a checkpoint. `modules`: name -> object with state_dict() (or None). Only rank 0
@@ -113,8 +133,7 @@ def train(model: nn.Module, config: TrainConfig, splits: Splits, teacher: nn.Mod
     adapter = nn.Linear(taps[0].dim, taps[1].dim).to(dev) if taps else None
     net = distributed.wrap(model, [adapter])
     trainable = [p for p in model.parameters() if p.requires_grad] + (list(adapter.parameters()) if adapter else [])
-    optimizer = torch.optim.SGD(trainable, lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0,
-                                weight_decay=config.weight_decay)
+    optimizer = make_optimizer(trainable, config)
     steps_per_epoch = -(-len(splits.train) // batch_size)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, config.epochs * steps_per_epoch))
     start, history = 0, []
@@ -127,7 +146,7 @@ def train(model: nn.Module, config: TrainConfig, splits: Splits, teacher: nn.Mod
     generator = torch.Generator()
     for epoch in range(start, config.epochs):
         generator.manual_seed(seed * 1000 + epoch)
-        model.train()
+        train_mode(model, config.batchnorm)
         t0, total, seen = time.time(), 0.0, 0
         batches = tqdm(loader(splits.train, batch_size, shuffle=True, seed=seed * 1000 + epoch),
                        desc=f"{label} epoch {epoch + 1}/{config.epochs}", leave=False,

@@ -58,6 +58,8 @@ def edit(recipe: dict, path: str, value) -> dict:
     ("stages.3.mode", "int4", "mode' must be one of ['static', 'dynamic']"),
     ("stages.3.percentile", 10.0, "percentile' must be in (50, 100]"),
     ("stages.1.precision", "fp16", "precision' must be one of ['fp32', 'bf16']"),
+    ("stages.1.optimizer", "adam", "'stages[1] (distill).optimizer' must be one of ['sgd', 'adamw']"),
+    ("stages.1.batchnorm", "fixed", "batchnorm' must be one of ['train', 'frozen']"),
     ("stages.0.relative_to", "edge", "relative_to' must be one of ['input', 'teacher']"),
     ("stages.0.part_ratios", {"layer1": 1.0}, "'stages[0] (prune_structured).part_ratios': channel ratios must be in [0, 1), got {'layer1': 1.0}"),
     ("data.std", [0.2, 0.2, 0.0], "'data.std' must have every item in (0, inf)"),

@@ -241,6 +241,23 @@ def test_distill_learns_the_synthetic_task(context, trained_model):
     assert accuracy(result.model, context.splits.eval, context.splits.spec) > 0.3  # chance: 0.1
 
 
+def test_adamw_with_frozen_batchnorm_trains_weights_and_leaves_the_statistics(context, trained_model):
+    """batchnorm: frozen keeps the running statistics the stage starts with, while AdamW moves the
+    weights (and the batch norms' scale and shift) towards the teacher."""
+    context.teacher = trained_model
+    student = copy.deepcopy(trained_model)
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    params = Distill(epochs=1, optimizer="adamw", lr=1e-3, alpha=0.5, batchnorm="frozen")
+    runner("distill")(params, Artefact(student), context)
+    state = torch.load(context.stage_dir / "train_state.pt", weights_only=False)
+    after = state["model"]  # the epoch's weights (the returned model is the best epoch's, maybe the start)
+    statistics = [k for k in before if k.endswith(("running_mean", "running_var"))]
+    gammas = [k.replace("running_mean", "weight") for k in statistics if k.endswith("running_mean")]
+    assert statistics and all(torch.equal(after[k], before[k]) for k in statistics)
+    assert any(not torch.equal(after[k], before[k]) for k in gammas)
+    assert "exp_avg_sq" in next(iter(state["optimizer"]["state"].values()))  # AdamW's, not SGD's
+
+
 def test_export_and_int8_static_run_in_onnxruntime(context, trained_model):
     model = trained_model
     exported = runner("export_onnx")(ExportOnnx(), Artefact(model), context)

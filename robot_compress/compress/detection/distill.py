@@ -34,7 +34,14 @@ from robot_compress.compress.detection.objective import (
     uses_teacher,
 )
 from robot_compress.compress.recipe import TrainConfig
-from robot_compress.compress.train import autocast, device, load_checkpoint, save_checkpoint
+from robot_compress.compress.train import (
+    autocast,
+    device,
+    load_checkpoint,
+    make_optimizer,
+    save_checkpoint,
+    train_mode,
+)
 
 RECALIBRATION_IMAGES = 96  # letterboxed training images that set the batch-norm statistics
 
@@ -76,7 +83,7 @@ def recalibrate_batchnorm(model: nn.Module, images: torch.Tensor, batch: int = 1
 def train_detector(model: nn.Module, config: TrainConfig, splits, teacher: nn.Module, seed: int, batch_size: int,
                    augment_images: bool = True, checkpoint: Path | None = None,
                    label: str = "distill") -> tuple[nn.Module, list[dict]]:
-    """Train `model` for config.epochs (SGD + cosine, as the classifier loop) on alpha x distillation
+    """Train `model` for config.epochs (the classifier loop's optimizer and cosine schedule) on alpha x distillation
     from `teacher` + (1 - alpha) x the YOLOX label loss; keeps the epoch with the lowest
     held-out loss (objective.py says which)."""
     check_labels(config, splits.train)
@@ -89,8 +96,7 @@ def train_detector(model: nn.Module, config: TrainConfig, splits, teacher: nn.Mo
                                                                      strict=True)).to(dev)
     net = distributed.wrap(model, [adapters], head_outputs)  # torchrun: DDP over each rank's slice
     trainable = [p for p in model.parameters() if p.requires_grad] + (list(adapters.parameters()) if adapters else [])
-    optimizer = torch.optim.SGD(trainable, lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0,
-                                weight_decay=config.weight_decay)
+    optimizer = make_optimizer(trainable, config)
     steps_per_epoch = max(1, len(splits.train) // batch_size)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, config.epochs * steps_per_epoch))
     val_images = splits.val.letterboxed(size)
@@ -108,7 +114,7 @@ def train_detector(model: nn.Module, config: TrainConfig, splits, teacher: nn.Mo
     for epoch in range(start, config.epochs):
         rng = np.random.default_rng(seed * 1000 + epoch)
         order = rng.permutation(len(splits.train))
-        model.train()
+        train_mode(model, config.batchnorm)
         t0, total, parts_total = time.time(), 0.0, {}
         for step in range(steps_per_epoch):
             indices = order[step * batch_size:(step + 1) * batch_size]
@@ -146,7 +152,8 @@ def train_detector(model: nn.Module, config: TrainConfig, splits, teacher: nn.Mo
             for key, value in parts.items():
                 parts_total[key] = parts_total.get(key, 0.0) + value * weights[key]
         total, parts_total = distributed.all_sum(total), {k: distributed.all_sum(v) for k, v in parts_total.items()}
-        recalibrate_batchnorm(model, statistics_images)
+        if config.batchnorm == "train":
+            recalibrate_batchnorm(model, statistics_images)
         held = distributed.on_main(lambda: held_out_losses(model, teacher, splits.val, val_images, size))
         val = held["val_selected"]
         entry = {"epoch": epoch + 1, "loss": total / steps_per_epoch, **held, "seconds": time.time() - t0,
