@@ -244,7 +244,7 @@ def main() -> int:
     if args.publish:
         return publish(args)
 
-    from robot_compress.runtime.cpu_info import cpu_name
+    from robot_compress.runtime.cpu_info import cpu_description
 
     unknown = sorted(set(args.setups.split(",")) - set(SETUPS))
     if unknown:
@@ -252,14 +252,14 @@ def main() -> int:
     log_dir = args.out.with_suffix("")
     log_dir.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()
-    print(f"camera transport: {args.seconds:g} s per case, CPU {cpu_name()}, {os.cpu_count()} cores, "
+    print(f"camera transport: {args.seconds:g} s per case, CPU {cpu_description()}, {os.cpu_count()} cores, "
           f"load average {load_before[0]:.1f}, {time.strftime('%Y-%m-%d')}")
     print(HEADER)
     rows = []
     for i, setup in enumerate(args.setups.split(",")):
         rows += run_setup(setup, args, 100 + (os.getpid() + i) % 100, log_dir)
     report = {"settings": {k: str(v) for k, v in vars(args).items() if k not in ("publish", "kind", "case")},
-              "rows": rows, "machine": {"cpu": cpu_name(), "cpus": os.cpu_count(), "platform": platform.platform(),
+              "rows": rows, "machine": {"cpu": cpu_description(), "cpus": os.cpu_count(), "platform": platform.platform(),
                                         "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
               "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -200,7 +200,7 @@ def shipped(repeats: int, rounds: int, runs: int) -> int:
 
     import numpy as np
 
-    from robot_compress.runtime.cpu_info import cpu_name
+    from robot_compress.runtime.cpu_info import cpu_description
     from robot_compress.runtime.datasets import load_cifar10_npz
     from robot_compress.runtime.evaluate import top1_accuracy
     from robot_compress.runtime.local_backend import LocalBackend
@@ -235,7 +235,7 @@ def shipped(repeats: int, rounds: int, runs: int) -> int:
         e["model_dir"] = e["model_dir"] and str(e["model_dir"])
     ticks_after = _cpu_ticks()
     steal = (ticks_after[0] - ticks_before[0]) / max(ticks_after[1] - ticks_before[1], 1)
-    machine = {"cpu": cpu_name(), "platform": platform.platform(), "repeats": repeats, "rounds": rounds,
+    machine = {"cpu": cpu_description(), "platform": platform.platform(), "repeats": repeats, "rounds": rounds,
                "runs_per_round": runs, "cpu_steal_share": steal}
     out = REPO / "runs" / "shipped_models.json"
     out.parent.mkdir(exist_ok=True)

@@ -25,7 +25,7 @@ import numpy as np
 
 from robot_compress.compress.metrics import interleaved_samples_ms
 from robot_compress.compress.report import pareto_plot
-from robot_compress.runtime.cpu_info import cpu_name
+from robot_compress.runtime.cpu_info import cpu_description
 from robot_compress.runtime.detection import letterbox
 from robot_compress.runtime.local_backend import make_session
 from robot_compress.runtime.model_contract import ModelDir
@@ -112,7 +112,7 @@ def main() -> int:
     retime(rows, args.threads, args.rounds, args.runs)
     table = markdown(rows)
     print(table)
-    cpu = cpu_name()
+    cpu = cpu_description()
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"cpu": cpu, "date": time.strftime("%Y-%m-%d"), "threads": args.threads,
                                      "rows": rows}, indent=2) + "\n")

@@ -30,7 +30,7 @@ from rich.table import Table
 
 from robot_compress.compress.detection.coco_eval import coco_images, evaluate_folder
 from robot_compress.compress.metrics import interleaved_samples_ms
-from robot_compress.runtime.cpu_info import cpu_name
+from robot_compress.runtime.cpu_info import cpu_description
 from robot_compress.runtime.detection import decode_raw, detect, letterbox, nms, to_detections
 from robot_compress.runtime.local_backend import LocalBackend, make_session
 
@@ -121,7 +121,7 @@ def main() -> int:
         for row, latency in zip(rows, latencies_ms(args.models, first, threads, args.runs), strict=True):
             row[f"latency_ms_{threads}t"] = latency
 
-    cpu = cpu_name()
+    cpu = cpu_description()
     table = Table(title=f"detection on {args.data.name} ({rows[0]['images']} images), {cpu}, "
                         f"{time.strftime('%Y-%m-%d')}")
     for column in ("model", "size", "mAP50-95", "mAP50", "unfused mAP50-95", "published", "numpy decode mAP50-95",

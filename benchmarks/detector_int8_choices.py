@@ -33,7 +33,7 @@ import numpy as np
 
 from robot_compress.compress.detection.coco_eval import coco_map
 from robot_compress.compress.detection.quantize import FLOAT_PREFIXES
-from robot_compress.runtime.cpu_info import cpu_name
+from robot_compress.runtime.cpu_info import cpu_description
 from robot_compress.runtime.detection import letterbox, to_detections
 from robot_compress.runtime.detection_contract import COCO80_CATEGORY_IDS, COCO80_NAMES
 from robot_compress.runtime.local_backend import make_session
@@ -217,14 +217,14 @@ def main() -> int:
             add(f"{label}, INT8", quantize_detector(tuned_fp32, Path(tmp) / f"{label}.onnx",
                                                     calibration[CALIBRATION_COUNT]),
                 seconds=seconds, history=history)
-    print(f"\n{len(selection)} held-out coco/train images, {cpu_name()}, {time.strftime('%Y-%m-%d')}")
+    print(f"\n{len(selection)} held-out coco/train images, {cpu_description()}, {time.strftime('%Y-%m-%d')}")
     print(f"{'variant':42s} {'mAP50-95 fused':>15s} {'unfused':>8s} {'mAP50':>6s} {'agreement with FP32':>20s}")
     for r in rows:
         unfused = f"{r['map50_95_unfused']:.2f}" if "map50_95_unfused" in r else "-"
         agree = f"{r['agreement_map50_95']:.2f}" if "agreement_map50_95" in r else "-"
         print(f"{r['variant']:42s} {r['map50_95']:15.2f} {unfused:>8s} {r['map50']:6.2f} {agree:>20s}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"cpu": cpu_name(), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    args.out.write_text(json.dumps({"cpu": cpu_description(), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                     "selection_images": len(selection), "rows": rows}, indent=2) + "\n")
     print(f"wrote {args.out}")
     return 0

@@ -47,7 +47,7 @@ from robot_compress.compress.models import build_model
 from robot_compress.compress.prune_importance import ACTIVATION_CRITERIA, make_importance, measure_inputs
 from robot_compress.compress.recipe import load_recipe
 from robot_compress.compress.stages.prune_structured import output_layers
-from robot_compress.runtime.cpu_info import cpu_name
+from robot_compress.runtime.cpu_info import cpu_description
 from robot_compress.runtime.detection import decode_raw, nms, rows_to_detections
 from robot_compress.runtime.detection_contract import COCO80_CATEGORY_IDS, COCO80_NAMES
 
@@ -209,7 +209,7 @@ def main() -> int:
           flush=True)
     result = {"recipe": str(args.recipe), "map_images": len(images), "statistics_images": len(stats),
               "val_images": len(splits.val), "round_to": prune.round_to, "threads": args.threads,
-              "cpu": cpu_name(), "date": time.strftime("%Y-%m-%d"), "rows": rows}
+              "cpu": cpu_description(), "date": time.strftime("%Y-%m-%d"), "rows": rows}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     for name in args.criteria:
         scored = scored_copy(name, teacher, stats, boxes, size)

@@ -40,7 +40,7 @@ from robot_compress.compress.stages.prune_structured import (
     output_layers,
     part_modules,
 )
-from robot_compress.runtime.cpu_info import cpu_name
+from robot_compress.runtime.cpu_info import cpu_description
 from robot_compress.runtime.detection import letterbox
 from robot_compress.runtime.local_backend import make_session
 
@@ -130,7 +130,7 @@ def main() -> int:
         row["speedup_vs_shipped"] = shipped_ms / ms
         row.pop("onnx", None)
     print(f"\nINT8 at {size}, batch 1, {args.threads} thread, median of {args.rounds} x {args.runs} runs taken in "
-          f"turns ({cpu_name()})")
+          f"turns ({cpu_description()})")
     print("| structure | params | removed | MACs | INT8 ms | speed-up vs unpruned INT8 (same path / shipped) |")
     print("|---|---|---|---|---|---|")
     for r in rows:
@@ -139,7 +139,7 @@ def main() -> int:
         print(f"| {r['structure']} | {params} | {r['params_removed']:.1%} | {macs} | {r['int8_ms']:.1f} | "
               f"{r['speedup']:.2f}x / {r['speedup_vs_shipped']:.2f}x |")
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"recipe": str(args.recipe), "cpu": cpu_name(), "date": time.strftime("%Y-%m-%d"),
+    args.json.write_text(json.dumps({"recipe": str(args.recipe), "cpu": cpu_description(), "date": time.strftime("%Y-%m-%d"),
                                      "threads": args.threads, "rows": rows}, indent=2) + "\n")
     print(f"wrote {args.json}")
     return 0

@@ -48,7 +48,7 @@ from robot_compress.edge.process import EdgeServerProcess  # noqa: E402
 from robot_compress.edge.triton_repository import write_triton_repository  # noqa: E402
 from robot_compress.faults.triton_process import TritonServerProcess, TritonUnavailable  # noqa: E402
 from robot_compress.runtime.backend import BackendError  # noqa: E402
-from robot_compress.runtime.cpu_info import cpu_name  # noqa: E402
+from robot_compress.runtime.cpu_info import cpu_description  # noqa: E402
 from robot_compress.runtime.detection import letterbox  # noqa: E402
 from robot_compress.runtime.edge_client import EdgeBackend  # noqa: E402
 from robot_compress.runtime.latency_stats import percentile  # noqa: E402
@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "edge_throughput",
         "model": model.name,
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "machine": {"cpu": cpu_name(), "cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "machine": {"cpu": cpu_description(), "cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "batching": {"max_batch_size": model.max_batch_size,
                      "max_queue_delay_us": model.config.dynamic_batching.max_queue_delay_microseconds},
         "targets": verdict(points, args),

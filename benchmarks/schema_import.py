@@ -19,7 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from robot_compress.runtime.cpu_info import cpu_name
+from robot_compress.runtime.cpu_info import cpu_description
 
 REPO = Path(__file__).resolve().parents[1]
 DISTRIBUTIONS = ("pydantic", "pydantic-core", "annotated-types", "typing-inspection")
@@ -60,7 +60,7 @@ def main() -> int:
     sizes = {name: installed_bytes(name) for name in DISTRIBUTIONS}
     runs = [one_run() for _ in range(args.runs)]
     times = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
-    print(f"CPU: {cpu_name()}; Python {sys.version.split()[0]}; median of {args.runs} fresh processes")
+    print(f"CPU: {cpu_description()}; Python {sys.version.split()[0]}; median of {args.runs} fresh processes")
     for name, size in sizes.items():
         print(f"  installed {name:<20} {size / 1e6:6.2f} MB")
     print(f"  installed total                {sum(sizes.values()) / 1e6:6.2f} MB")
@@ -68,7 +68,7 @@ def main() -> int:
         print(f"  {label:<40} {value * 1000:7.1f} ms")
     print("  (model_contract's import includes schema's, which includes pydantic's)")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"cpu": cpu_name(), "python": sys.version.split()[0], "runs": args.runs,
+    args.out.write_text(json.dumps({"cpu": cpu_description(), "python": sys.version.split()[0], "runs": args.runs,
                                     "installed_bytes": sizes, "import_s": times}, indent=2) + "\n")
     return 0
 

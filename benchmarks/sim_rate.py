@@ -108,14 +108,14 @@ def main() -> int:
     parser.add_argument("--with-stack", action="store_true", help="also measure sim_world with the node and edge")
     parser.add_argument("--stack-rate-hz", type=float, default=30.0, help="rate asked of sim_world with --with-stack")
     args = parser.parse_args()
-    from robot_compress.runtime.cpu_info import cpu_name
+    from robot_compress.runtime.cpu_info import cpu_description
     from robot_compress.sim.rendering import choose_backend
 
     backend = choose_backend()
     rows = [measure(w, h, occ, args.seconds) for w, h in ((320, 240), (640, 480)) for occ in (False, True)]
     stack = [measure_stack(w, h, args.stack_rate_hz, args.seconds) for w, h in ((320, 240), (640, 480))] \
         if args.with_stack else []
-    meta = {"cpu": cpu_name(), "cores": os.cpu_count(), "backend": backend, "python": platform.python_version(),
+    meta = {"cpu": cpu_description(), "cores": os.cpu_count(), "backend": backend, "python": platform.python_version(),
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "load_avg_1min": os.getloadavg()[0]}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"meta": meta, "rows": rows, "stack": stack}, indent=2) + "\n")

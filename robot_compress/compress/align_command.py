@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from robot_compress.compress.channel_alignment import AlignmentMismatch, align_file
     from robot_compress.compress.metrics import interleaved_latency_ms
     from robot_compress.compress.recipe import AlignChannels, RecipeError
-    from robot_compress.runtime.cpu_info import cpu_name
+    from robot_compress.runtime.cpu_info import cpu_description
     from robot_compress.runtime.model_contract import (
         MANIFEST_FILE,
         ModelDir,
@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     manifest.created.setdefault("post_processing", []).append({
         "command": "robot-compress " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["align-channels"]
         else f"robot-compress align-channels {args.model} --multiple {args.multiple}",
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cpu": cpu_name(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cpu": cpu_description(),
         "multiple": args.multiple, "max_width": args.max_width, "widths": {str(a): b for a, b in sorted(report.widths.items())},
         **report.as_record(), "bytes_before": report.bytes_before, "bytes_after": len(raw),
         "latency_ms_before": {f"{t}t": before for t, (before, _) in latency.items()},

@@ -37,7 +37,7 @@ from robot_compress.compress.report import score_text, write_report
 from robot_compress.compress.stages import Artefact, Context, runner
 from robot_compress.compress.stages.export_onnx import export_checked
 from robot_compress.compress.train import device
-from robot_compress.runtime.cpu_info import cpu_name
+from robot_compress.runtime.cpu_info import cpu_description
 from robot_compress.runtime.model_contract import Manifest, ModelDir, TensorSpec, write_model_dir
 
 RUN_FILE = "run.json"
@@ -80,7 +80,7 @@ def _open_run(recipe: Recipe, work_dir: Path, resume: bool, command: str) -> dic
     work_dir.mkdir(parents=True, exist_ok=True)
     return {"recipe_name": recipe.name, "recipe": recipe.source, "recipe_sha256": recipe.digest,
             "seed": recipe.seed, "command": command, "versions": versions(), "device": str(device()),
-            "cpu": cpu_name(), "torch_threads": torch.get_num_threads(),
+            "cpu": cpu_description(), "torch_threads": torch.get_num_threads(),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "stages": {}, "status": "running"}
 
 

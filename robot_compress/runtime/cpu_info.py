@@ -36,3 +36,19 @@ def int8_dot_products(flags: set[str] | None = None) -> list[str]:
     multiply-adds, and gains little over float at narrow layers)."""
     flags = cpu_flags() if flags is None else flags
     return [flag for flag in INT8_DOT_FLAGS if flag in flags]
+
+
+def vector_width(flags: set[str]) -> str:
+    """The widest x86 vector extension (what ONNX Runtime's MLAS picks its kernels by), or "" elsewhere."""
+    return next((name for name in ("avx512f", "avx2", "avx") if name in flags), "")
+
+
+def cpu_description(flags: set[str] | None = None, name: str | None = None) -> str:
+    """The CPU as measurement records and tables name it: model name plus what decides INT8 speed
+    and answers ("AMD EPYC (avx2, int8 dot: none)"): the model name alone does not tell a VNNI
+    EPYC from an AVX2-only one."""
+    flags = cpu_flags() if flags is None else flags
+    name = cpu_name() if name is None else name
+    parts = [part for part in (vector_width(flags),) if part]
+    parts.append("int8 dot: " + ("/".join(int8_dot_products(flags)) or "none"))
+    return f"{name} ({', '.join(parts)})"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from robot_compress.runtime.cpu_info import cpu_flags, cpu_name, int8_dot_products
+from robot_compress.runtime.cpu_info import cpu_description, cpu_flags, cpu_name, int8_dot_products
 
 
 def test_cpu_name_and_flags_come_from_this_machine():
@@ -27,3 +27,12 @@ def test_int8_dot_products_of_known_cpus():
     assert int8_dot_products(zen3) == [] and int8_dot_products(cortex_a72) == []
     assert int8_dot_products(sapphire_rapids) == ["amx_int8", "avx512_vnni", "avx_vnni"]
     assert int8_dot_products(cortex_a76) == ["asimddp"]
+
+
+def test_cpu_description_tells_an_avx2_epyc_from_a_vnni_one():
+    zen3 = {"avx", "avx2", "fma"}
+    zen4 = zen3 | {"avx512f", "avx512_vnni"}
+    assert cpu_description(zen3, "AMD EPYC") == "AMD EPYC (avx2, int8 dot: none)"
+    assert cpu_description(zen4, "AMD EPYC") == "AMD EPYC (avx512f, int8 dot: avx512_vnni)"
+    assert cpu_description({"fp", "asimd", "asimddp"}, "Cortex-A76") == "Cortex-A76 (int8 dot: asimddp)"
+    assert cpu_description().startswith(cpu_name())

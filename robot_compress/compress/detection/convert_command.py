@@ -182,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
     from robot_compress.compress.detection.export import NmsSettings, export_detector
     from robot_compress.compress.detection.yolox import yolox_nano_from_onnx
     from robot_compress.compress.onnx_export import OPSET
-    from robot_compress.runtime.cpu_info import cpu_name
+    from robot_compress.runtime.cpu_info import cpu_description
     from robot_compress.runtime.detection_contract import COCO80_CATEGORY_IDS, COCO80_NAMES, DetectionSpec
     from robot_compress.runtime.local_backend import make_session
     from robot_compress.runtime.model_contract import (
@@ -286,7 +286,7 @@ def run(args: argparse.Namespace) -> int:
                      "graph_vs_numpy_score_max_abs_diff": score_diff},
             created={"command": "robot-compress convert-detector " + " ".join(sys.argv[2:])
                      if sys.argv[1:2] == ["convert-detector"] else "robot-compress convert-detector",
-                     "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cpu": cpu_name(),
+                     "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cpu": cpu_description(),
                      "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "opset": OPSET,
                      "python": platform.python_version(),
                      "how": "torch YOLOX-nano rebuilt from the weights file, exported with uint8 NHWC BGR input; "
