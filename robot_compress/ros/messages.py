@@ -131,13 +131,20 @@ def _ms(value: float | None) -> str:
 
 
 def diagnostics_message(stamp, stats: RouterStats, counters: dict[str, int], edge_configured: bool,
-                        hardware_id: str, stopped_threads: Sequence[str] = ()) -> DiagnosticArray:
+                        hardware_id: str, stopped_threads: Sequence[str] = (),
+                        recently_dropped: int = 0) -> DiagnosticArray:
     """One DiagnosticStatus for the router: ERROR when one of the node's threads (`stopped_threads`)
-    has ended, WARN while the edge is configured but not in use or while a recent frame got no answer."""
+    has ended, WARN while the edge is configured but not in use, while a recent frame got no answer,
+    or when the node's frame queue dropped frames since the last report (`recently_dropped`: frames
+    arrive faster than the node answers them, e.g. a CPU shared with other work; the newest frame
+    wins, so results stay current but some frames get none)."""
     degraded = edge_configured and stats.state is not RouterState.EDGE
-    level = DiagnosticStatus.WARN if degraded or stats.recent_answers.get("none") else DiagnosticStatus.OK
+    warn = degraded or stats.recent_answers.get("none") or recently_dropped > 0
+    level = DiagnosticStatus.WARN if warn else DiagnosticStatus.OK
     reason = stats.last_event.reason if stats.last_event else ""
     message = f"{stats.state.value} ({reason})"
+    if recently_dropped:
+        message += f"; falling behind the camera: {recently_dropped} frames dropped since the last report"
     if stopped_threads:
         level = DiagnosticStatus.ERROR
         message = f"thread stopped: {', '.join(stopped_threads)}; {message}"
@@ -151,6 +158,7 @@ def diagnostics_message(stamp, stats: RouterStats, counters: dict[str, int], edg
         "local_latency_p99_ms": _ms(stats.local_p99_ms),
         "last_probe_ms": _ms(stats.last_probe_ms),
         **{k: str(v) for k, v in counters.items()},
+        "frames_dropped_recent": str(recently_dropped),
         "answers_edge": str(stats.answers.get("edge", 0)),
         "answers_local": str(stats.answers.get("local", 0)),
         "answers_failed": str(stats.answers.get("none", 0)),

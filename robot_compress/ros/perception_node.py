@@ -59,6 +59,7 @@ class PerceptionNode(Node):
         # frames_in == frames_out + frames_dropped (self.queue.dropped) + bad_input + frame_errors
         self._counters = {"frames_in": 0, "frames_out": 0, "bad_input": 0, "frame_errors": 0}
         self._count_lock = threading.Lock()
+        self._dropped_reported = 0  # frames_dropped at the last diagnostics report
         self.local = LocalBackend(data_path(node_cfg.local_model), threads=node_cfg.local_threads,
                                   providers=node_cfg.local_providers)
         self.manifest = self.local.manifest
@@ -192,8 +193,11 @@ class PerceptionNode(Node):
         stats = self.router.stats()
         stopped = [name for name, alive in (("inference", self._worker.is_alive()), ("prober", stats.prober_alive))
                    if not alive]
+        dropped = counters["frames_dropped"]
+        recently_dropped, self._dropped_reported = dropped - self._dropped_reported, dropped
         return messages.diagnostics_message(self.get_clock().now().to_msg(), stats, counters, self.edge is not None,
-                                            self.get_fully_qualified_name(), stopped_threads=stopped)
+                                            self.get_fully_qualified_name(), stopped_threads=stopped,
+                                            recently_dropped=recently_dropped)
 
     def _publish_diagnostics(self) -> None:
         self.diag_pub.publish(self._diagnostics())

@@ -58,6 +58,18 @@ def test_diagnostics_warn_while_the_edge_is_configured_but_unused():
     assert {"edge_rtt_p50_ms", "edge_rtt_p99_ms", "local_latency_p99_ms", "failovers", "bad_input"} <= set(values)
 
 
+def test_diagnostics_warn_while_the_node_falls_behind_the_camera():
+    stats = local_router_stats()
+    counters = {"frames_in": 30, "frames_out": 22, "frames_dropped": 8, "bad_input": 0}
+    behind = messages.diagnostics_message(Time(sec=1), stats, counters, False, "/perception_node",
+                                          recently_dropped=3).status[0]
+    caught_up = messages.diagnostics_message(Time(sec=2), stats, counters, False, "/perception_node",
+                                             recently_dropped=0).status[0]
+    assert behind.level == DiagnosticStatus.WARN and "falling behind the camera: 3 frames dropped" in behind.message
+    assert {kv.key: kv.value for kv in behind.values}["frames_dropped_recent"] == "3"
+    assert caught_up.level == DiagnosticStatus.OK  # the total stays 8, only new drops warn
+
+
 def test_diagnostics_say_error_when_a_thread_has_stopped():
     stats = local_router_stats()
     counters = {"frames_in": 0, "frames_out": 0, "frames_dropped": 0, "bad_input": 0}

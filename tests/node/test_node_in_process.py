@@ -70,6 +70,38 @@ def test_diagnostics_say_error_once_the_inference_thread_has_ended(node):
     assert status.level == DiagnosticStatus.ERROR and "thread stopped: inference" in status.message
 
 
+def test_diagnostics_warn_while_frames_are_dropped_and_clear_once_the_node_keeps_up(node, monkeypatch):
+    """A node slower than its camera (here: the router held) drops the oldest waiting frames; the
+    next diagnostics report says so with WARN, and the one after it is OK again."""
+    import threading
+
+    from diagnostic_msgs.msg import DiagnosticStatus
+
+    release, started = threading.Event(), []
+    classify = node.router.classify
+
+    def held(batch, stamp=None):
+        started.append(stamp.stamp.sec)
+        release.wait(10)
+        return classify(batch, stamp)
+
+    monkeypatch.setattr(node.router, "classify", held)
+    node._diagnostics()  # a report before the burst: only drops after it count as recent
+    node._enqueue(good_frame(1), image_to_array)
+    wait_until(lambda: started, 10, "the first frame to reach the router")
+    for sec in range(2, 2 + node.config.node.queue_size + 2):  # two more than the queue holds
+        node._enqueue(good_frame(sec), image_to_array)
+    behind = node._diagnostics().status[0]
+    release.set()
+    wait_until(lambda: counters(node)["frames_out"] == 1 + node.config.node.queue_size, 10,
+               "the queued frames' results", detail=lambda: counters(node))
+    caught_up = node._diagnostics().status[0]
+    assert node.queue.dropped == 2
+    assert behind.level == DiagnosticStatus.WARN and "2 frames dropped since the last report" in behind.message
+    assert caught_up.level == DiagnosticStatus.OK
+    assert {kv.key: kv.value for kv in caught_up.values}["frames_dropped"] == "2"
+
+
 class Capture:
     def __init__(self):
         self.messages = []
