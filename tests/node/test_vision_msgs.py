@@ -64,6 +64,35 @@ def route_record(listener, stamp: tuple[int, int]) -> dict | None:
     return next((r for r in listener.snapshot("results") if stamp_key(r["stamp"]) == stamp), None)
 
 
+# RIHS01 type hashes of upstream vision_msgs, read from rosidl_generator_c's generated
+# `*__description.c` files of public ROS 2 builds of the vision_msgs package. A type's hash covers
+# every nested type, so equal hashes mean the same wire type as upstream's for every subscriber
+# that checks them, nested BoundingBox2D, Pose2D and ObjectHypothesisWithPose included.
+UPSTREAM_TYPE_HASHES = {
+    "Detection2DArray": "RIHS01_214274120007f4a683866481336b70310268cfa107aebe9d594a6acf75bda968",
+    "Classification": "RIHS01_f74db28d0eaef3afb78f48bf2161cd709a1383a0309d3454383b25be11345143",
+}
+
+
+def test_the_built_messages_announce_upstream_type_hashes(ros_domain_id, vision_msgs):
+    import rclpy
+    from vision_msgs import msg
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node("type_hashes", context=context)
+    try:
+        announced = {}
+        for name in UPSTREAM_TYPE_HASHES:
+            node.create_publisher(getattr(msg, name), f"hash_{name.lower()}", 1)
+            (info,) = node.get_publishers_info_by_topic(f"/hash_{name.lower()}")
+            announced[name] = str(info.topic_type_hash)
+    finally:
+        node.destroy_node()
+        context.try_shutdown()
+    assert announced == UPSTREAM_TYPE_HASHES
+
+
 def test_detector_publishes_detection2darray_in_image_pixels(processes, listener, photo, vision_msgs):  # noqa: F811
     """The robot's 320 INT8 detector on a 640x480 photo: one Detection2D per box the same model gives
     in process, centre and size in the photo's pixels, the COCO name as class_id, the image's stamp and
