@@ -48,6 +48,7 @@ DARK4 = "/model/backbone/backbone/dark4/"
 ROUNDING_ITERATIONS = 300
 W8 = {"reduce_range": False}  # full 8-bit weights, int8 [-127, 127] (u8s8 kernels)
 U8 = {"reduce_range": False, "weight_type": "QUInt8"}  # the same steps as uint8 around 127 (u8u8 kernels)
+HEAD_PARTS = ("stems", "cls_convs", "reg_convs")  # a head level's convolutions before its predictors
 VARIANTS = {  # name -> quantize_detector keyword arguments; "prepare": the float network quantized
     "shipped": {},
     "minmax": {"method": "MinMax"},
@@ -63,6 +64,11 @@ VARIANTS = {  # name -> quantize_detector keyword arguments; "prepare": the floa
     "bc_head_float": {"prepare": ("bias", 64), "float_prefixes": FLOAT_PREFIXES + ("/model/head/",)},
     # the same, with the bias correction leaving the float head alone (convert-detector --float-head)
     "float_head": {"prepare": ("bias", 64, "float_head"), "float_prefixes": FLOAT_PREFIXES + ("/model/head/",)},
+    # which head level's quantization costs accuracy: one level's stem and branches float, the others int8
+    "head_s8_float": {"float_prefixes": FLOAT_PREFIXES + tuple(f"/model/head/{part}.0/" for part in HEAD_PARTS)},
+    "head_s16_s32_float": {"float_prefixes": FLOAT_PREFIXES + tuple(f"/model/head/{part}.{level}/"
+                                                                      for part in HEAD_PARTS for level in (1, 2))},
+    "head_float": {"float_prefixes": FLOAT_PREFIXES + ("/model/head/",)},
     "bc_dark5_float": {"prepare": ("bias", 64), "float_prefixes": FLOAT_PREFIXES + ("/model/backbone/backbone/dark5/",)},
     "ada": {"prepare": ("adaround", 64)},
     "ada_w8": {"prepare": ("adaround", 127), **W8},
@@ -70,7 +76,8 @@ VARIANTS = {  # name -> quantize_detector keyword arguments; "prepare": the floa
     "w8": dict(W8),
     "u8": dict(U8),
 }
-PLAIN = [name for name, options in VARIANTS.items() if "prepare" not in options and name not in ("w8", "u8")]
+PLAIN = [name for name, options in VARIANTS.items()
+         if "prepare" not in options and name not in ("w8", "u8") and not name.startswith("head_")]
 
 
 def split() -> tuple[list[dict], list[Path]]:

@@ -163,7 +163,8 @@ class TrainConfig(Schema):
     precision: Literal["fp32", "bf16"] = setting("fp32", "training precision (bf16: autocast)")
     batchnorm: Literal["train", "frozen"] = setting(
         "train", "batch norms during training: train (batch statistics, running averages updated) or frozen "
-        "(the running statistics the stage starts with; only their scale and shift train)")
+        "(the running statistics the stage starts with; only their scale and shift train; pair it with adamw: "
+        "a channel with a tiny running variance makes SGD's steps on its weights huge)")
 
 
 class PruneStructured(StageConfig, TrainConfig):

@@ -83,9 +83,9 @@ def recalibrate_batchnorm(model: nn.Module, images: torch.Tensor, batch: int = 1
 def train_detector(model: nn.Module, config: TrainConfig, splits, teacher: nn.Module, seed: int, batch_size: int,
                    augment_images: bool = True, checkpoint: Path | None = None,
                    label: str = "distill") -> tuple[nn.Module, list[dict]]:
-    """Train `model` for config.epochs (the classifier loop's optimizer and cosine schedule) on alpha x distillation
-    from `teacher` + (1 - alpha) x the YOLOX label loss; keeps the epoch with the lowest
-    held-out loss (objective.py says which)."""
+    """Train `model` for config.epochs (the classifier loop's optimizer and cosine schedule) on
+    alpha x distillation from `teacher` + (1 - alpha) x the YOLOX label loss; keeps the epoch with
+    the lowest held-out loss (objective.py says which)."""
     check_labels(config, splits.train)
     dev = device()
     size = splits.spec.input_size[0]
