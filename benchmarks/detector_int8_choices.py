@@ -13,7 +13,8 @@ against the FP32 network on the selection images along the way. Variants named b
 made from a prepared float network (bias correction, or learnt rounding `compress/detection/
 adaround.py` then bias correction), for 7-bit int8 weights or full 8-bit ones (*_w8: int8, u8s8
 kernels; *_u8: the same steps stored as uint8, u8u8 kernels); --models scores model directories
-already made (`convert-detector` outputs) on the same images. "Agreement": each variant's mAP
+already made (`convert-detector` outputs) on the same images; --time-rounds times every scored graph in
+turns. "Agreement": each variant's mAP
 (fused kernels) against the FP32 network's boxes scored >= 0.3 on the same images taken as the
 truth, a finer measure of how closely it reproduces FP32 than mAP on 182 labelled images. Prints a
 table and writes JSON.
@@ -144,6 +145,18 @@ def prepare(teacher, key: tuple, path: Path, settings) -> tuple[Path, float]:
     return export_detector(tuned, path, SIZE, settings), time.perf_counter() - start
 
 
+def time_graphs(rows: list[dict], graphs: list[Path], image: np.ndarray, rounds: int) -> None:
+    """Every row's graph timed in turns on one letterboxed image (1 thread, batch 1), so that the
+    machine's load falls on all of them alike; adds ms_p50 and ms_min to each row."""
+    from robot_compress.compress.metrics import interleaved_samples_ms
+
+    sessions = [make_session(path, threads=1) for path in graphs]
+    calls = [lambda x, s=session: s.run(None, {s.get_inputs()[0].name: x}) for session in sessions]
+    samples = interleaved_samples_ms(calls, feed=[image] * len(calls), rounds=rounds, runs=10, warmup=5)
+    for row, times in zip(rows, samples, strict=True):
+        row["ms_p50"], row["ms_min"] = float(np.median(times)), float(min(times))
+
+
 def main() -> int:
     import torch
 
@@ -164,6 +177,8 @@ def main() -> int:
     parser.add_argument("--qat-lr", type=float, default=1e-4)
     parser.add_argument("--models", nargs="*", type=Path, default=[],
                         help="also score these 320 model directories (e.g. convert-detector outputs) on the same images")
+    parser.add_argument("--time-rounds", type=int, default=0,
+                        help="also time every scored graph, taking turns (1 thread, batch 1, this many rounds of 10 runs)")
     parser.add_argument("--out", type=Path, default=REPO / "runs/detector_int8_choices.json")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -177,8 +192,10 @@ def main() -> int:
     rows = []
 
     reference = {}
+    graphs: list[Path] = []  # each row's graph, for --time-rounds
 
     def add(name, onnx_path, int8=True, **extra):
+        graphs.append(Path(onnx_path))
         found = detections(onnx_path, selection, images)
         fused = coco_map(TRAIN / "instances.json", found, list(COCO80_CATEGORY_IDS))
         row = {"variant": name, "map50_95": fused[0], "map50": fused[1], **extra}
@@ -224,12 +241,16 @@ def main() -> int:
             add(f"{label}, INT8", quantize_detector(tuned_fp32, Path(tmp) / f"{label}.onnx",
                                                     calibration[CALIBRATION_COUNT]),
                 seconds=seconds, history=history)
+        if args.time_rounds:
+            time_graphs(rows, graphs, letterbox(images[0], SIZE)[0][None], args.time_rounds)
     print(f"\n{len(selection)} held-out coco/train images, {cpu_description()}, {time.strftime('%Y-%m-%d')}")
-    print(f"{'variant':42s} {'mAP50-95 fused':>15s} {'unfused':>8s} {'mAP50':>6s} {'agreement with FP32':>20s}")
+    print(f"{'variant':42s} {'mAP50-95 fused':>15s} {'unfused':>8s} {'mAP50':>6s} {'agreement with FP32':>20s}"
+          f" {'ms p50 / min':>15s}")
     for r in rows:
         unfused = f"{r['map50_95_unfused']:.2f}" if "map50_95_unfused" in r else "-"
         agree = f"{r['agreement_map50_95']:.2f}" if "agreement_map50_95" in r else "-"
-        print(f"{r['variant']:42s} {r['map50_95']:15.2f} {unfused:>8s} {r['map50']:6.2f} {agree:>20s}")
+        ms = f"{r['ms_p50']:.2f} / {r['ms_min']:.2f}" if "ms_p50" in r else "-"
+        print(f"{r['variant']:42s} {r['map50_95']:15.2f} {unfused:>8s} {r['map50']:6.2f} {agree:>20s} {ms:>15s}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"cpu": cpu_description(), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                     "selection_images": len(selection), "rows": rows}, indent=2) + "\n")
