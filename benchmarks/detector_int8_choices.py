@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 
 from robot_compress.compress.detection.coco_eval import coco_map
-from robot_compress.compress.detection.quantize import FLOAT_PREFIXES
+from robot_compress.compress.detection.quantize import FLOAT_HEAD, FLOAT_PREFIXES
 from robot_compress.runtime.cpu_info import cpu_description
 from robot_compress.runtime.detection import letterbox, to_detections
 from robot_compress.runtime.detection_contract import COCO80_CATEGORY_IDS, COCO80_NAMES
@@ -62,14 +62,14 @@ VARIANTS = {  # name -> quantize_detector keyword arguments; "prepare": the floa
     "bc": {"prepare": ("bias", 64)},
     "bc_w8": {"prepare": ("bias", 127), **W8},
     "bc_u8": {"prepare": ("bias", 127), **U8},
-    "bc_head_float": {"prepare": ("bias", 64), "float_prefixes": FLOAT_PREFIXES + ("/model/head/",)},
+    "bc_head_float": {"prepare": ("bias", 64), "float_prefixes": FLOAT_PREFIXES + (FLOAT_HEAD,)},
     # the same, with the bias correction leaving the float head alone (convert-detector --float-head)
-    "float_head": {"prepare": ("bias", 64, "float_head"), "float_prefixes": FLOAT_PREFIXES + ("/model/head/",)},
+    "float_head": {"prepare": ("bias", 64, "float_head"), "float_prefixes": FLOAT_PREFIXES + (FLOAT_HEAD,)},
     # which head level's quantization costs accuracy: one level's stem and branches float, the others int8
-    "head_s8_float": {"float_prefixes": FLOAT_PREFIXES + tuple(f"/model/head/{part}.0/" for part in HEAD_PARTS)},
-    "head_s16_s32_float": {"float_prefixes": FLOAT_PREFIXES + tuple(f"/model/head/{part}.{level}/"
+    "head_s8_float": {"float_prefixes": FLOAT_PREFIXES + tuple(f"{FLOAT_HEAD}{part}.0/" for part in HEAD_PARTS)},
+    "head_s16_s32_float": {"float_prefixes": FLOAT_PREFIXES + tuple(f"{FLOAT_HEAD}{part}.{level}/"
                                                                       for part in HEAD_PARTS for level in (1, 2))},
-    "head_float": {"float_prefixes": FLOAT_PREFIXES + ("/model/head/",)},
+    "head_float": {"float_prefixes": FLOAT_PREFIXES + (FLOAT_HEAD,)},
     "bc_dark5_float": {"prepare": ("bias", 64), "float_prefixes": FLOAT_PREFIXES + ("/model/backbone/backbone/dark5/",)},
     "ada": {"prepare": ("adaround", 64)},
     "ada_w8": {"prepare": ("adaround", 127), **W8},

@@ -49,6 +49,6 @@ def cpu_description(flags: set[str] | None = None, name: str | None = None) -> s
     EPYC from an AVX2-only one."""
     flags = cpu_flags() if flags is None else flags
     name = cpu_name() if name is None else name
-    parts = [part for part in (vector_width(flags),) if part]
-    parts.append("int8 dot: " + ("/".join(int8_dot_products(flags)) or "none"))
-    return f"{name} ({', '.join(parts)})"
+    width = vector_width(flags)
+    dot = "int8 dot: " + ("/".join(int8_dot_products(flags)) or "none")
+    return f"{name} ({width + ', ' if width else ''}{dot})"

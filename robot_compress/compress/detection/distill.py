@@ -100,7 +100,8 @@ def train_detector(model: nn.Module, config: TrainConfig, splits, teacher: nn.Mo
     steps_per_epoch = max(1, len(splits.train) // batch_size)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, config.epochs * steps_per_epoch))
     val_images = splits.val.letterboxed(size)
-    statistics_images = to_input(splits.train.letterboxed(size, RECALIBRATION_IMAGES), dev)
+    statistics_images = (to_input(splits.train.letterboxed(size, RECALIBRATION_IMAGES), dev)
+                         if config.batchnorm == "train" else None)  # frozen: no epoch re-estimates them
     held = distributed.on_main(lambda: held_out_losses(model, teacher, splits.val, val_images, size))
     best_loss, best_state = held["val_selected"], copy.deepcopy(model.state_dict())
     start, history = 0, []
