@@ -43,8 +43,9 @@ DETECTION_EDGE_MODEL = REPO / "models" / "coco_yolox_nano_640"
 DETECTION_NODE_PARAMS: dict[str, Any] = {"score_threshold": 0.001, "publish_annotated": False}
 DETECTION_RATE_HZ = 5.0
 # Steps whose fault begins or ends only once they finish: a server listening, a flood running,
-# every thread of the edge stopped (SIGSTOP lands asynchronously; NetTestbed.freeze waits for it).
-TAKES_EFFECT_WHEN_DONE = frozenset({"start_edge", "flood", "freeze_edge"})
+# every thread of the edge stopped (SIGSTOP lands asynchronously; NetTestbed.freeze waits for it),
+# the reset rules in place (one iptables-restore process: tens of ms on a loaded machine).
+TAKES_EFFECT_WHEN_DONE = frozenset({"start_edge", "flood", "freeze_edge", "reject"})
 
 
 def _last_cpu_of_several() -> str | None:

@@ -53,8 +53,8 @@ def missing_requirements() -> list[str]:
     return problems
 
 
-def _run(argv: Sequence[str], check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(list(argv), capture_output=True, text=True, timeout=30)
+def _run(argv: Sequence[str], check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess:
+    result = subprocess.run(list(argv), capture_output=True, text=True, timeout=30, input=stdin)
     if check and result.returncode != 0:
         raise HarnessError(f"`{' '.join(argv)}` failed ({result.returncode}): {result.stderr.strip()}")
     return result
@@ -166,11 +166,19 @@ class NetTestbed:
         self._mark("drop")
 
     def reject(self) -> None:
-        """Answer every TCP segment to or from the edge with a reset: refused/reset at once."""
-        tcp_reset = ("-j", "REJECT", "--reject-with", "tcp-reset")
-        self._iptables("-I", "OUTPUT", "-d", EDGE_IP, "-p", "tcp", *tcp_reset)
+        """Answer every TCP segment to or from the edge with a reset: refused/reset at once.
+
+        Both rules land in one iptables-restore transaction, so the fault has one start: the
+        moment this returns. A request already sent when they land is not reset: its answer is
+        rejected toward the edge, and the robot's socket learns only when it next sends (in
+        practice, at its deadline)."""
+        tcp_reset = "-j REJECT --reject-with tcp-reset"
         # The resets made for our own segments come back "from" the edge: let them in.
-        self._iptables("-I", "INPUT", "-s", EDGE_IP, "-p", "tcp", "!", "--tcp-flags", "RST", "RST", *tcp_reset)
+        rules = ("*filter\n"
+                 f"-I OUTPUT -d {EDGE_IP} -p tcp {tcp_reset}\n"
+                 f"-I INPUT -s {EDGE_IP} -p tcp ! --tcp-flags RST RST {tcp_reset}\n"
+                 "COMMIT\n")
+        _run(["ip", "netns", "exec", self.robot_ns, "iptables-restore", "--noflush"], stdin=rules)
         self._mark("reject")
 
     def clear(self) -> None:

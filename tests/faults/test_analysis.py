@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from robot_compress.faults.analysis import Bounds, ScenarioMetrics, local_dwells, violations
-from robot_compress.faults.scenarios import BLACKHOLE
+from robot_compress.faults.analysis import Bounds, ScenarioMetrics, analyze, local_dwells, violations
+from robot_compress.faults.experiment import RunConfig, RunRecord
+from robot_compress.faults.scenarios import BLACKHOLE, scenarios
 
 
 def event(t, previous, state):
@@ -59,3 +60,28 @@ def test_the_bounds_use_the_deadline_the_node_will_use():
     detection = RunConfig(source=source, local_model=DETECTION_LOCAL_MODEL, node_params=dict(DETECTION_NODE_PARAMS))
     assert detection.router_value("deadline_ms") == 250.0
     assert RunConfig(source=source, node_params={"deadline_ms": 90.0}).router_value("deadline_ms") == 90.0
+
+
+def result(stamp: float, received_at: float, answered_at: float, backend: str, latency_ms: float) -> dict:
+    sec, nanosec = int(stamp), round((stamp % 1) * 1e9)
+    return {"kind": "result", "t": answered_at + 0.003, "stamp": {"sec": sec, "nanosec": nanosec},
+            "received_at": received_at, "answered_at": answered_at, "backend": backend,
+            "latency_ms": latency_ms, "edge_failure": "timeout" if latency_ms > 60 else None}
+
+
+def test_a_frame_already_sent_when_the_reset_lands_is_held_to_the_black_hole_bound_not_the_refusal_one():
+    """A reset rule cannot reset a request that is already out: that frame waits for its deadline.
+    The refusal bound applies from the first frame the node receives once the rule is in effect."""
+    reject = next(s for s in scenarios() if s.name == "reject")
+    fault = 100.0
+    records = [result(99.948, 99.950, 99.957, "edge", 7.0),
+               result(99.997, 99.998, fault + 0.064, "local", 64.0),  # in flight: deadline, then local
+               result(100.047, 100.049, 100.066, "local", 16.0),  # queued behind it, refused at once
+               result(100.097, 100.099, 100.103, "local", 4.0)]
+    run = RunRecord(reject, RunConfig(source=Path("unused")), records, [(fault, "reject"), (fault + 2, "clear")],
+                    t0=99.948, directory=Path("unused"))
+    metrics = analyze(run)
+    assert metrics.first_hit_node_ms == pytest.approx(17.0)
+    assert [p for p in violations(metrics, BOUNDS) if "refusal" in p or "during the fault" in p] == []
+    records[1].update(answered_at=fault + 0.080, latency_ms=80.0)  # past deadline + local p99 + 10 ms
+    assert any("during the fault" in p for p in violations(analyze(run), BOUNDS))
