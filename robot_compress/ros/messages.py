@@ -21,6 +21,7 @@ from std_msgs.msg import String
 from robot_compress.runtime.classification import Prediction
 from robot_compress.runtime.detection import Detection
 from robot_compress.runtime.router import RouteResult, RouterEvent, RouterState, RouterStats
+from robot_compress.runtime.transport_loss import loss_is_alarming
 
 try:
     from vision_msgs.msg import (
@@ -132,19 +133,26 @@ def _ms(value: float | None) -> str:
 
 def diagnostics_message(stamp, stats: RouterStats, counters: dict[str, int], edge_configured: bool,
                         hardware_id: str, stopped_threads: Sequence[str] = (),
-                        recently_dropped: int = 0) -> DiagnosticArray:
+                        recently_dropped: int = 0, recent_transport: tuple[int, int] = (0, 0)) -> DiagnosticArray:
     """One DiagnosticStatus for the router: ERROR when one of the node's threads (`stopped_threads`)
     has ended, WARN while the edge is configured but not in use, while a recent frame got no answer,
-    or when the node's frame queue dropped frames since the last report (`recently_dropped`: frames
+    when the node's frame queue dropped frames since the last report (`recently_dropped`: frames
     arrive faster than the node answers them, e.g. a CPU shared with other work; the newest frame
-    wins, so results stay current but some frames get none)."""
+    wins, so results stay current but some frames get none), or when the frames estimated lost
+    before they reached the node since the last report (`recent_transport`: received, missing)
+    pass `transport_loss.loss_is_alarming` (the node's log names the likely cause and the fix)."""
+    received, missing = recent_transport
+    lossy_transport = loss_is_alarming(received, missing)
     degraded = edge_configured and stats.state is not RouterState.EDGE
-    warn = degraded or stats.recent_answers.get("none") or recently_dropped > 0
+    warn = degraded or stats.recent_answers.get("none") or recently_dropped > 0 or lossy_transport
     level = DiagnosticStatus.WARN if warn else DiagnosticStatus.OK
     reason = stats.last_event.reason if stats.last_event else ""
     message = f"{stats.state.value} ({reason})"
     if recently_dropped:
         message += f"; falling behind the camera: {recently_dropped} frames dropped since the last report"
+    if lossy_transport:
+        message += (f"; camera frames lost in transport: {missing} of {received + missing} since the last report "
+                    "(see the node's log for the fix)")
     if stopped_threads:
         level = DiagnosticStatus.ERROR
         message = f"thread stopped: {', '.join(stopped_threads)}; {message}"
@@ -159,6 +167,7 @@ def diagnostics_message(stamp, stats: RouterStats, counters: dict[str, int], edg
         "last_probe_ms": _ms(stats.last_probe_ms),
         **{k: str(v) for k, v in counters.items()},
         "frames_dropped_recent": str(recently_dropped),
+        "frames_missing_in_transport_recent": str(missing),
         "answers_edge": str(stats.answers.get("edge", 0)),
         "answers_local": str(stats.answers.get("local", 0)),
         "answers_failed": str(stats.answers.get("none", 0)),

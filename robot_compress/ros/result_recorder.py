@@ -45,7 +45,9 @@ def subscribe(node, sink: Sink, perception_node: str = "perception_node", camera
     def on_diagnostics(msg) -> None:
         for status in msg.status:
             if status.name.startswith(perception_node):
-                sink("diagnostics", {"name": status.name, "values": {kv.key: kv.value for kv in status.values}})
+                level = ord(status.level) if isinstance(status.level, bytes) else status.level  # a byte field
+                sink("diagnostics", {"name": status.name, "level": level, "message": status.message,
+                                     "values": {kv.key: kv.value for kv in status.values}})
 
     for topic in dict.fromkeys((RESULT_JSON_TOPIC, DETECTION_JSON_TOPIC)):  # classifier's and detector's
         node.create_subscription(String, f"/{perception_node}/{topic}", json_to("result"), RELIABLE)

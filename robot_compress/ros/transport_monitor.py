@@ -18,6 +18,7 @@ class TransportMonitor:
         self._logger, self._topics = logger, topics
         self._estimators = {name: TransportLossEstimator() for name in topics}
         self._lock = threading.Lock()  # observe() runs in the executor, values() in a timer
+        self._reported = (0, 0)  # (received, missing) totals at the last since_last_report()
 
     def observe(self, name: str, header) -> None:
         stamp = header.stamp.sec + header.stamp.nanosec * 1e-9
@@ -32,6 +33,15 @@ class TransportMonitor:
     def snapshots(self) -> dict[str, LossSnapshot]:
         with self._lock:
             return {name: e.snapshot() for name, e in self._estimators.items()}
+
+    def since_last_report(self) -> tuple[int, int]:
+        """(received, missing) over the inputs since the previous call. The estimate of frames
+        missing can shrink as the measured period settles; such a correction is no new frame."""
+        snaps = self.snapshots().values()
+        totals = sum(s.received for s in snaps), sum(s.missing for s in snaps)
+        recent = tuple(max(0, now - then) for now, then in zip(totals, self._reported, strict=True))
+        self._reported = totals
+        return recent
 
     def values(self) -> dict[str, str]:
         """Diagnostics values: totals over the inputs, apart from the node's own queue drops."""

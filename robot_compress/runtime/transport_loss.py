@@ -178,6 +178,19 @@ class TransportLossEstimator:
         return LossSnapshot(self.received, self.missing, self.restarts, self.pauses, self.period_s(), self.method)
 
 
+# When frames lost in transport since the last diagnostics report make the node say WARN. Fast DDS'
+# default settings lose about half of camera-sized frames; a stamp-based estimate can count a tick
+# the camera skipped itself, so one frame in a report period is not enough to alarm anyone.
+WARN_MIN_FRAMES = 2
+WARN_MIN_FRACTION = 0.05
+
+
+def loss_is_alarming(received: int, missing: int) -> bool:
+    """Whether `missing` frames lost among `received + missing` published in one report period
+    deserve a WARN on /diagnostics."""
+    return missing >= WARN_MIN_FRAMES and missing >= WARN_MIN_FRACTION * (received + missing)
+
+
 LIKELY_CAUSE = (
     "most likely the DDS transport: with Fast DDS' default settings, camera-sized frames between processes "
     "go over fragmented UDP (they do not fit the default shared-memory segment) and best-effort frames lose "

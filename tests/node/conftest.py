@@ -150,6 +150,7 @@ class Listener:
         self.truth: list[dict] = []
         self.backend: list[tuple[float, str]] = []
         self.diagnostics: dict[str, str] = {}
+        self.diagnostics_messages: list[tuple[int, str]] = []  # (level, message) of every report
         self._ros = BackgroundNode("test_listener")
         self.node = self._ros.node  # for a test's own clients
         subscribe(self.node, self._on)
@@ -165,6 +166,7 @@ class Listener:
                 self.backend.append((time.monotonic(), fields["backend"]))
             elif kind == "diagnostics" and fields["name"] == ROUTER_STATUS:
                 self.diagnostics = fields["values"]
+                self.diagnostics_messages.append((fields["level"], fields["message"]))
 
     def snapshot(self, name: str):
         with self.lock:

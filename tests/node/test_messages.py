@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticStatus
 from std_msgs.msg import Header
@@ -68,6 +69,22 @@ def test_diagnostics_warn_while_the_node_falls_behind_the_camera():
     assert behind.level == DiagnosticStatus.WARN and "falling behind the camera: 3 frames dropped" in behind.message
     assert {kv.key: kv.value for kv in behind.values}["frames_dropped_recent"] == "3"
     assert caught_up.level == DiagnosticStatus.OK  # the total stays 8, only new drops warn
+
+
+@pytest.mark.parametrize("received, missing, warns", [
+    (14, 1, False),  # one frame: a tick the camera skipped itself looks the same from stamps
+    (60, 2, False),  # 3%: estimate noise
+    (28, 2, True),
+    (8, 7, True),  # Fast DDS' default settings with camera-sized frames
+])
+def test_diagnostics_warn_when_camera_frames_are_lost_in_transport(received, missing, warns):
+    stats = local_router_stats()
+    counters = {"frames_in": 100, "frames_out": 100, "frames_dropped": 0, "bad_input": 0}
+    status = messages.diagnostics_message(Time(sec=1), stats, counters, False, "/perception_node",
+                                          recent_transport=(received, missing)).status[0]
+    assert (status.level == DiagnosticStatus.WARN) == warns, status.message
+    assert ("lost in transport" in status.message) == warns
+    assert {kv.key: kv.value for kv in status.values}["frames_missing_in_transport_recent"] == str(missing)
 
 
 def test_diagnostics_say_error_when_a_thread_has_stopped():

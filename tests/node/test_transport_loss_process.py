@@ -64,5 +64,7 @@ def test_frames_lost_by_a_default_configured_camera_are_counted(processes, liste
     assert int(diag["frames_dropped"]) == 0, f"the queue dropped frames; they must not count as transport: {detail}"
     assert float(diag["transport_loss_pct"]) == pytest.approx(100 * missing / (received + missing), abs=0.01)
     assert diag["camera_period_ms"] and float(diag["camera_period_ms"]) == pytest.approx(1000 / 15, rel=0.15)
+    warnings = [m for level, m in listener.snapshot("diagnostics_messages") if level == 1 and "lost in transport" in m]
+    assert warnings, f"/diagnostics never said WARN for the lost frames: {detail}"
     log = processes.output(processes.children[0][1])
     assert "never reached this node" in log and "fastdds.xml" in log, log[-2000:]
