@@ -147,8 +147,11 @@ def declared_size(data: bytes) -> tuple[int, int]:
     except Image.DecompressionBombError as exc:  # Pillow's own limit, far above ours
         raise ImageError(f"compressed image declares a size over the limit: {exc}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        # Pillow names no format for bytes it does not recognise (only its buffer object): the
+        # first bytes tell a user what was sent instead (text, an error page, raw pixels).
+        reason = "no known image format" if isinstance(exc, UnidentifiedImageError) else str(exc)
         raise ImageError(f"could not decode compressed image ({len(data)} bytes): corrupt or unsupported "
-                         f"format (its header: {exc})") from None
+                         f"format ({reason}; it starts with {data[:8]!r})") from None
 
 
 def decode_image(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:

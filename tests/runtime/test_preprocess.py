@@ -101,6 +101,8 @@ def test_decode_png_round_trip_and_corrupt_data():
         decode_image(jpeg.tobytes()[:40])
     with pytest.raises(ImageError, match="empty"):
         decode_image(b"")
+    with pytest.raises(ImageError, match=r"no known image format; it starts with b'<html>\\n<'\)$"):
+        decode_image(b"<html>\n<body>503 Service Unavailable</body></html>")
 
 
 def test_camera_sized_bgr_and_mono_match_converting_first():
