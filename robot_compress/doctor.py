@@ -94,8 +94,13 @@ def check_rclpy(timeout_s: float = 5.0) -> Check:
 
 
 def check_torchvision() -> Check:
-    """In a subprocess: a broken torchvision build can abort the interpreter that imports it."""
-    code = "import torchvision; print(torchvision.__version__)"
+    """In a subprocess: a broken torchvision build can abort the interpreter that imports it.
+    Imported the way `compress` imports it (compress/torchvision_compat.py), so a CUDA build on CPU
+    torch, usable for the classifiers, is reported as usable."""
+    code = ("from robot_compress.compress.torchvision_compat import import_torchvision, schema_workaround_applied\n"
+            "version = import_torchvision().__version__\n"
+            "print(version + (' (a CUDA build on CPU torch: its classifiers work, its detection ops do not)'"
+            " if schema_workaround_applied() else ''))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     if proc.returncode == 0:
         return Check("torchvision", True, proc.stdout.strip(), "torchvision teachers in `compress`")

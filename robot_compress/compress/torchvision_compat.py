@@ -35,3 +35,8 @@ def import_torchvision():
         _keep_alive.append(library)
         import torchvision
     return torchvision
+
+
+def schema_workaround_applied() -> bool:
+    """Whether import_torchvision() had to define the missing op schemas (a CUDA build on CPU torch)."""
+    return bool(_keep_alive)
