@@ -37,6 +37,17 @@ def coco_map(annotations: Path | dict, detections: dict[int, list[Detection]],
              category_ids: list[int]) -> tuple[float, float]:
     """(mAP50-95, mAP50) in percent, scoring only the images in `detections`. `annotations` is an
     instances.json file or the same content as a dict (ground truth made on the fly, e.g. a simulator's)."""
+    stats = coco_stats(annotations, detections, category_ids)
+    return stats["map50_95"], stats["map50"]
+
+
+COCO_STATS = {"map50_95": 0, "map50": 1, "map_small": 3, "map_medium": 4, "map_large": 5}  # name -> stats index
+
+
+def coco_stats(annotations: Path | dict, detections: dict[int, list[Detection]],
+               category_ids: list[int]) -> dict[str, float | None]:
+    """pycocotools' summary as {COCO_STATS name: percent}, scoring only the images in `detections`;
+    None for a size class with no ground-truth box in those images."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -51,13 +62,15 @@ def coco_map(annotations: Path | dict, detections: dict[int, list[Detection]],
         else:
             truth = COCO(str(annotations))
         if not results:
-            return 0.0, 0.0
+            return dict.fromkeys(COCO_STATS, 0.0)
         evaluator = COCOeval(truth, truth.loadRes(results), "bbox")
         evaluator.params.imgIds = sorted(detections)
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
-    return 100.0 * float(evaluator.stats[0]), 100.0 * float(evaluator.stats[1])
+    # pycocotools writes -1 where there was nothing to score
+    return {name: 100.0 * float(evaluator.stats[i]) if evaluator.stats[i] >= 0 else None
+            for name, i in COCO_STATS.items()}
 
 
 def evaluate_folder(folder: Path, run: Callable[[np.ndarray], list[Detection]], category_ids: list[int],
