@@ -139,8 +139,9 @@ def diagnostics_message(stamp, stats: RouterStats, counters: dict[str, int], edg
     when the node's frame queue dropped frames since the last report (`recently_dropped`: frames
     arrive faster than the node answers them, e.g. a CPU shared with other work; the newest frame
     wins, so results stay current but some frames get none), or when the frames estimated lost
-    before they reached the node since the last report (`recent_transport`: received, missing)
-    pass `transport_loss.loss_is_alarming` (the node's log names the likely cause and the fix)."""
+    before they reached the node in the last few seconds (`recent_transport`: received, missing;
+    TransportMonitor.recent) pass `transport_loss.loss_is_alarming` (the node's log names the
+    likely cause and the fix)."""
     received, missing = recent_transport
     lossy_transport = loss_is_alarming(received, missing)
     degraded = edge_configured and stats.state is not RouterState.EDGE
@@ -151,7 +152,7 @@ def diagnostics_message(stamp, stats: RouterStats, counters: dict[str, int], edg
     if recently_dropped:
         message += f"; falling behind the camera: {recently_dropped} frames dropped since the last report"
     if lossy_transport:
-        message += (f"; camera frames lost in transport: {missing} of {received + missing} since the last report "
+        message += (f"; camera frames lost in transport: {missing} of {received + missing} recently "
                     "(see the node's log for the fix)")
     if stopped_threads:
         level = DiagnosticStatus.ERROR

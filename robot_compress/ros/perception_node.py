@@ -198,7 +198,7 @@ class PerceptionNode(Node):
         return messages.diagnostics_message(self.get_clock().now().to_msg(), stats, counters, self.edge is not None,
                                             self.get_fully_qualified_name(), stopped_threads=stopped,
                                             recently_dropped=recently_dropped,
-                                            recent_transport=self.transport.since_last_report())
+                                            recent_transport=self.transport.recent())
 
     def _publish_diagnostics(self) -> None:
         self.diag_pub.publish(self._diagnostics())

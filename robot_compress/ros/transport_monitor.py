@@ -5,20 +5,26 @@ names the likely cause and the fix."""
 from __future__ import annotations
 
 import threading
+import time
+from collections import deque
+from collections.abc import Callable
 
 from robot_compress.ros.launch_description import DDS_PROFILE
 from robot_compress.runtime.transport_loss import LossSnapshot, TransportLossEstimator, loss_warning
 
 WARNING_PERIOD_S = 30.0
+RECENT_S = 2.0  # the window /diagnostics judges transport loss over
 
 
 class TransportMonitor:
-    def __init__(self, logger, topics: dict[str, str]):
+    def __init__(self, logger, topics: dict[str, str], clock: Callable[[], float] = time.monotonic):
         """`topics`: input name (as the node subscribes) -> resolved topic name, for the warning."""
         self._logger, self._topics = logger, topics
         self._estimators = {name: TransportLossEstimator() for name in topics}
         self._lock = threading.Lock()  # observe() runs in the executor, values() in a timer
-        self._reported = (0, 0)  # (received, missing) totals at the last since_last_report()
+        self._clock = clock
+        # (time, received, missing) totals at each recent() call, reaching back RECENT_S
+        self._history: deque[tuple[float, int, int]] = deque([(clock(), 0, 0)])
 
     def observe(self, name: str, header) -> None:
         stamp = header.stamp.sec + header.stamp.nanosec * 1e-9
@@ -34,14 +40,19 @@ class TransportMonitor:
         with self._lock:
             return {name: e.snapshot() for name, e in self._estimators.items()}
 
-    def since_last_report(self) -> tuple[int, int]:
-        """(received, missing) over the inputs since the previous call. The estimate of frames
-        missing can shrink as the measured period settles; such a correction is no new frame."""
+    def recent(self) -> tuple[int, int]:
+        """(received, missing) over the inputs in the last RECENT_S seconds or a little more (since
+        the newest earlier call at least that old; the node calls once per diagnostics report), so
+        the figure does not depend on how often the node reports. The estimate of frames missing can
+        shrink as the measured period settles; such a correction is no new frame."""
+        now = self._clock()
         snaps = self.snapshots().values()
-        totals = sum(s.received for s in snaps), sum(s.missing for s in snaps)
-        recent = tuple(max(0, now - then) for now, then in zip(totals, self._reported, strict=True))
-        self._reported = totals
-        return recent
+        received, missing = sum(s.received for s in snaps), sum(s.missing for s in snaps)
+        self._history.append((now, received, missing))
+        while now - self._history[1][0] >= RECENT_S:  # keep one entry at least RECENT_S old
+            self._history.popleft()
+        _, then_received, then_missing = self._history[0]
+        return max(0, received - then_received), max(0, missing - then_missing)
 
     def values(self) -> dict[str, str]:
         """Diagnostics values: totals over the inputs, apart from the node's own queue drops."""

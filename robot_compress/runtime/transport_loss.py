@@ -11,8 +11,11 @@ that did arrive:
 
 From stamps, a frame the camera itself skipped (a driver or timer that falls behind its rate) looks
 the same as one lost on the way, and is counted; so do the frames of a camera that lowers its rate,
-until the recent differences (a window of 64) follow the new period; beyond about 60% loss the period
-can be taken for 2 periods and the loss is underestimated. Sequence numbers count transport loss only.
+until the recent differences (a window of 64) follow the new period. Beyond about 60% loss the densest
+cluster of differences can be 2 or more periods; from 24 differences on, the period is then found as
+the fraction of that cluster that explains nearly all differences (up to about 85% loss in simulation;
+fewer differences, or heavier loss, and the loss is underestimated). Sequence numbers count transport
+loss only.
 What it cannot see: frames lost before the first or after the last one received; frames of a camera
 whose rate is not constant (triggered or event-driven publishers); pauses longer than `max_gap_s`
 (counted as a pause, not as loss); frames of several publishers interleaved on one topic; and a
@@ -29,6 +32,10 @@ from collections import deque
 from dataclasses import dataclass
 
 SEQUENCE = re.compile(r"^(?P<frame>.*)#(?P<seq>\d+)$")
+# A period explains the stamp differences when FIT_SHARE of them lie within FIT_TOLERANCE periods
+# of a whole number of periods; MAX_DIVISOR bounds how many periods the densest cluster may span.
+FIT_TOLERANCE, FIT_SHARE, MAX_DIVISOR = 0.15, 0.9, 12
+DIVIDE_MIN_DELTAS, DIVIDE_MAX_FIT = 24, 0.7  # a cluster is divided only with this many differences, this badly explained
 
 
 def split_frame_id(frame_id: str) -> tuple[str, int | None]:
@@ -156,7 +163,7 @@ class TransportLossEstimator:
         if len(self._deltas) < self.warm_up:
             return None
         if self._period is None:  # computed once per new stamp, however often it is asked for
-            self._period = self._cluster_period()
+            self._period = self._whole_fraction(self._cluster_period())
         return self._period
 
     def _cluster_period(self) -> float:
@@ -169,6 +176,33 @@ class TransportLossEstimator:
         near = ordered[bisect_left(ordered, 0.8 * centre):bisect_right(ordered, 1.2 * centre)]
         return near[len(near) // 2]
 
+    def _fit(self, period: float) -> float:
+        """The share of recent differences within FIT_TOLERANCE periods of a whole number (>= 1) of periods."""
+        near = [abs(d / period - round(d / period)) <= FIT_TOLERANCE and round(d / period) >= 1 for d in self._deltas]
+        return sum(near) / len(near)
+
+    def _whole_fraction(self, cluster: float) -> float:
+        """The period, when the densest cluster is a multiple of it. Under heavy loss (over about 80%)
+        consecutive frames are rare and the clusters of 2, 3, ... periods outgrow the one of a single
+        period; the stamp differences are still whole numbers of periods, so the period is the largest
+        cluster / m (m = 2..MAX_DIVISOR), refined by least squares, that explains nearly all of them.
+        A cluster that already explains them (the usual case) is kept: a smaller period explains
+        jittery or late stamps worse, never better."""
+        # Late stamps (a publisher whose timer fell behind) also leave differences the cluster does not
+        # explain, and in a handful of them some can sit near half periods by chance. Missing frames
+        # leave far more unexplained (half of them or so for a cluster of two periods): divide only
+        # on such evidence, from enough differences.
+        if len(self._deltas) < DIVIDE_MIN_DELTAS or self._fit(cluster) > DIVIDE_MAX_FIT:
+            return cluster
+        for m in range(2, MAX_DIVISOR + 1):
+            candidate = cluster / m
+            for _ in range(2):  # the cluster's centre carries its jitter, m times over: fit to every difference
+                counts = [max(1, round(d / candidate)) for d in self._deltas]
+                candidate = sum(d * n for d, n in zip(self._deltas, counts, strict=True)) / sum(n * n for n in counts)
+            if self._fit(candidate) >= FIT_SHARE:
+                return candidate
+        return cluster
+
     def _by_stamps(self, delta: float) -> None:
         self._pending.append(delta)
         if len(self._pending) > self.window:
@@ -178,16 +212,16 @@ class TransportLossEstimator:
         return LossSnapshot(self.received, self.missing, self.restarts, self.pauses, self.period_s(), self.method)
 
 
-# When frames lost in transport since the last diagnostics report make the node say WARN. Fast DDS'
-# default settings lose about half of camera-sized frames; a stamp-based estimate can count a tick
-# the camera skipped itself, so one frame in a report period is not enough to alarm anyone.
+# When frames lost in transport in the last few seconds make the node say WARN. Fast DDS' default
+# settings lose about half of camera-sized frames; a stamp-based estimate can count a tick the
+# camera skipped itself, so one frame is not enough to alarm anyone.
 WARN_MIN_FRAMES = 2
 WARN_MIN_FRACTION = 0.05
 
 
 def loss_is_alarming(received: int, missing: int) -> bool:
-    """Whether `missing` frames lost among `received + missing` published in one report period
-    deserve a WARN on /diagnostics."""
+    """Whether `missing` frames lost among `received + missing` published recently deserve a WARN
+    on /diagnostics."""
     return missing >= WARN_MIN_FRAMES and missing >= WARN_MIN_FRACTION * (received + missing)
 
 

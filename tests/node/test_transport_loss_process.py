@@ -12,6 +12,9 @@ from tests.node.conftest import camera_spec, node_spec
 pytestmark = pytest.mark.timeout(120)
 
 FRAMES = 150  # 10 s at 15 Hz
+# Beyond about 60% loss, with few frames received, the stamps need not show the camera's period and
+# the estimate can fall short (runtime/transport_loss.py says so); this camera's loss varies by run.
+STAMPS_LOSS_LIMIT = 0.6
 
 
 def run_default_configured_camera(processes, listener, source, **camera_parameters) -> tuple[int, dict]:
@@ -54,7 +57,7 @@ def test_frames_lost_by_a_default_configured_camera_are_counted(processes, liste
     if sequence_in_frame_id:
         seqs = sorted(int(r["frame_id"].rpartition("#")[2]) for r in results)
         assert missing == seqs[-1] - seqs[0] + 1 - received <= lost, f"{detail}, sequence numbers {seqs}"
-    else:
+    elif lost / published <= STAMPS_LOSS_LIMIT:
         # From stamps, a tick the camera itself skipped (its timer falls behind on a loaded machine)
         # counts as missing too: expect the frame slots between the first and last stamp received.
         stamps = sorted(r["stamp"]["sec"] + r["stamp"]["nanosec"] * 1e-9 for r in results)
@@ -65,6 +68,7 @@ def test_frames_lost_by_a_default_configured_camera_are_counted(processes, liste
     assert float(diag["transport_loss_pct"]) == pytest.approx(100 * missing / (received + missing), abs=0.01)
     assert diag["camera_period_ms"] and float(diag["camera_period_ms"]) == pytest.approx(1000 / 15, rel=0.15)
     warnings = [m for level, m in listener.snapshot("diagnostics_messages") if level == 1 and "lost in transport" in m]
-    assert warnings, f"/diagnostics never said WARN for the lost frames: {detail}"
+    if sequence_in_frame_id or lost / published <= STAMPS_LOSS_LIMIT:
+        assert warnings, f"/diagnostics never said WARN for the lost frames: {detail}"
     log = processes.output(processes.children[0][1])
     assert "never reached this node" in log and "fastdds.xml" in log, log[-2000:]

@@ -22,15 +22,22 @@ def frame(seq: int, period_s: float = 0.1) -> Header:
     return Header(stamp=Time(sec=int(t), nanosec=round((t % 1) * 1e9)), frame_id=f"camera#{seq}")
 
 
-def test_each_report_counts_only_the_frames_since_the_previous_one():
-    log = Log()
-    monitor = TransportMonitor(log, {"image": "/camera/image"})
-    for seq in (0, 1, 2, 5, 6, 7, 8, 9, 10, 11):  # 3 and 4 lost
+def test_recent_loss_covers_the_last_two_seconds_however_often_it_is_asked():
+    log, now = Log(), [0.0]
+    monitor = TransportMonitor(log, {"image": "/camera/image"}, clock=lambda: now[0])
+    for seq in (0, 1, 2, 5, 6, 7, 8, 9, 10, 11):  # 3 and 4 lost, within the first second
         monitor.observe("image", frame(seq))
-    assert monitor.since_last_report() == (10, 2)
-    assert monitor.since_last_report() == (0, 0)
-    for seq in (12, 13, 20):
+    now[0] = 1.0
+    assert monitor.recent() == (10, 2)
+    now[0] = 1.2
+    assert monitor.recent() == (10, 2)  # a report 0.2 s later still sees them
+    for seq in (12, 13, 20):  # 14..19 lost
         monitor.observe("image", frame(seq))
-    assert monitor.since_last_report() == (3, 6)
+    now[0] = 2.5
+    assert monitor.recent() == (13, 8)  # from the start: the newest report at least 2 s back
+    now[0] = 3.3
+    assert monitor.recent() == (3, 6)  # from the 1.2 s report: the first loss has left the window
+    now[0] = 5.4
+    assert monitor.recent() == (0, 0)  # nothing new for over two seconds
     assert monitor.values()["frames_missing_in_transport"] == "8"  # the total stays
     assert log.warnings and "/camera/image" in log.warnings[0]

@@ -55,6 +55,20 @@ def test_random_loss_is_counted_from_stamps(loss):
     assert snap.loss_fraction == pytest.approx(truly_missing / (kept[-1] + 1), abs=0.01)
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_heavy_loss_still_finds_the_period_from_whole_multiples(seed):
+    """At 85% loss consecutive frames are rare, and the densest cluster of stamp differences is 2 or
+    more periods; the differences are still whole numbers of periods, and the period explains them."""
+    rng = np.random.default_rng(seed)
+    stamps = 1000.0 + np.arange(600) / 30.0 + rng.uniform(-0.002, 0.002, 600)
+    kept = np.concatenate([[0], 1 + np.flatnonzero(rng.random(599) >= 0.85)])
+    estimator = TransportLossEstimator()
+    feed(estimator, stamps[kept])
+    snap = estimator.snapshot()
+    assert snap.period_s == pytest.approx(1 / 30, rel=0.03)
+    assert snap.missing == pytest.approx(int(kept[-1] + 1 - len(kept)), rel=0.03, abs=2)
+
+
 def test_gaps_seen_during_warm_up_are_counted_once_the_period_is_known():
     stamps = camera_stamps(40, 10.0)
     kept = [0, 3, *range(4, 40)]  # two frames lost before the period could be measured
