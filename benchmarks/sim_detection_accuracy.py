@@ -9,8 +9,10 @@ every model answers every frame: the patrol sim_world drives by default (the sam
 picture boards of coco/val_dev photos, camera at --width x --height, 1/--rate-hz of simulated time
 per frame, the segmentation pass trimming hidden boxes), rendered once; each model runs on each frame
 the way perception_node runs it (letterbox at the model's own input size, boxes back in image
-pixels, the node's default score threshold and box limit), and is scored with pycocotools against
-the frame's boxes, COCO's size classes included. Latency is each model's batch-1 inference on these
+pixels, the node's box limit) with the demo's score threshold for detection runs (0.001: every box
+the graph keeps, as COCO mAP is computed; `--score-threshold 0` takes each manifest's, what the node
+publishes by default), and is scored with pycocotools against the frame's boxes, COCO's size
+classes included. Latency is each model's batch-1 inference on these
 frames, measured in turns, with --threads ONNX Runtime threads (the node's default is 1).
 
 Prints a table and writes --out (JSON: settings, CPU, figures per model).
@@ -27,6 +29,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from robot_compress.faults.experiment import DETECTION_NODE_PARAMS  # noqa: E402
 
 DEFAULT_MODELS = [REPO / "models" / "coco_yolox_nano_640", REPO / "models" / "robot_yolox_nano_320"]
 SMALL, MEDIUM = 32 * 32, 96 * 96  # COCO's size classes, in frame pixels
@@ -71,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads per model (the node's default)")
+    parser.add_argument("--score-threshold", type=float, default=DETECTION_NODE_PARAMS["score_threshold"],
+                        help="boxes scored above this are kept (default: the demo's, every box the graph keeps; "
+                             "0: each model manifest's, what the node publishes by default)")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "sim_detection_accuracy.json")
     args = parser.parse_args(argv)
 
@@ -112,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             start = time.perf_counter()
             rows = detector.infer(bgr[None])
             times[name].append(1000 * (time.perf_counter() - start))
-            threshold = node.score_threshold or model.manifest.detection.score_threshold
+            threshold = args.score_threshold or model.manifest.detection.score_threshold
             found[name][index] = rows_to_detections(rows[0], model.manifest.labels, threshold, node.max_detections)
 
     rows = []
@@ -124,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
                      "latency_p50_ms": round(statistics.median(times[name]), 2),
                      "latency_p90_ms": round(statistics.quantiles(times[name], n=10)[-1], 2) if frames > 1 else None})
     report = {"settings": {"frames": frames, "rate_hz": args.rate_hz, "seconds": args.seconds, "width": args.width,
-                           "height": args.height, "threads": args.threads},
+                           "height": args.height, "threads": args.threads, "score_threshold": args.score_threshold},
               "cpu": cpu_description(), "truth_boxes": len(areas),
               "truth_small": sum(a < SMALL for a in areas), "truth_medium": sum(SMALL <= a < MEDIUM for a in areas),
               "truth_large": sum(a >= MEDIUM for a in areas), "models": rows}
