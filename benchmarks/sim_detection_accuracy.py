@@ -93,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     from robot_compress.runtime.model_contract import ModelDir
     from robot_compress.runtime.perception_config import NodeConfig
 
+    if args.seconds <= 0 or args.rate_hz <= 0 or args.threads < 1 or args.width < 16 or args.height < 16:
+        parser.error("need --seconds > 0, --rate-hz > 0, --threads >= 1 and an image of at least 16x16")
     detectors = {}
     for path in args.models:
         try:
@@ -101,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"{path}: {exc}")
         if model.manifest.detection is None:
             parser.error(f"{path}: a {model.manifest.task} model, not a detection model")
+        if model.manifest.name in detectors:
+            parser.error(f"{path}: a second model named {model.manifest.name!r}; each row is named by its model")
         detectors[model.manifest.name] = (model, ImageDetector(LocalBackend(model, threads=args.threads)))
     category_ids = next(iter(detectors.values()))[0].manifest.detection.category_ids
     if any(m.manifest.detection.category_ids != category_ids for m, _ in detectors.values()):
@@ -117,17 +121,17 @@ def main(argv: list[str] | None = None) -> int:
     for index, bgr in enumerate(tqdm(images, desc="detecting", unit="frame")):
         for name, (model, detector) in detectors.items():  # in turns: a busy spell hits every model alike
             start = time.perf_counter()
-            rows = detector.infer(bgr[None])
+            answer = detector.infer(bgr[None])
             times[name].append(1000 * (time.perf_counter() - start))
             threshold = args.score_threshold or model.manifest.detection.score_threshold
-            found[name][index] = rows_to_detections(rows[0], model.manifest.labels, threshold, node.max_detections)
+            found[name][index] = rows_to_detections(answer[0], model.manifest.labels, threshold, node.max_detections)
 
     rows = []
     for name, (model, _) in detectors.items():
         rows.append({"model": name, "path": str(model.root), "input_size": model.manifest.preprocessing.input_size[0],
                      **{k: None if v is None else round(v, 2)
                         for k, v in coco_stats(dataset, found[name], category_ids).items()},
-                     "boxes_published": sum(len(d) for d in found[name].values()),
+                     "boxes_kept": sum(len(d) for d in found[name].values()),
                      "latency_p50_ms": round(statistics.median(times[name]), 2),
                      "latency_p90_ms": round(statistics.quantiles(times[name], n=10)[-1], 2) if frames > 1 else None})
     report = {"settings": {"frames": frames, "rate_hz": args.rate_hz, "seconds": args.seconds, "width": args.width,
@@ -149,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
 
     for r in rows:
         table.add_row(r["model"], str(r["input_size"]), fmt(r["map50_95"]), fmt(r["map50"]), fmt(r["map_small"]),
-                      fmt(r["map_medium"]), fmt(r["map_large"]), str(r["boxes_published"]), f"{r['latency_p50_ms']:.1f}")
+                      fmt(r["map_medium"]), fmt(r["map_large"]), str(r["boxes_kept"]), f"{r['latency_p50_ms']:.1f}")
     Console(width=160).print(table)
     print(f"wrote {args.out}")
     return 0
