@@ -68,7 +68,8 @@ def test_frames_lost_by_a_default_configured_camera_are_counted(processes, liste
     assert float(diag["transport_loss_pct"]) == pytest.approx(100 * missing / (received + missing), abs=0.01)
     assert diag["camera_period_ms"] and float(diag["camera_period_ms"]) == pytest.approx(1000 / 15, rel=0.15)
     warnings = [m for level, m in listener.snapshot("diagnostics_messages") if level == 1 and "lost in transport" in m]
-    if sequence_in_frame_id or lost / published <= STAMPS_LOSS_LIMIT:
+    # 20% of 150 frames over 10 s puts at least 6 in some 2 s window: the WARN's 2 frames and 5%
+    if lost >= 0.2 * published and (sequence_in_frame_id or lost / published <= STAMPS_LOSS_LIMIT):
         assert warnings, f"/diagnostics never said WARN for the lost frames: {detail}"
     log = processes.output(processes.children[0][1])
     assert "never reached this node" in log and "fastdds.xml" in log, log[-2000:]
