@@ -30,10 +30,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from robot_compress.faults.detection_map import MEDIUM_AREA, SMALL_AREA, sim_truth_dataset  # noqa: E402
 from robot_compress.faults.experiment import DETECTION_NODE_PARAMS  # noqa: E402
 
 DEFAULT_MODELS = [REPO / "models" / "coco_yolox_nano_640", REPO / "models" / "robot_yolox_nano_320"]
-SMALL, MEDIUM = 32 * 32, 96 * 96  # COCO's size classes, in frame pixels
 
 
 def render_patrol(frames: int, rate_hz: float, width: int, height: int):
@@ -52,18 +52,6 @@ def render_patrol(frames: int, rate_hz: float, width: int, height: int):
             images.append(frame.rgb[:, :, ::-1].copy())
             truth.append(frame.boxes)
     return images, truth
-
-
-def coco_truth(truth, width: int, height: int, category_ids: list[int]) -> dict:
-    dataset = {"images": [], "annotations": [], "categories": [{"id": c} for c in category_ids]}
-    for index, boxes in enumerate(truth):
-        dataset["images"].append({"id": index, "width": width, "height": height})
-        for box in boxes:
-            w, h = box.x1 - box.x0, box.y1 - box.y0
-            dataset["annotations"].append({"id": len(dataset["annotations"]) + 1, "image_id": index,
-                                           "category_id": box.category_id, "bbox": [box.x0, box.y0, w, h],
-                                           "area": w * h, "iscrowd": 0})
-    return dataset
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
 
     frames = max(1, round(args.seconds * args.rate_hz))
     images, truth = render_patrol(frames, args.rate_hz, args.width, args.height)
-    dataset = coco_truth(truth, args.width, args.height, category_ids)
+    dataset = sim_truth_dataset([{"index": i, "width": args.width, "height": args.height,
+                                  "boxes": [box.as_dict() for box in boxes]} for i, boxes in enumerate(truth)],
+                                category_ids)
     areas = [a["area"] for a in dataset["annotations"]]
 
     node = NodeConfig()
@@ -137,8 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     report = {"settings": {"frames": frames, "rate_hz": args.rate_hz, "seconds": args.seconds, "width": args.width,
                            "height": args.height, "threads": args.threads, "score_threshold": args.score_threshold},
               "cpu": cpu_description(), "truth_boxes": len(areas),
-              "truth_small": sum(a < SMALL for a in areas), "truth_medium": sum(SMALL <= a < MEDIUM for a in areas),
-              "truth_large": sum(a >= MEDIUM for a in areas), "models": rows}
+              "truth_small": sum(a < SMALL_AREA for a in areas),
+              "truth_medium": sum(SMALL_AREA <= a < MEDIUM_AREA for a in areas),
+              "truth_large": sum(a >= MEDIUM_AREA for a in areas), "models": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from robot_compress.faults.analysis import frame_key
 
 GROUPS = ("all", "edge", "local")
-SMALL_AREA = 32 * 32  # COCO's "small" objects, in frame pixels
+SMALL_AREA, MEDIUM_AREA = 32 * 32, 96 * 96  # COCO's size classes ("small" below the first), in frame pixels
 
 
 def run_map(records: list[dict], annotations: Path, category_ids: list[int]) -> dict[str, dict]:
@@ -32,7 +32,19 @@ def sim_map(records: list[dict], category_ids: list[int]) -> dict[str, dict]:
     """As `run_map`, scored against sim_world's per-frame boxes (truth records with `boxes`)."""
     truth = {frame_key(r): r for r in records if r["kind"] == "truth" and "boxes" in r}
     has_result = {frame_key(r) for r in records if r["kind"] == "result" and r.get("detections") is not None}
-    frames = [frame for key, frame in truth.items() if key in has_result]
+    dataset = sim_truth_dataset([frame for key, frame in truth.items() if key in has_result], category_ids)
+    groups = _grouped(records, truth, lambda frame: (frame["index"], 1.0))
+    scores = _score(groups, dataset, category_ids)
+    for name, answered in groups.items():  # how much there was to find in the frames each group answered
+        mine = [a for a in dataset["annotations"] if a["image_id"] in answered]
+        scores[name]["boxes"] = len(mine)
+        scores[name]["small_boxes"] = sum(a["area"] < SMALL_AREA for a in mine)
+    return scores
+
+
+def sim_truth_dataset(frames: list[dict], category_ids: list[int]) -> dict:
+    """COCO ground truth (pycocotools' dataset dict) from sim_world's truth frames: each with its
+    `index` (the image id), `width`, `height` and `boxes` (TruthBox.as_dict(): x0, y0, x1, y1 `bbox`)."""
     dataset: dict = {"images": [], "annotations": [], "categories": [{"id": c} for c in category_ids]}
     for frame in frames:
         dataset["images"].append({"id": frame["index"], "width": frame["width"], "height": frame["height"]})
@@ -41,13 +53,7 @@ def sim_map(records: list[dict], category_ids: list[int]) -> dict[str, dict]:
             dataset["annotations"].append({
                 "id": len(dataset["annotations"]) + 1, "image_id": frame["index"], "category_id": box["category_id"],
                 "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0), "iscrowd": 0})
-    groups = _grouped(records, truth, lambda frame: (frame["index"], 1.0))
-    scores = _score(groups, dataset, category_ids)
-    for name, answered in groups.items():  # how much there was to find in the frames each group answered
-        mine = [a for a in dataset["annotations"] if a["image_id"] in answered]
-        scores[name]["boxes"] = len(mine)
-        scores[name]["small_boxes"] = sum(a["area"] < SMALL_AREA for a in mine)
-    return scores
+    return dataset
 
 
 def _grouped(records: list[dict], truth: dict, image_of) -> dict[str, dict[int, list]]:

@@ -1,5 +1,5 @@
-"""The node's per-report view of transport loss: what arrived and what went missing since the last
-report, fed real std_msgs headers."""
+"""The node's recent view of transport loss: what arrived and what went missing in the last 2 s,
+fed real std_msgs headers."""
 
 from __future__ import annotations
 
